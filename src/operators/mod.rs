@@ -1,0 +1,16 @@
+//! The dataflow operators, one per file; each is an extension trait on differential
+//! collections (or, for inputs and outputs, a small driver), tested alone.
+
+pub mod classify;
+pub mod feedback;
+pub mod hard;
+pub mod sink;
+pub mod source;
+pub mod stats;
+
+pub use classify::{ClassifyExt, ClassifyParams};
+pub use feedback::{FeedbackExt, FeedbackState};
+pub use hard::{Combine, HardExt, HardSampleRule};
+pub use sink::{SinkExt, SinkParams};
+pub use source::{SourceLocation, SourceState};
+pub use stats::NodeStats;

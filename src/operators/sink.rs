@@ -1,0 +1,97 @@
+//! `sink`: writes the collections wired into it as manifests under the pipeline's output
+//! folder, one consistent snapshot per completed version: `<folder>/v000007/<input>.jsonl`
+//! (and `.parquet`), then `<folder>/current` is switched to it. A version is written only
+//! once the frontier has passed it, so every snapshot on disk is complete; all of a sink's
+//! files for a version appear together, by renaming a finished folder into place.
+
+use crate::operators::stats::NodeStats;
+use crate::store::manifest::{write_snapshot, ManifestFormat, Row};
+use differential_dataflow::VecCollection;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+/// How a `sink` node writes.
+#[derive(Clone)]
+pub struct SinkParams {
+    pub node: String,
+    /// `<output>/<node>`.
+    pub folder: PathBuf,
+    /// File stem for each input, by input index.
+    pub inputs: Vec<String>,
+    pub formats: Vec<ManifestFormat>,
+    /// How many past versions to keep beside the current one.
+    pub keep_versions: usize,
+    /// The first version of this run: a snapshot is written for it even if it is empty.
+    pub first_version: u64,
+    pub stats: Arc<NodeStats>,
+    /// Versions written, and the first error met writing, for the run summary.
+    pub written: Arc<Mutex<SinkLog>>,
+}
+
+/// What a sink has written.
+#[derive(Debug, Default)]
+pub struct SinkLog {
+    pub versions: Vec<u64>,
+    pub error: Option<String>,
+}
+
+/// Adds `sink` to collections of (input index, row).
+pub trait SinkExt {
+    /// Writes snapshots of the collection, split into one file per input index.
+    fn sink_manifests(self, params: SinkParams);
+}
+
+impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
+    fn sink_manifests(self, params: SinkParams) {
+        let name = format!("sink:{}", params.node);
+        let mut pending: BTreeMap<u64, Vec<((usize, Row), isize)>> = BTreeMap::new();
+        let mut state: BTreeMap<(usize, Row), isize> = BTreeMap::new();
+        let mut written_any = false;
+        self.inner.sink(Exchange::new(|_: &((usize, Row), u64, isize)| 0), &name, move |(input, frontier)| {
+            input.for_each(|_cap, data| {
+                for (row, time, diff) in data.drain(..) {
+                    params.stats.records_in(diff);
+                    pending.entry(time).or_default().push((row, diff));
+                }
+            });
+            let frontier = frontier.frontier();
+            let complete: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+            for time in complete {
+                for (row, diff) in pending.remove(&time).unwrap_or_default() {
+                    let count = state.entry(row).or_insert(0);
+                    *count += diff;
+                }
+                state.retain(|_, count| *count != 0);
+                write(&params, time, &state);
+                written_any = true;
+            }
+            if !written_any && !frontier.less_equal(&params.first_version) {
+                write(&params, params.first_version, &state);
+                written_any = true;
+            }
+        });
+    }
+}
+
+fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize>) {
+    let mut tables: Vec<Vec<(&Row, isize)>> = vec![Vec::new(); params.inputs.len()];
+    for ((input, row), count) in state {
+        tables[*input].push((row, *count));
+    }
+    let rows: usize = tables.iter().flatten().map(|(_, c)| (*c).max(0) as usize).sum();
+    let result = write_snapshot(&params.folder, version, &params.inputs, &tables, &params.formats, params.keep_versions);
+    let mut log = params.written.lock().expect("sink log");
+    match result {
+        Ok(()) => {
+            params.stats.records_out(rows as isize);
+            log.versions.push(version);
+        }
+        Err(e) => {
+            params.stats.error(1);
+            log.error.get_or_insert(e);
+        }
+    }
+}

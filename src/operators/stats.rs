@@ -1,0 +1,80 @@
+//! Per-node counters for the run summary: records in and out, errors, batches, cache hits and
+//! busy seconds. Shared by every worker of a process, so they are atomics.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Counters for one graph node.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    errors: AtomicU64,
+    batches: AtomicU64,
+    cache_hits: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// A plain copy of a node's counters, as the summary writes it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NodeSummary {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub errors: u64,
+    pub model_calls: u64,
+    pub batches: u64,
+    pub cache_hits: u64,
+    pub seconds: f64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl NodeStats {
+    /// Counts an input update (retractions count too: they are work).
+    pub fn records_in(&self, diff: isize) {
+        add(&self.records_in, diff.unsigned_abs() as u64);
+    }
+    /// Counts an output update.
+    pub fn records_out(&self, diff: isize) {
+        add(&self.records_out, diff.unsigned_abs() as u64);
+    }
+    /// Counts an error update.
+    pub fn error(&self, diff: isize) {
+        add(&self.errors, diff.unsigned_abs() as u64);
+    }
+    /// Counts a result or an error.
+    pub fn outcome<T, E>(&self, outcome: &Result<T, E>, diff: isize) {
+        match outcome {
+            Ok(_) => self.records_out(diff),
+            Err(_) => self.error(diff),
+        }
+    }
+    /// Counts a batch handed to a model.
+    pub fn batch(&self) {
+        add(&self.batches, 1);
+    }
+    /// Counts a memoized answer.
+    pub fn cache_hit(&self) {
+        add(&self.cache_hits, 1);
+    }
+    /// Adds the time since `started` to the node's busy time.
+    pub fn busy_since(&self, started: Instant) {
+        add(&self.busy_nanos, started.elapsed().as_nanos() as u64);
+    }
+    /// A plain copy; `model_calls` comes from the node's inference service, if any.
+    pub fn summary(&self, model_calls: u64, extra_busy_seconds: f64) -> NodeSummary {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NodeSummary {
+            records_in: get(&self.records_in),
+            records_out: get(&self.records_out),
+            errors: get(&self.errors),
+            model_calls,
+            batches: get(&self.batches),
+            cache_hits: get(&self.cache_hits),
+            seconds: get(&self.busy_nanos) as f64 / 1e9 + extra_busy_seconds,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The records that flow between operators. All are serde + bincode serialisable so timely can
+//! exchange them between processes, and totally ordered so differential can arrange them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A content hash (blake3) of a file's bytes, written as hex in manifests.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(*blake3::hash(bytes).as_bytes())
+    }
+    /// The hex form used in manifests and file names.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// Parses the hex form.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Digest(out))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..12])
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let hex = String::deserialize(d)?;
+            Digest::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        } else {
+            <[u8; 32]>::deserialize(d).map(Digest)
+        }
+    }
+}
+
+/// A stable sample id: a hash of the dataset-relative path or of the manifest's own id.
+pub type SampleId = u64;
+
+/// Derives the stable id of a sample from its dataset-relative name.
+pub fn sample_id(name: &str) -> SampleId {
+    let hash = blake3::hash(name.as_bytes());
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// A real training image.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sample {
+    /// Stable id (see [`sample_id`]).
+    pub id: SampleId,
+    /// The dataset-relative name the id was derived from (relative path, or the manifest's id).
+    pub name: String,
+    /// Class name.
+    pub label: String,
+    /// Where the image is read from.
+    pub path: String,
+    /// Content hash of the image file.
+    pub digest: Digest,
+}
+
+/// A probability or loss that can live inside an ordered, hashed record.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Value(pub f32);
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Value {}
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Value {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl std::hash::Hash for Value {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// What a classifier (ours, or the user's trainer) says about one sample at one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Score {
+    /// The sample scored.
+    pub sample: SampleId,
+    /// The checkpoint (model version) that scored it; later checkpoints supersede earlier ones.
+    pub checkpoint: u64,
+    /// Probability of the true class.
+    pub p_true: Value,
+    /// Cross-entropy loss of the true class.
+    pub loss: Value,
+    /// The predicted class name.
+    pub predicted: String,
+}
+
+/// A record that could not be processed, reported with where it came from instead of crashing.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// The graph node that met the error.
+    pub node: String,
+    /// The file (and line, where there is one) the error is about.
+    pub location: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The kinds of record a node can produce; the graph compiler checks wiring with these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Sample,
+    Score,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::Sample => "Sample",
+            RecordKind::Score => "Score",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_through_hex_and_bincode() {
+        let d = Digest::of(b"hello");
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.to_hex()));
+        let bytes = bincode::serialize(&d).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(bincode::deserialize::<Digest>(&bytes).unwrap(), d);
+    }
+
+    #[test]
+    fn records_round_trip_through_bincode() {
+        let s = Sample {
+            id: sample_id("coat/a.png"),
+            name: "coat/a.png".into(),
+            label: "coat".into(),
+            path: "/data/coat/a.png".into(),
+            digest: Digest::of(b"x"),
+        };
+        let back: Sample = bincode::deserialize(&bincode::serialize(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let score = Score { sample: s.id, checkpoint: 3, p_true: Value(0.25), loss: Value(1.386), predicted: "shirt".into() };
+        let back: Score = bincode::deserialize(&bincode::serialize(&score).unwrap()).unwrap();
+        assert_eq!(back, score);
+    }
+
+    #[test]
+    fn sample_ids_are_stable() {
+        assert_eq!(sample_id("coat/a.png"), sample_id("coat/a.png"));
+        assert_ne!(sample_id("coat/a.png"), sample_id("coat/b.png"));
+    }
+}

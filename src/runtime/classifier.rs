@@ -1,0 +1,188 @@
+//! An ONNX image classifier described by a `discl.toml`: checks the file's inputs and outputs
+//! against the metadata, runs batches, and turns logits into (p_true, loss, predicted).
+
+use super::image_input::{decode_into, ImageSpec};
+use super::model_meta::ModelMeta;
+use super::onnx::{self, SessionOptions};
+use super::service::{BatchWorker, ServiceStats};
+use crate::record::Digest;
+use ort::session::Session;
+use ort::value::TensorRef;
+use std::path::{Path, PathBuf};
+
+/// A loaded classifier.
+pub struct Classifier {
+    session: Session,
+    meta: ModelMeta,
+    spec: ImageSpec,
+    logits_name: String,
+    file: PathBuf,
+    digest: Digest,
+}
+
+/// The verdict on one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassifierOutput {
+    pub p_true: f32,
+    pub loss: f32,
+    pub predicted: usize,
+}
+
+impl Classifier {
+    /// Opens the model folder's ONNX file and checks it fits its metadata.
+    pub fn open(folder: &Path, options: &SessionOptions) -> Result<Classifier, String> {
+        let (meta, _) = ModelMeta::load(folder)?;
+        let file = folder.join(&meta.onnx);
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let digest = Digest::of(&bytes);
+        let session = onnx::open_session(&file, options)?;
+        let logits_name = meta.output("logits").map_err(|e| format!("{}: {e}", folder.join("discl.toml").display()))?.to_string();
+        check_io(&session, &meta, &logits_name).map_err(|e| format!("{}: {e}", file.display()))?;
+        let [channels, height, width] = meta.input_shape;
+        let spec = ImageSpec { channels, height, width, mean: meta.mean.clone(), std: meta.std.clone() };
+        Ok(Classifier { session, meta, spec, logits_name, file, digest })
+    }
+
+    /// The model's metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    /// How images must be prepared.
+    pub fn spec(&self) -> &ImageSpec {
+        &self.spec
+    }
+    /// Content hash of the ONNX file (part of every memo key).
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Runs the model on `n` prepared images laid out back to back; returns `n` rows of logits.
+    pub fn logits(&mut self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
+        let [c, h, w] = self.meta.input_shape;
+        let shape = [n, c, h, w];
+        let input = TensorRef::from_array_view((shape, pixels)).map_err(|e| e.to_string())?;
+        let fail = |e: ort::Error| format!("{}: {e}", self.file.display());
+        let outputs = self.session.run(ort::inputs![self.meta.input.as_str() => input]).map_err(fail)?;
+        let (shape, data) = outputs[self.logits_name.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        let classes = self.meta.classes.len();
+        if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != classes {
+            return Err(format!("{}: logits came back with shape {shape:?}, expected [{n}, {classes}]", self.file.display()));
+        }
+        Ok(data.chunks(classes).map(<[f32]>::to_vec).collect())
+    }
+}
+
+fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), String> {
+    let inputs = onnx::inputs(session);
+    let input = inputs.iter().find(|i| i.name == meta.input).ok_or_else(|| {
+        let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
+        format!("has no input `{}` (its inputs: {names:?})", meta.input)
+    })?;
+    if input.element != "Float32" {
+        return Err(format!("input `{}` is {}, expected Float32", input.name, input.element));
+    }
+    let [c, h, w] = meta.input_shape;
+    let wanted = [-1, c as i64, h as i64, w as i64];
+    let fits = input.shape.len() == 4 && input.shape.iter().zip(wanted).skip(1).all(|(&got, want)| got == -1 || got == want);
+    if !fits {
+        return Err(format!("input `{}` has shape {:?}, expected [batch, {c}, {h}, {w}]", input.name, input.shape));
+    }
+    let outputs = onnx::outputs(session);
+    let output = outputs.iter().find(|o| o.name == logits).ok_or_else(|| {
+        let names: Vec<_> = outputs.iter().map(|o| o.name.as_str()).collect();
+        format!("has no output `{logits}` (its outputs: {names:?})")
+    })?;
+    let classes = meta.classes.len() as i64;
+    match output.shape.last() {
+        Some(&n) if n == classes || n == -1 => Ok(()),
+        _ => Err(format!("output `{logits}` has shape {:?}, expected [batch, {classes}] for {classes} classes", output.shape)),
+    }
+}
+
+/// p(true class), cross-entropy loss and the arg-max class from one row of logits.
+pub fn score_logits(logits: &[f32], label: usize) -> ClassifierOutput {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
+    let loss = log_sum - logits[label];
+    let predicted = logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+        .0;
+    ClassifierOutput { p_true: (-loss).exp(), loss, predicted }
+}
+
+/// One image to classify.
+#[derive(Clone, Debug)]
+pub struct ClassifyItem {
+    /// The caller's key, returned with the result.
+    pub key: u64,
+    pub path: PathBuf,
+    /// Index of the true class in the model's classes.
+    pub label: usize,
+}
+
+/// The result for one [`ClassifyItem`].
+#[derive(Clone, Debug)]
+pub struct ClassifyResult {
+    pub key: u64,
+    pub result: Result<ClassifierOutput, String>,
+}
+
+impl BatchWorker for Classifier {
+    type Item = ClassifyItem;
+    type Output = ClassifyResult;
+
+    fn run(&mut self, items: Vec<ClassifyItem>, stats: &ServiceStats) -> Vec<ClassifyResult> {
+        let mut pixels = Vec::with_capacity(items.len() * self.spec.len());
+        let mut prepared = Vec::with_capacity(items.len());
+        let mut results: Vec<Option<Result<ClassifierOutput, String>>> = vec![None; items.len()];
+        for (i, item) in items.iter().enumerate() {
+            let loaded = std::fs::read(&item.path)
+                .map_err(|e| format!("cannot read image: {e}"))
+                .and_then(|bytes| decode_into(&bytes, &self.spec, &mut pixels));
+            match loaded {
+                Ok(()) => prepared.push(i),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !prepared.is_empty() {
+            stats.model_call();
+            match self.logits(&pixels, prepared.len()) {
+                Ok(rows) => {
+                    for (row, &i) in rows.iter().zip(&prepared) {
+                        results[i] = Some(Ok(score_logits(row, items[i].label)));
+                    }
+                }
+                Err(e) => {
+                    for &i in &prepared {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        items
+            .iter()
+            .zip(results)
+            .map(|(item, result)| ClassifyResult { key: item.key, result: result.expect("every item answered") })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_logits() {
+        let out = score_logits(&[0.0, 0.0], 1);
+        assert!((out.p_true - 0.5).abs() < 1e-6);
+        assert!((out.loss - std::f32::consts::LN_2).abs() < 1e-6);
+        let out = score_logits(&[1.0, 5.0, 2.0], 0);
+        assert_eq!(out.predicted, 1);
+        assert!(out.p_true < 0.05);
+        // Large logits stay finite.
+        let out = score_logits(&[1000.0, -1000.0], 0);
+        assert!(out.loss.abs() < 1e-6 && (out.p_true - 1.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,14 @@
+//! Model execution, independent of timely: ONNX Runtime sessions, model metadata, image
+//! decoding, and the inference service that runs batches on threads of its own.
+
+pub mod classifier;
+pub mod device;
+pub mod image_input;
+pub mod model_meta;
+pub mod onnx;
+pub mod service;
+
+pub use classifier::{Classifier, ClassifierOutput};
+pub use device::Device;
+pub use model_meta::ModelMeta;
+pub use service::{InferenceService, ServiceStats};

@@ -1,0 +1,119 @@
+//! ONNX Runtime: the process-wide environment and session creation with a chosen device.
+//!
+//! The library is loaded at run time (`load-dynamic`) from `ORT_DYLIB_PATH`, which
+//! `.cargo/config.toml` points at the copy `scripts/setup.sh` installs; outside cargo, the same
+//! copy is found relative to the working directory.
+
+use super::device::Device;
+use ort::session::Session;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Where `scripts/setup.sh` puts the ONNX Runtime library, relative to the repository root.
+pub const BUNDLED_LIBRARY: &str = "vendor/onnxruntime/libonnxruntime.so.1.31.1";
+
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment, created on first use.
+pub fn environment() -> Result<&'static ort::environment::Environment, String> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let library = library_path()?;
+            let builder = ort::init_from(&library)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
+            builder.with_name("discl").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn library_path() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = Path::new(BUNDLED_LIBRARY);
+    if local.exists() {
+        return Ok(local.to_path_buf());
+    }
+    Err(format!(
+        "ONNX Runtime library not found: set ORT_DYLIB_PATH or run `scripts/setup.sh` (it installs {BUNDLED_LIBRARY})"
+    ))
+}
+
+/// How a session is built.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub device: Device,
+    /// Fall back to the CPU when the device asked for is not there (otherwise that is an error).
+    pub fallback_to_cpu: bool,
+    /// ONNX Runtime intra-op threads for this session.
+    pub intra_threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { device: Device::Cpu, fallback_to_cpu: false, intra_threads: 1 }
+    }
+}
+
+/// Opens `file` as a session on the requested device; errors name the file.
+pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, String> {
+    let env = environment()?;
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    if !file.exists() {
+        return Err(format!("{}: no such model file", file.display()));
+    }
+    let mut builder = Session::builder(env)
+        .map_err(|e| fail(&e))?
+        .with_intra_threads(options.intra_threads.max(1))
+        .map_err(|e| fail(&e))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| fail(&e))?;
+    if let Device::Cuda(id) = options.device {
+        use ort::ep::ExecutionProvider;
+        let cuda = ort::ep::CUDA::default().with_device_id(id);
+        let available = ort::ep::CUDA::is_available().unwrap_or(false);
+        match (available, options.fallback_to_cpu) {
+            (true, _) => {
+                builder = builder
+                    .with_execution_providers([cuda.build().error_on_failure()])
+                    .map_err(|e| fail(&format!("cannot use CUDA device {id}: {e}")))?;
+            }
+            (false, true) => {}
+            (false, false) => {
+                return Err(format!(
+                    "{}: device cuda:{id} asked for, but the loaded ONNX Runtime has no CUDA support (install the GPU build, or set fallback = \"cpu\")",
+                    file.display()
+                ))
+            }
+        }
+    }
+    builder.commit_from_file(file).map_err(|e| fail(&e))
+}
+
+/// A tensor's element type and shape as an ONNX file declares them (-1 for a dynamic dimension).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorDecl {
+    pub name: String,
+    pub element: String,
+    pub shape: Vec<i64>,
+}
+
+fn declare(outlet: &ort::value::Outlet) -> TensorDecl {
+    let dtype = outlet.dtype();
+    TensorDecl {
+        name: outlet.name().to_string(),
+        element: dtype.tensor_type().map(|t| format!("{t:?}")).unwrap_or_else(|| format!("{dtype:?}")),
+        shape: dtype.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default(),
+    }
+}
+
+/// The inputs a session declares.
+pub fn inputs(session: &Session) -> Vec<TensorDecl> {
+    session.inputs().iter().map(declare).collect()
+}
+
+/// The outputs a session declares.
+pub fn outputs(session: &Session) -> Vec<TensorDecl> {
+    session.outputs().iter().map(declare).collect()
+}

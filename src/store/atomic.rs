@@ -1,0 +1,59 @@
+//! Atomic file and folder writes: write beside the target, fsync, rename into place, fsync the
+//! parent, so a reader sees the old file or the new one, never a torn one.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A temporary sibling name for `target` that is unique to this process.
+pub fn temp_sibling(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `bytes` to `target` atomically.
+pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("{}: {e}", target.display());
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let temp = temp_sibling(target);
+    let mut file = File::create(&temp).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    fs::rename(&temp, target).map_err(fail)?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Fsyncs a folder so renames inside it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Points the symlink `link` at `target` (a sibling name) atomically.
+pub fn replace_symlink(link: &Path, target: &str) -> Result<(), String> {
+    let temp = temp_sibling(link);
+    let _ = fs::remove_file(&temp);
+    std::os::unix::fs::symlink(target, &temp).map_err(|e| format!("{}: {e}", temp.display()))?;
+    fs::rename(&temp, link).map_err(|e| format!("{}: {e}", link.display()))?;
+    sync_dir(link.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b.txt");
+        write_file(&target, b"one").unwrap();
+        write_file(&target, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"two");
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("a")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+        replace_symlink(&dir.path().join("a/current"), "b.txt").unwrap();
+        assert_eq!(fs::read(dir.path().join("a/current")).unwrap(), b"two");
+    }
+}

@@ -1,0 +1,7 @@
+//! What the engine keeps on disk: manifests (snapshots per version) and the run state, all
+//! written atomically (temporary file, fsync, rename).
+
+pub mod atomic;
+pub mod manifest;
+pub mod parquet_table;
+pub mod state;

@@ -1,0 +1,54 @@
+//! `<output>/state/`: the last committed version, so a new run continues the version sequence
+//! instead of overwriting earlier snapshots.
+
+use super::atomic::write_file;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The persisted run state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    /// The last version every sink finished writing.
+    pub last_version: Option<u64>,
+}
+
+const FILE: &str = "state/run.json";
+
+impl RunState {
+    /// Reads `<output>/state/run.json`; a missing file is a fresh start.
+    pub fn load(output: &Path) -> Result<RunState, String> {
+        let file = output.join(FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::default()),
+            Err(e) => Err(format!("{}: {e}", file.display())),
+        }
+    }
+
+    /// The first version a new run uses.
+    pub fn next_version(&self) -> u64 {
+        self.last_version.map_or(0, |v| v + 1)
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, output: &Path) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(self).expect("serialisable");
+        write_file(&output.join(FILE), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_continue_across_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RunState::load(dir.path()).unwrap();
+        assert_eq!(state.next_version(), 0);
+        RunState { last_version: Some(4) }.save(dir.path()).unwrap();
+        assert_eq!(RunState::load(dir.path()).unwrap().next_version(), 5);
+        std::fs::write(dir.path().join(FILE), "{").unwrap();
+        assert!(RunState::load(dir.path()).unwrap_err().contains("run.json"));
+    }
+}
