@@ -8,3 +8,7 @@ pub mod operators;
 pub mod record;
 pub mod runtime;
 pub mod store;
+pub mod graph;
+pub mod pipeline;
+
+pub use pipeline::{Pipeline, PipelineError, RunOptions, RunSummary};

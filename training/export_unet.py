@@ -82,7 +82,7 @@ def main():
         print("output", o.name, o.type, o.shape)
     g = torch.Generator().manual_seed(0)
     max_diff = 0.0
-    for b in (1, 3, 8):
+    for b in (1, 3, 8, 70):
         x = torch.randn(b, 1, 28, 28, generator=g)
         t = torch.randint(0, uc.TRAIN_TIMESTEPS, (b,), generator=g)
         c = torch.randint(0, uc.NUM_CLASSES + 1, (b,), generator=g)

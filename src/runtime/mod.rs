@@ -6,6 +6,7 @@ pub mod device;
 pub mod image_input;
 pub mod model_meta;
 pub mod onnx;
+pub mod scheduler;
 pub mod service;
 
 pub use classifier::{Classifier, ClassifierOutput};

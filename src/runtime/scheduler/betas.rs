@@ -1,7 +1,7 @@
 //! Noise tables (betas, alphas_cumprod, sigmas) and the numpy helpers the timestep lists are built
 //! with, reproducing diffusers' float32 / float64 mix so that the results agree to the last bits.
 
-use super::config::{BetaSchedule, SchedulerParams};
+use super::params::{BetaSchedule, SchedulerParams};
 use super::{Result, SchedulerError, SchedulerKind};
 
 /// `alphas_cumprod` (float32) for the config, including zero-terminal-SNR rescaling.
@@ -9,10 +9,12 @@ pub(super) fn alphas_cumprod(p: &SchedulerParams) -> Result<Vec<f32>> {
     let n = p.num_train_timesteps;
     let mut betas: Vec<f32> = match &p.beta_schedule {
         BetaSchedule::Linear { start, end } => torch_linspace_f32(*start, *end, n),
-        BetaSchedule::ScaledLinear { start, end } => torch_linspace_f32(start.sqrt(), end.sqrt(), n)
-            .into_iter()
-            .map(|b| b * b)
-            .collect(),
+        BetaSchedule::ScaledLinear { start, end } => {
+            torch_linspace_f32(start.sqrt(), end.sqrt(), n)
+                .into_iter()
+                .map(|b| b * b)
+                .collect()
+        }
         BetaSchedule::SquaredCosCapV2 => squaredcos_cap_v2(n),
         BetaSchedule::Trained(b) => b.iter().map(|&x| x as f32).collect(),
     };
@@ -28,7 +30,12 @@ pub(super) fn alphas_cumprod(p: &SchedulerParams) -> Result<Vec<f32>> {
     }
     let mut ac = cumprod(betas.iter().map(|&b| 1.0f32 - b));
     // diffusers pins the last value away from 0 so Euler/DPM sigmas stay finite.
-    if p.rescale_betas_zero_snr && matches!(p.kind, SchedulerKind::EulerDiscrete | SchedulerKind::DpmSolverMultistep) {
+    if p.rescale_betas_zero_snr
+        && matches!(
+            p.kind,
+            SchedulerKind::EulerDiscrete | SchedulerKind::DpmSolverMultistep
+        )
+    {
         *ac.last_mut().expect("n >= 2") = 2f32.powi(-24);
     }
     Ok(ac)
@@ -54,13 +61,23 @@ fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
     let step = (e - s) / (n - 1) as f32;
     let half = n / 2;
     (0..n)
-        .map(|i| if i < half { s + step * i as f32 } else { e - step * (n - 1 - i) as f32 })
+        .map(|i| {
+            if i < half {
+                s + step * i as f32
+            } else {
+                e - step * (n - 1 - i) as f32
+            }
+        })
         .collect()
 }
 
 /// Cosine schedule (Nichol & Dhariwal), computed in double, stored float32, capped at 0.999.
 fn squaredcos_cap_v2(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -137,7 +154,10 @@ mod tests {
     #[test]
     fn linspace_and_arange_match_numpy_shapes() {
         assert_eq!(np_linspace(0.0, 999.0, 4), vec![0.0, 333.0, 666.0, 999.0]);
-        assert_eq!(np_arange(1000.0, 0.0, -250.0), vec![1000.0, 750.0, 500.0, 250.0]);
+        assert_eq!(
+            np_arange(1000.0, 0.0, -250.0),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
         let f = torch_linspace_f32(0.0001, 0.02, 1000);
         assert_eq!((f[0], f[999]), (0.0001, 0.02));
         assert_eq!(np_round(2.5), 2.0);

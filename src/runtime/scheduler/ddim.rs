@@ -2,7 +2,7 @@
 //! previous timestep along the predicted noise direction.
 
 use super::betas::{np_arange, np_linspace, np_round};
-use super::config::{Prediction, SchedulerParams, Spacing};
+use super::params::{Prediction, SchedulerParams, Spacing};
 use super::{ItemState, Result, Schedule, SchedulerError};
 
 /// Descending timesteps for `n` inference steps (diffusers' `DDIMScheduler.set_timesteps`).
@@ -16,7 +16,10 @@ pub(super) fn timesteps(p: &SchedulerParams, n: usize) -> Result<Vec<f32>> {
             .collect(),
         Spacing::Leading => {
             let ratio = (train / n) as i64;
-            (0..n as i64).rev().map(|i| i * ratio + p.steps_offset).collect()
+            (0..n as i64)
+                .rev()
+                .map(|i| i * ratio + p.steps_offset)
+                .collect()
         }
         Spacing::Trailing => np_arange(train as f64, 0.0, -(train as f64 / n as f64))
             .into_iter()
@@ -29,7 +32,10 @@ pub(super) fn timesteps(p: &SchedulerParams, n: usize) -> Result<Vec<f32>> {
 
 /// Refuses timesteps that would index outside alphas_cumprod (diffusers would fail or wrap).
 pub(super) fn check_range(p: &SchedulerParams, t: &[i64]) -> Result<()> {
-    match t.iter().find(|&&t| t < 0 || t as usize >= p.num_train_timesteps) {
+    match t
+        .iter()
+        .find(|&&t| t < 0 || t as usize >= p.num_train_timesteps)
+    {
         Some(&bad) => Err(SchedulerError::TimestepOutOfRange {
             kind: p.kind,
             timestep: bad,
@@ -40,7 +46,12 @@ pub(super) fn check_range(p: &SchedulerParams, t: &[i64]) -> Result<()> {
 }
 
 /// One DDIM step with eta = 0, in place.
-pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sample: &mut [f32]) -> Result<()> {
+pub(super) fn step(
+    s: &Schedule,
+    item: &mut ItemState,
+    model_output: &[f32],
+    sample: &mut [f32],
+) -> Result<()> {
     // diffusers steps back by num_train // n whatever the spacing.
     let t = s.timesteps[item.index] as i64;
     let prev_t = t - (s.params.num_train_timesteps / s.num_inference_steps) as i64;
@@ -72,8 +83,12 @@ mod tests {
     #[test]
     fn leading_trailing_linspace() {
         let mk = |extra: &str| {
-            let cfg = SchedulerConfig::from_json_str(&format!(r#"{{"steps_offset": 1 {extra}}}"#)).unwrap();
-            Scheduler::new(&cfg, SchedulerKind::Ddim).unwrap().schedule(10).unwrap()
+            let cfg = SchedulerConfig::from_json_str(&format!(r#"{{"steps_offset": 1 {extra}}}"#))
+                .unwrap();
+            Scheduler::new(&cfg, SchedulerKind::Ddim)
+                .unwrap()
+                .schedule(10)
+                .unwrap()
         };
         assert_eq!(mk("").timesteps()[..3], [901.0, 801.0, 701.0]);
         let trailing = mk(r#", "timestep_spacing": "trailing""#);
@@ -87,8 +102,14 @@ mod tests {
     #[test]
     fn clean_prediction_lands_on_it_at_the_end() {
         // With sample prediction and set_alpha_to_one, the last step returns the prediction.
-        let cfg = SchedulerConfig::from_json_str(r#"{"prediction_type": "sample", "clip_sample": false}"#).unwrap();
-        let s = Scheduler::new(&cfg, SchedulerKind::Ddim).unwrap().schedule(5).unwrap();
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"prediction_type": "sample", "clip_sample": false}"#,
+        )
+        .unwrap();
+        let s = Scheduler::new(&cfg, SchedulerKind::Ddim)
+            .unwrap()
+            .schedule(5)
+            .unwrap();
         let mut item = s.start_at(4).unwrap();
         let mut x = vec![3.0f32, -2.0];
         s.step(&mut item, &[0.25, 0.5], &mut x).unwrap();

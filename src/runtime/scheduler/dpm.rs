@@ -7,7 +7,7 @@
 //! and for short schedules when `lower_order_final`), which is what keeps few-step runs stable.
 
 use super::betas::{np_arange, np_interp, np_linspace, np_round, train_sigmas};
-use super::config::{Prediction, SchedulerParams, SolverType, Spacing};
+use super::params::{Prediction, SchedulerParams, SolverType, Spacing};
 use super::{ItemState, Result, Schedule};
 
 /// (timesteps, sigmas) for `n` steps (integer timesteps; sigmas has the final one appended).
@@ -33,7 +33,10 @@ pub(super) fn timesteps(p: &SchedulerParams, ac: &[f32], n: usize) -> Result<(Ve
         }
         Spacing::Leading => {
             let ratio = (last / (n + 1)) as i64;
-            (1..=n as i64).rev().map(|i| i * ratio + p.steps_offset).collect()
+            (1..=n as i64)
+                .rev()
+                .map(|i| i * ratio + p.steps_offset)
+                .collect()
         }
         Spacing::Trailing => np_arange(last as f64, 0.0, -(train as f64 / n as f64))
             .into_iter()
@@ -41,7 +44,10 @@ pub(super) fn timesteps(p: &SchedulerParams, ac: &[f32], n: usize) -> Result<(Ve
             .collect(),
     };
     let table = train_sigmas(ac);
-    let mut sigmas: Vec<f32> = t.iter().map(|&t| np_interp(t as f64, &table) as f32).collect();
+    let mut sigmas: Vec<f32> = t
+        .iter()
+        .map(|&t| np_interp(t as f64, &table) as f32)
+        .collect();
     sigmas.push(if p.final_sigma_min { table[0] } else { 0.0 });
     Ok((t.into_iter().map(|t| t as f32).collect(), sigmas))
 }
@@ -68,13 +74,22 @@ pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sam
 
     // Convert to x0 and push into the history (oldest first, at most solver_order kept).
     let (alpha_s0, sigma_s0) = alpha_sigma(s.sigmas[i]);
-    let mut x0 = if item.history.len() >= p.solver_order { item.history.remove(0) } else { Vec::new() };
+    let mut x0 = if item.history.len() >= p.solver_order {
+        item.history.remove(0)
+    } else {
+        Vec::new()
+    };
     x0.clear();
-    x0.extend(sample.iter().zip(model_output).map(|(&x, &m)| match p.prediction {
-        Prediction::Epsilon => (x - sigma_s0 * m) / alpha_s0,
-        Prediction::Sample => m,
-        Prediction::VPrediction => alpha_s0 * x - sigma_s0 * m,
-    }));
+    x0.extend(
+        sample
+            .iter()
+            .zip(model_output)
+            .map(|(&x, &m)| match p.prediction {
+                Prediction::Epsilon => (x - sigma_s0 * m) / alpha_s0,
+                Prediction::Sample => m,
+                Prediction::VPrediction => alpha_s0 * x - sigma_s0 * m,
+            }),
+    );
     item.history.push(x0);
     let lower_order_nums = item.steps_taken().min(p.solver_order);
 
@@ -109,7 +124,10 @@ pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sam
         let (alpha_s1, sigma_s1) = alpha_sigma(s.sigmas[i - 1]);
         let (alpha_s2, sigma_s2) = alpha_sigma(s.sigmas[i - 2]);
         let lambda_s1 = lambda(alpha_s1, sigma_s1);
-        let (h0, h1) = (lambda_s0 - lambda_s1, lambda_s1 - lambda(alpha_s2, sigma_s2));
+        let (h0, h1) = (
+            lambda_s0 - lambda_s1,
+            lambda_s1 - lambda(alpha_s2, sigma_s2),
+        );
         let (r0, r1) = (h0 / h, h1 / h);
         let (inv_r0, inv_r1) = (1.0 / r0, 1.0 / r1);
         let (w1, w2) = (r0 / (r0 + r1), 1.0 / (r0 + r1));
@@ -143,7 +161,9 @@ mod tests {
         let s = dpm("").schedule(10).unwrap();
         assert_eq!(s.timesteps()[..3], [999.0, 899.0, 799.0]);
         assert_eq!(*s.timesteps().last().unwrap(), 100.0);
-        let s = dpm(r#", "timestep_spacing": "leading", "steps_offset": 1"#).schedule(10).unwrap();
+        let s = dpm(r#", "timestep_spacing": "leading", "steps_offset": 1"#)
+            .schedule(10)
+            .unwrap();
         assert_eq!(s.timesteps()[..2], [901.0, 811.0]);
         assert_eq!(*s.timesteps().last().unwrap(), 91.0);
     }
@@ -157,7 +177,10 @@ mod tests {
         for _ in 0..3 {
             s.step(&mut item, &[0.25, -0.5], &mut x).unwrap();
         }
-        assert!((x[0] - 0.25).abs() < 1e-6 && (x[1] + 0.5).abs() < 1e-6, "{x:?}");
+        assert!(
+            (x[0] - 0.25).abs() < 1e-6 && (x[1] + 0.5).abs() < 1e-6,
+            "{x:?}"
+        );
     }
 
     #[test]
@@ -165,7 +188,9 @@ mod tests {
         // The cosine schedule's last timesteps have lambda far below -5.1.
         let cos = r#", "beta_schedule": "squaredcos_cap_v2""#;
         assert_eq!(dpm(cos).schedule(10).unwrap().timesteps()[0], 999.0);
-        let s = dpm(&format!(r#"{cos}, "lambda_min_clipped": -5.1"#)).schedule(10).unwrap();
+        let s = dpm(&format!(r#"{cos}, "lambda_min_clipped": -5.1"#))
+            .schedule(10)
+            .unwrap();
         assert!(s.timesteps()[0] < 999.0, "{:?}", s.timesteps());
     }
 }

@@ -3,7 +3,7 @@
 //! the probability-flow ODE moves it from sigma_i to sigma_{i+1}.
 
 use super::betas::{np_arange, np_interp, np_linspace, np_round, train_sigmas};
-use super::config::{Prediction, SchedulerParams, Spacing};
+use super::params::{Prediction, SchedulerParams, Spacing};
 use super::{ItemState, Result, Schedule};
 
 /// (timesteps, sigmas) for `n` steps; timesteps are float (fractional with linspace spacing),
@@ -11,11 +11,18 @@ use super::{ItemState, Result, Schedule};
 pub(super) fn timesteps(p: &SchedulerParams, ac: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let train = p.num_train_timesteps;
     let timesteps: Vec<f32> = match p.spacing {
-        Spacing::Linspace => np_linspace(0.0, (train - 1) as f64, n).into_iter().rev().map(|t| t as f32).collect(),
+        Spacing::Linspace => np_linspace(0.0, (train - 1) as f64, n)
+            .into_iter()
+            .rev()
+            .map(|t| t as f32)
+            .collect(),
         Spacing::Leading => {
             let ratio = train / n;
             // float32 array += int offset stays float32.
-            (0..n).rev().map(|i| (i * ratio) as f32 + p.steps_offset as f32).collect()
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio) as f32 + p.steps_offset as f32)
+                .collect()
         }
         Spacing::Trailing => np_arange(train as f64, 0.0, -(train as f64 / n as f64))
             .into_iter()
@@ -23,7 +30,10 @@ pub(super) fn timesteps(p: &SchedulerParams, ac: &[f32], n: usize) -> Result<(Ve
             .collect(),
     };
     let table = train_sigmas(ac);
-    let mut sigmas: Vec<f32> = timesteps.iter().map(|&t| np_interp(t as f64, &table) as f32).collect();
+    let mut sigmas: Vec<f32> = timesteps
+        .iter()
+        .map(|&t| np_interp(t as f64, &table) as f32)
+        .collect();
     sigmas.push(if p.final_sigma_min { table[0] } else { 0.0 });
     Ok((timesteps, sigmas))
 }

@@ -15,6 +15,7 @@ mod config;
 mod ddim;
 mod dpm;
 mod euler;
+mod params;
 mod pndm;
 
 #[cfg(test)]
@@ -23,7 +24,8 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
-pub use config::{BetaSchedule, Prediction, SchedulerConfig, SchedulerParams, SolverType, Spacing};
+pub use config::SchedulerConfig;
+pub use params::{BetaSchedule, Prediction, SchedulerParams, SolverType, Spacing};
 
 /// Everything that can go wrong configuring or running a scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -396,7 +398,12 @@ impl Schedule {
     }
 
     /// Writes the UNet input for the item's next step into `out` (`scale_model_input`).
-    pub fn scale_model_input(&self, item: &ItemState, sample: &[f32], out: &mut [f32]) -> Result<()> {
+    pub fn scale_model_input(
+        &self,
+        item: &ItemState,
+        sample: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
         self.check(item)?;
         same_len("model input buffer", out, sample)?;
         match self.kind() {
@@ -413,7 +420,12 @@ impl Schedule {
 
     /// One denoising step for one item: updates `sample` in place from the (guided) model output
     /// and advances the item.
-    pub fn step(&self, item: &mut ItemState, model_output: &[f32], sample: &mut [f32]) -> Result<()> {
+    pub fn step(
+        &self,
+        item: &mut ItemState,
+        model_output: &[f32],
+        sample: &mut [f32],
+    ) -> Result<()> {
         self.check(item)?;
         same_len("model output", model_output, sample)?;
         match self.kind() {

@@ -8,7 +8,7 @@
 //! its Heun start wherever it starts; reproduced here through the item's own counter.
 
 use super::betas::{np_arange, np_linspace, np_round};
-use super::config::{Prediction, SchedulerParams, Spacing};
+use super::params::{Prediction, SchedulerParams, Spacing};
 use super::{ItemState, Result, Schedule};
 
 /// Timesteps (as fed to the UNet) for `n` inference steps, with PLMS's repeated entry.
@@ -26,8 +26,10 @@ pub(super) fn timesteps(p: &SchedulerParams, n: usize) -> Result<Vec<f32>> {
         }
         Spacing::Trailing => {
             let ratio = train as f64 / n as f64;
-            let mut t: Vec<i64> =
-                np_arange(train as f64, 0.0, -ratio).into_iter().map(|t| np_round(t) as i64 - 1).collect();
+            let mut t: Vec<i64> = np_arange(train as f64, 0.0, -ratio)
+                .into_iter()
+                .map(|t| np_round(t) as i64 - 1)
+                .collect();
             t.reverse();
             t
         }
@@ -45,7 +47,12 @@ pub(super) fn timesteps(p: &SchedulerParams, n: usize) -> Result<Vec<f32>> {
 }
 
 /// One PLMS step (diffusers' `step_plms` + `_get_prev_sample`).
-pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sample: &mut [f32]) -> Result<()> {
+pub(super) fn step(
+    s: &Schedule,
+    item: &mut ItemState,
+    model_output: &[f32],
+    sample: &mut [f32],
+) -> Result<()> {
     let ratio = (s.params.num_train_timesteps / s.num_inference_steps) as i64;
     let counter = item.steps_taken();
     let mut t = s.timesteps[item.index] as i64;
@@ -53,7 +60,11 @@ pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sam
     let ets = &mut item.history;
     if counter != 1 {
         // Keep the last three, append the new one (reusing the dropped buffer).
-        let mut buf = if ets.len() > 3 { ets.remove(0) } else { Vec::new() };
+        let mut buf = if ets.len() > 3 {
+            ets.remove(0)
+        } else {
+            Vec::new()
+        };
         buf.clear();
         buf.extend_from_slice(model_output);
         ets.push(buf);
@@ -101,7 +112,13 @@ pub(super) fn step(s: &Schedule, item: &mut ItemState, model_output: &[f32], sam
 }
 
 /// PNDM's update from `t` to `prev_t` (eq. 9 of the PNDM paper), in place on `sample`.
-fn prev_sample(s: &Schedule, t: i64, prev_t: i64, model_output: &mut [f32], sample: &mut [f32]) -> Result<()> {
+fn prev_sample(
+    s: &Schedule,
+    t: i64,
+    prev_t: i64,
+    model_output: &mut [f32],
+    sample: &mut [f32],
+) -> Result<()> {
     let a_t = s.alphas_cumprod[s.train_index(t)?];
     let a_prev = s.alpha_prev(prev_t)?;
     let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
