@@ -139,8 +139,10 @@ impl Pipeline {
             handles.errors.advance_to(version);
             for source in &mut handles.sources {
                 source.input.advance_to(version);
+                let scan_started = Instant::now();
                 let diff = source.state.rescan(index, peers);
                 let stats = &shared.stats[&source.node];
+                stats.busy_since(scan_started);
                 for (sample, d) in diff.samples {
                     stats.records_out(d);
                     source.input.update_at(sample, version, d);
@@ -154,8 +156,10 @@ impl Pipeline {
                 feedback.input.advance_to(version);
                 // Feedback files are small: one worker reads them and the dataflow spreads them.
                 if index == 0 {
+                    let scan_started = Instant::now();
                     let diff = feedback.state.rescan();
                     let stats = &shared.stats[&feedback.node];
+                    stats.busy_since(scan_started);
                     for (score, d) in diff.scores {
                         feedback.input.update_at(score, version, d);
                     }

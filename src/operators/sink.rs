@@ -77,12 +77,14 @@ impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
 }
 
 fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize>) {
+    let started = std::time::Instant::now();
     let mut tables: Vec<Vec<(&Row, isize)>> = vec![Vec::new(); params.inputs.len()];
     for ((input, row), count) in state {
         tables[*input].push((row, *count));
     }
     let rows: usize = tables.iter().flatten().map(|(_, c)| (*c).max(0) as usize).sum();
     let result = write_snapshot(&params.folder, version, &params.inputs, &tables, &params.formats, params.keep_versions);
+    params.stats.busy_since(started);
     let mut log = params.written.lock().expect("sink log");
     match result {
         Ok(()) => {
