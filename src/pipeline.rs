@@ -43,6 +43,7 @@ pub struct RunSummary {
     pub pipeline: String,
     pub versions_written: Vec<u64>,
     pub nodes: IndexMap<String, NodeSummary>,
+    /// Error records in the last snapshot of `<output>/errors/`.
     pub errors: u64,
     pub seconds: f64,
 }
@@ -216,7 +217,7 @@ impl Pipeline {
                 (name.clone(), stats.summary(model_calls, busy))
             })
             .collect();
-        let errors = shared.stats[ERRORS_SINK].summary(0, 0.0).records_in;
+        let errors = shared.sink_logs[ERRORS_SINK].lock().expect("sink log").last_rows as u64;
         Ok(RunSummary {
             pipeline: self.compiled.pipeline.name.clone(),
             versions_written: versions,

@@ -28,7 +28,10 @@ import common  # noqa: E402
 from train_cnn import augment, conv_bn  # noqa: E402
 
 EMBED_DIM = 64
-PROMPTS = [f"a photo of a {name}" for name in common.DISPLAY]
+# The prompts only name the learned embeddings (there is no text encoder); label order.
+PROMPTS = ["a photo of a T-shirt/top", "a photo of a trouser", "a photo of a pullover", "a photo of a dress",
+           "a photo of a coat", "a photo of a sandal", "a photo of a shirt", "a photo of a sneaker",
+           "a photo of a bag", "a photo of an ankle boot"]
 
 
 class ImageEncoder(nn.Module):

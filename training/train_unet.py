@@ -8,8 +8,9 @@ State lives in ${DISCL_TRAIN_DIR:-$HOME/.cache/discl-train}/fashion-unet/:
                  --ckpt-minutes and on exit; the previous one is kept as ckpt-prev.pt)
   train.log      one line per --log-every steps
   STOP           create this file to make the run checkpoint and exit cleanly (SIGTERM/SIGINT do the same)
-Restarting the command resumes from ckpt-last.pt (same data order and noise as an uninterrupted run would not be
-guaranteed bit-for-bit across a resume, but the RNG states are restored). It stops by itself at --max-steps.
+Restarting the same command resumes from ckpt-last.pt: weights, EMA, optimizer, step, the data permutation and all
+RNG states are restored (so a resumed run continues the same data order and noise; steps done after the last
+checkpoint are redone). It stops by itself at --max-steps (9000 by default, about 2.5 CPU hours on one thread).
 
 Model: diffusers UNet2DModel, 28x28x1, block_out_channels (32, 64, 64), one layer per block, attention at the lowest
 level only, 11 class embeddings (10 classes + null class 10), 10% label dropout for classifier-free guidance,

@@ -35,6 +35,8 @@ pub struct SinkParams {
 #[derive(Debug, Default)]
 pub struct SinkLog {
     pub versions: Vec<u64>,
+    /// Rows in the last snapshot written.
+    pub last_rows: usize,
     pub error: Option<String>,
 }
 
@@ -50,6 +52,8 @@ impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
         let mut pending: BTreeMap<u64, Vec<((usize, Row), isize)>> = BTreeMap::new();
         let mut state: BTreeMap<(usize, Row), isize> = BTreeMap::new();
         let mut written_any = false;
+        // Every row is exchanged to worker 0, which alone writes.
+        let writer = self.scope().index() == 0;
         self.inner.sink(Exchange::new(|_: &((usize, Row), u64, isize)| 0), &name, move |(input, frontier)| {
             input.for_each(|_cap, data| {
                 for (row, time, diff) in data.drain(..) {
@@ -57,6 +61,9 @@ impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
                     pending.entry(time).or_default().push((row, diff));
                 }
             });
+            if !writer {
+                return;
+            }
             let frontier = frontier.frontier();
             let complete: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
             for time in complete {
@@ -90,6 +97,7 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
         Ok(()) => {
             params.stats.records_out(rows as isize);
             log.versions.push(version);
+            log.last_rows = rows;
         }
         Err(e) => {
             params.stats.error(1);

@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests: a scratch copy of the tiny Fashion-MNIST fixture,
+//! graph files pointing into it, and readers for what a run writes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The shipped tiny image set (12 official test images per class).
+pub fn fixture() -> PathBuf {
+    Path::new(REPO).join("tests/fixtures/fashion-tiny")
+}
+
+/// The shipped baseline classifier.
+pub fn classifier() -> PathBuf {
+    Path::new(REPO).join("models/fashion-cnn")
+}
+
+/// Copies the fixture's class folders into `dir/images`.
+pub fn copy_fixture(dir: &Path) -> PathBuf {
+    let target = dir.join("images");
+    for class in std::fs::read_dir(fixture()).unwrap() {
+        let class = class.unwrap().path();
+        if !class.is_dir() {
+            continue;
+        }
+        let to = target.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(&class).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    target
+}
+
+/// A graph file: source → classify → (feedback) → hard → sink, over `images`.
+pub fn pipeline_text(dir: &Path, images: &Path, model: &Path, rules: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "tiny"
+output = "{out}"
+
+[models.cnn]
+path = "{model}"
+
+[nodes.train]
+op = "source"
+format = "image_folder"
+path = "{images}"
+
+[nodes.scores]
+op = "classify"
+inputs = ["train"]
+model = "cnn"
+batch_size = 16
+
+[nodes.trainer]
+op = "feedback"
+inputs = ["train"]
+path = "{feedback}"
+
+[nodes.hard]
+op = "hard"
+inputs = ["train", "scores", "trainer"]
+rules = {rules}
+
+[nodes.manifests]
+op = "sink"
+inputs = ["hard", "scores", "train"]
+formats = ["jsonl", "parquet"]
+"#,
+        out = dir.join("out").display(),
+        model = model.display(),
+        images = images.display(),
+        feedback = dir.join("feedback").display(),
+    )
+}
+
+/// Reads `<out>/<sink>/current/<file>.jsonl` as JSON values.
+pub fn read_jsonl(out: &Path, sink: &str, file: &str) -> Vec<serde_json::Value> {
+    let path = out.join(sink).join("current").join(format!("{file}.jsonl"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Row count of a Parquet manifest, read back with the parquet crate.
+pub fn parquet_rows(path: &Path) -> i64 {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    reader.metadata().file_metadata().num_rows()
+}
