@@ -188,7 +188,7 @@ def main():
     rows = [s0[pick]] + [level_u8[lam][pick] for lam in LAMBDAS] + [src_u8[pick]]
     grid_path = os.path.join(args.unet, "sample-grid.png")
     write_grid(grid_path, len(pick), rows, ["L=0", "L=0.3", "L=0.5", "L=0.7", "L=0.9", "real"],
-               [n[:9] for n in common.CLASSES])
+               list(common.CLASSES))
 
     with open(os.path.join(args.unet, "export.json")) as f:
         exported = json.load(f)

@@ -86,7 +86,10 @@ impl<'scope> ClassifyExt<'scope> for VecCollection<'scope, u64, Sample> {
                                     continue;
                                 };
                                 let queue = waiting.entry(key.clone()).or_default();
-                                if queue.is_empty() {
+                                if !queue.is_empty() {
+                                    // The same image is already on its way to the model.
+                                    params.stats.cache_hit();
+                                } else {
                                     let id = next_request;
                                     next_request += 1;
                                     requests.insert(id, key);
