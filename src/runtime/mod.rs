@@ -2,6 +2,7 @@
 //! decoding, and the inference service that runs batches on threads of its own.
 
 pub mod classifier;
+pub mod diffusion;
 pub mod device;
 pub mod image_input;
 pub mod model_meta;

@@ -1,0 +1,376 @@
+//! Batched image-guided generation (SDEdit) over the guidance spectrum. Each request is one
+//! image: a source (or none, for λ = 0), a condition (prompt or class), a level λ and keyed
+//! noise. Sources are encoded once and prompts once per generator; items advance on their
+//! own scheduler state, and every UNet call carries as many items as share a timestep (or any
+//! items, when the UNet takes one timestep per item), guided and unguided halves together.
+
+use super::model::{Conditioning, DiffusionModel, TimestepShape};
+use super::noise::{gaussian, NoiseKey};
+use crate::record::Digest;
+use crate::runtime::scheduler::{ItemState, Schedule, Scheduler, SchedulerKind};
+use crate::runtime::service::ServiceStats;
+use ort::value::TensorRef;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What an image is conditioned on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Condition {
+    /// A text prompt (models with a text encoder).
+    Prompt(String),
+    /// A class index (class-conditional UNets).
+    Class(i64),
+}
+
+/// How images are made; part of every memo key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationSettings {
+    pub steps: usize,
+    pub guidance_scale: f32,
+    pub scheduler: SchedulerKind,
+    /// Items (images) per UNet call; with guidance a call carries twice as many rows.
+    pub batch_size: usize,
+}
+
+/// One image to make.
+#[derive(Clone, Debug)]
+pub struct ImageRequest {
+    /// The source image in the model's image space (CHW, values in [-1, 1]) and its digest;
+    /// unused at level 0.
+    pub source: Option<(Digest, Arc<Vec<f32>>)>,
+    pub condition: Condition,
+    /// Guidance level λ in per mille, 0 ≤ λ < 1000.
+    pub level: u16,
+    pub noise: NoiseKey,
+}
+
+/// Loaded model plus what it has already computed this run.
+pub struct Generator {
+    pub model: DiffusionModel,
+    schedules: HashMap<(SchedulerKind, usize), Arc<Schedule>>,
+    prompts: HashMap<String, Arc<Vec<f32>>>,
+    latents: HashMap<Digest, Arc<Vec<f32>>>,
+}
+
+/// Keep at most this many encoded source latents.
+const LATENT_CACHE: usize = 4096;
+
+struct Item {
+    state: ItemState,
+    x: Vec<f32>,
+    condition: Condition,
+}
+
+impl Generator {
+    pub fn new(model: DiffusionModel) -> Self {
+        Generator { model, schedules: HashMap::new(), prompts: HashMap::new(), latents: HashMap::new() }
+    }
+
+    fn schedule(&mut self, kind: SchedulerKind, steps: usize) -> Result<Arc<Schedule>, String> {
+        if let Some(s) = self.schedules.get(&(kind, steps)) {
+            return Ok(Arc::clone(s));
+        }
+        let file = self.model.folder.join("scheduler/scheduler_config.json");
+        let schedule = Scheduler::new(&self.model.scheduler_config, kind)
+            .and_then(|s| s.schedule(steps))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let schedule = Arc::new(schedule);
+        self.schedules.insert((kind, steps), Arc::clone(&schedule));
+        Ok(schedule)
+    }
+
+    /// The index of the first step an item at `level` runs (diffusers' `get_timesteps`, with
+    /// strength = 1 − λ computed in integers so 0.9 stays 0.9).
+    pub fn start_index(schedule: &Schedule, level: u16) -> Result<usize, String> {
+        let steps = schedule.num_inference_steps();
+        let init = steps * (1000 - level as usize) / 1000;
+        if level >= 1000 {
+            return Err(format!("guidance level {} is outside [0, 1)", level as f64 / 1000.0));
+        }
+        if init == 0 {
+            return Err(format!("λ = {} leaves no denoising step out of {steps}: use more steps or a lower level", level as f64 / 1000.0));
+        }
+        Ok((steps - init) * schedule.order())
+    }
+
+    /// Makes every requested image; returns each as CHW floats in [-1, 1] (not yet clamped).
+    pub fn generate(&mut self, requests: &[ImageRequest], settings: &GenerationSettings, stats: &ServiceStats) -> Result<Vec<Vec<f32>>, String> {
+        let schedule = self.schedule(settings.scheduler, settings.steps)?;
+        let guided = settings.guidance_scale > 1.0;
+        if let Conditioning::Text(_) = self.model.conditioning {
+            let mut prompts: Vec<String> = requests
+                .iter()
+                .filter_map(|r| match &r.condition {
+                    Condition::Prompt(p) => Some(p.clone()),
+                    Condition::Class(_) => None,
+                })
+                .collect();
+            if guided {
+                prompts.push(String::new());
+            }
+            self.encode_prompts(prompts)?;
+        }
+        let sources: Vec<(Digest, Arc<Vec<f32>>)> = requests.iter().filter(|r| r.level > 0).filter_map(|r| r.source.clone()).collect();
+        self.encode_sources(sources)?;
+
+        let latent_len = self.model.latent_len();
+        let mut items = Vec::with_capacity(requests.len());
+        for request in requests {
+            let start = Self::start_index(&schedule, request.level)?;
+            let state = schedule.start_at(start).map_err(|e| e.to_string())?;
+            let mut x = gaussian(&request.noise, latent_len);
+            if request.level == 0 {
+                schedule.init_noise(&mut x);
+            } else {
+                let (digest, _) = request.source.as_ref().ok_or("a level above 0 needs a source image")?;
+                let z0 = &self.latents[digest];
+                let mut noised = z0.as_ref().clone();
+                schedule.add_noise(&state, &mut noised, &x).map_err(|e| e.to_string())?;
+                x = noised;
+            }
+            items.push(Item { state, x, condition: request.condition.clone() });
+        }
+
+        while let Some(group) = self.next_group(&schedule, &items, settings.batch_size) {
+            self.denoise(&schedule, &mut items, &group, settings.guidance_scale, stats)?;
+        }
+        let latents: Vec<Vec<f32>> = items.into_iter().map(|i| i.x).collect();
+        self.decode(latents, settings.batch_size)
+    }
+
+    /// The items for the next UNet call: those at the latest pending timestep, and, when the
+    /// UNet takes a timestep per item, others after them, up to the batch size.
+    fn next_group(&self, schedule: &Schedule, items: &[Item], batch: usize) -> Option<Vec<usize>> {
+        let mut pending: Vec<(f32, usize)> =
+            items.iter().enumerate().filter_map(|(i, item)| schedule.timestep(&item.state).map(|t| (t, i))).collect();
+        let first = pending.iter().map(|(t, _)| *t).fold(f32::NEG_INFINITY, f32::max);
+        if pending.is_empty() {
+            return None;
+        }
+        if self.model.unet_io.timestep_shape != TimestepShape::PerItem {
+            pending.retain(|(t, _)| t.to_bits() == first.to_bits());
+        }
+        pending.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Some(pending.into_iter().take(batch.max(1)).map(|(_, i)| i).collect())
+    }
+
+    fn denoise(&mut self, schedule: &Schedule, items: &mut [Item], group: &[usize], w: f32, stats: &ServiceStats) -> Result<(), String> {
+        let model = &mut self.model;
+        let guided = w > 1.0;
+        let n = group.len();
+        let rows = if guided { 2 * n } else { n };
+        let len = model.latent_shape.iter().product::<usize>();
+        let mut sample = vec![0.0f32; rows * len];
+        let mut times = Vec::with_capacity(rows);
+        for (k, &i) in group.iter().enumerate() {
+            let item = &items[i];
+            let t = schedule.timestep(&item.state).expect("pending");
+            let row = if guided { n + k } else { k };
+            schedule.scale_model_input(&item.state, &item.x, &mut sample[row * len..(row + 1) * len]).map_err(|e| e.to_string())?;
+            if guided {
+                let (uncond, cond) = sample.split_at_mut(n * len);
+                uncond[k * len..(k + 1) * len].copy_from_slice(&cond[k * len..(k + 1) * len]);
+            }
+            times.push(t);
+        }
+        let row_times: Vec<f32> = if guided { times.iter().chain(times.iter()).copied().collect() } else { times.clone() };
+        let [c, h, wd] = model.latent_shape;
+        let io = model.unet_io.clone();
+        let fail = |e: ort::Error| format!("{}: {e}", model.unet_file.display());
+        let sample_tensor = TensorRef::from_array_view(([rows, c, h, wd], sample.as_slice())).map_err(fail)?;
+        let (t_f32, t_i64): (Vec<f32>, Vec<i64>) = match io.timestep_shape {
+            TimestepShape::PerItem => (row_times.clone(), row_times.iter().map(|t| t.round() as i64).collect()),
+            _ => (vec![row_times[0]], vec![row_times[0].round() as i64]),
+        };
+        let t_shape: Vec<usize> = match io.timestep_shape {
+            TimestepShape::Scalar => vec![],
+            TimestepShape::One => vec![1],
+            TimestepShape::PerItem => vec![rows],
+        };
+        let timestep = if io.timestep_is_int {
+            TensorRef::from_array_view((t_shape.clone(), t_i64.as_slice())).map_err(fail)?.into_dyn()
+        } else {
+            TensorRef::from_array_view((t_shape.clone(), t_f32.as_slice())).map_err(fail)?.into_dyn()
+        };
+        let eps: Vec<f32> = match &model.conditioning {
+            Conditioning::Class { null_class } => {
+                let mut labels = Vec::with_capacity(rows);
+                if guided {
+                    labels.extend(std::iter::repeat_n(*null_class, n));
+                }
+                for &i in group {
+                    match items[i].condition {
+                        Condition::Class(label) => labels.push(label),
+                        Condition::Prompt(_) => return Err("a class-conditional model was given a prompt".into()),
+                    }
+                }
+                let labels_tensor = TensorRef::from_array_view(([rows], labels.as_slice())).map_err(fail)?;
+                stats.model_call();
+                let out = model
+                    .unet
+                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => labels_tensor])
+                    .map_err(fail)?;
+                out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec()
+            }
+            Conditioning::Text(_) => {
+                let mut hidden = Vec::new();
+                let mut seq_hidden = 0;
+                let mut push = |emb: &Arc<Vec<f32>>| {
+                    seq_hidden = emb.len();
+                    hidden.extend_from_slice(emb);
+                };
+                if guided {
+                    let uncond = Arc::clone(&self.prompts[""]);
+                    (0..n).for_each(|_| push(&uncond));
+                }
+                for &i in group {
+                    match &items[i].condition {
+                        Condition::Prompt(p) => push(&Arc::clone(&self.prompts[p])),
+                        Condition::Class(_) => return Err("a text-conditioned model was given a class label".into()),
+                    }
+                }
+                let Conditioning::Text(text) = &model.conditioning else { unreachable!() };
+                let seq = text.tokenizer.max_length;
+                let hidden_tensor = TensorRef::from_array_view(([rows, seq, seq_hidden / seq], hidden.as_slice())).map_err(fail)?;
+                stats.model_call();
+                let out = model
+                    .unet
+                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => hidden_tensor])
+                    .map_err(fail)?;
+                out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec()
+            }
+        };
+        if eps.len() != rows * len {
+            return Err(format!("{}: UNet returned {} values for {rows} items of {len}", model.unet_file.display(), eps.len()));
+        }
+        let mut guided_eps = vec![0.0f32; len];
+        for (k, &i) in group.iter().enumerate() {
+            let out = if guided {
+                let (u, c) = (&eps[k * len..(k + 1) * len], &eps[(n + k) * len..(n + k + 1) * len]);
+                for j in 0..len {
+                    guided_eps[j] = u[j] + w * (c[j] - u[j]);
+                }
+                &guided_eps[..]
+            } else {
+                &eps[k * len..(k + 1) * len]
+            };
+            let item = &mut items[i];
+            schedule.step(&mut item.state, out, &mut item.x).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), String> {
+        let Conditioning::Text(text) = &mut self.model.conditioning else { return Ok(()) };
+        let mut missing: Vec<String> = prompts.into_iter().filter(|p| !self.prompts.contains_key(p)).collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let seq = text.tokenizer.max_length;
+        let mut ids = Vec::with_capacity(missing.len() * seq);
+        for prompt in &missing {
+            ids.extend(text.tokenizer.encode(prompt)?.into_iter().map(i64::from));
+        }
+        let fail = |e: ort::Error| format!("{}: {e}", text.file.display());
+        let shape = [missing.len(), seq];
+        let out = if text.input_is_int32 {
+            let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
+            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+            text.session.run(ort::inputs![text.input.as_str() => input]).map_err(fail)?
+        } else {
+            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+            text.session.run(ort::inputs![text.input.as_str() => input]).map_err(fail)?
+        };
+        let (_, hidden) = out[text.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        let per = hidden.len() / missing.len();
+        for (k, prompt) in missing.into_iter().enumerate() {
+            self.prompts.insert(prompt, Arc::new(hidden[k * per..(k + 1) * per].to_vec()));
+        }
+        Ok(())
+    }
+
+    fn encode_sources(&mut self, sources: Vec<(Digest, Arc<Vec<f32>>)>) -> Result<(), String> {
+        let mut missing: Vec<(Digest, Arc<Vec<f32>>)> = Vec::new();
+        for (digest, image) in sources {
+            if !self.latents.contains_key(&digest) && !missing.iter().any(|(d, _)| *d == digest) {
+                missing.push((digest, image));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.latents.len() + missing.len() > LATENT_CACHE {
+            self.latents.clear();
+        }
+        let image_len = self.model.image_len();
+        if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {
+            return Err(format!("source image has {} values, the model takes {:?}", image.len(), self.model.image_shape));
+        }
+        let Some(vae) = &mut self.model.vae else {
+            for (digest, image) in missing {
+                self.latents.insert(digest, image);
+            }
+            return Ok(());
+        };
+        let [c, h, w] = self.model.image_shape;
+        let latent_len = self.model.latent_shape.iter().product::<usize>();
+        let fail = |e: ort::Error| format!("{}: {e}", vae.encoder_file.display());
+        let pixels: Vec<f32> = missing.iter().flat_map(|(_, image)| image.iter().copied()).collect();
+        let input = TensorRef::from_array_view(([missing.len(), c, h, w], pixels.as_slice())).map_err(fail)?;
+        let out = vae.encoder.run(ort::inputs![vae.encoder_input.as_str() => input]).map_err(fail)?;
+        let (_, data) = out[vae.encoder_output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        // latent_parameters hold the mean then the log-variance: take the mean (deterministic).
+        let per = data.len() / missing.len();
+        let expected = if vae.encoder_gives_parameters { 2 * latent_len } else { latent_len };
+        if per != expected {
+            return Err(format!("{}: encoder gave {per} values per image, expected {expected}", vae.encoder_file.display()));
+        }
+        for (k, (digest, _)) in missing.into_iter().enumerate() {
+            let mean = &data[k * per..k * per + latent_len];
+            self.latents.insert(digest, Arc::new(mean.iter().map(|v| v * vae.scaling_factor).collect()));
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, latents: Vec<Vec<f32>>, batch: usize) -> Result<Vec<Vec<f32>>, String> {
+        let Some(vae) = &mut self.model.vae else { return Ok(latents) };
+        let [c, h, w] = self.model.latent_shape;
+        let image_len = self.model.image_shape.iter().product::<usize>();
+        let fail = |e: ort::Error| format!("{}: {e}", vae.decoder_file.display());
+        let mut images = Vec::with_capacity(latents.len());
+        for chunk in latents.chunks(batch.max(1)) {
+            let scaled: Vec<f32> = chunk.iter().flat_map(|l| l.iter().map(|v| v / vae.scaling_factor)).collect();
+            let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice())).map_err(fail)?;
+            let out = vae.decoder.run(ort::inputs![vae.decoder_input.as_str() => input]).map_err(fail)?;
+            let (_, data) = out[vae.decoder_output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+            if data.len() != chunk.len() * image_len {
+                return Err(format!("{}: decoder gave {} values for {} images of {image_len}", vae.decoder_file.display(), data.len(), chunk.len()));
+            }
+            images.extend(data.chunks(image_len).map(<[f32]>::to_vec));
+        }
+        Ok(images)
+    }
+}
+
+/// Encodes a CHW image with values in [-1, 1] as PNG (grey for one channel, RGB for three).
+pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, String> {
+    let [c, h, w] = shape;
+    let plane = h * w;
+    let byte = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 0.5) * 255.0).round() as u8;
+    let mut bytes = Vec::new();
+    let mut cursor = std::io::Cursor::new(&mut bytes);
+    let result = match c {
+        1 => image::GrayImage::from_fn(w as u32, h as u32, |x, y| image::Luma([byte(image[y as usize * w + x as usize])]))
+            .write_to(&mut cursor, image::ImageFormat::Png),
+        3 => image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb([byte(image[i]), byte(image[plane + i]), byte(image[2 * plane + i])])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png),
+        other => return Err(format!("cannot write a {other}-channel image as PNG")),
+    };
+    result.map_err(|e| e.to_string())?;
+    Ok(bytes)
+}

@@ -1,0 +1,12 @@
+//! Image-guided diffusion on ONNX models in the diffusers/optimum folder layout: loading and
+//! checking a model folder (`model`), the CLIP tokenizer (`tokenizer`), keyed per-image noise
+//! (`noise`), and batched img2img over the λ spectrum (`img2img`).
+
+pub mod img2img;
+pub mod model;
+pub mod noise;
+pub mod tokenizer;
+
+pub use img2img::{GenerationSettings, ImageRequest, Condition};
+pub use model::DiffusionModel;
+pub use noise::NoiseKey;
