@@ -123,6 +123,39 @@ pub struct Score {
     pub predicted: String,
 }
 
+/// Guidance level λ in per mille: levels are integers in keys, never floats.
+pub type Level = u16;
+
+/// One synthetic image to make: a sample, a guidance level, a seed index and a prompt.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GenKey {
+    pub sample: SampleId,
+    /// λ in per mille (0 = text only, towards 1000 = the real image).
+    pub level: Level,
+    /// Seed index, 0..seeds.
+    pub seed: u32,
+    /// The prompt (or, for class-conditional models, the class name) it is conditioned on.
+    pub prompt: String,
+}
+
+/// A synthetic image that was made (or found in the store).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Synthetic {
+    pub key: GenKey,
+    /// Class name (the source sample's label).
+    pub label: String,
+    /// Where the PNG is.
+    pub path: String,
+    /// Content hash of the PNG.
+    pub digest: Digest,
+    /// The real image it was guided by.
+    pub source: String,
+    /// Image–text score from a quality filter, once scored.
+    pub text_score: Option<Value>,
+    /// Image–real-image similarity, once scored.
+    pub image_score: Option<Value>,
+}
+
 /// A record that could not be processed, reported with where it came from instead of crashing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ErrorRecord {
@@ -139,6 +172,7 @@ pub struct ErrorRecord {
 pub enum RecordKind {
     Sample,
     Score,
+    Synthetic,
 }
 
 impl fmt::Display for RecordKind {
@@ -146,6 +180,7 @@ impl fmt::Display for RecordKind {
         f.write_str(match self {
             RecordKind::Sample => "Sample",
             RecordKind::Score => "Score",
+            RecordKind::Synthetic => "Synthetic",
         })
     }
 }

@@ -59,6 +59,31 @@ CHANNELS = (16, 32)
 NORM_GROUPS = 8
 SEED = 0
 
+README = """# tiny-sd: a tiny, randomly initialised Stable Diffusion 1.x-shaped ONNX pipeline (for tests only)
+
+RANDOM WEIGHTS (fixed seeds): it generates noise-like images. It exists so discl's tests can run the real
+Stable Diffusion code paths on an export with exactly the layout `optimum-cli export onnx --task text-to-image`
+writes: CLIP tokenizer (the real 49,408-id CLIP BPE vocabulary, taken from open_clip_torch 3.3.0's
+bpe_simple_vocab_16e6.txt.gz), CLIPTextModel (hidden 32, 2 layers, 2 heads, legacy eos_token_id 2),
+UNet2DConditionModel (channels (16, 32), cross-attention dim 32, latents 4x16x16), AutoencoderKL (latent factor 2,
+images 3x32x32, scaling_factor 0.18215) and SD 1.x's PNDM scheduler config. Exported by optimum 2.1.0 /
+optimum-onnx 0.1.0 (TorchScript exporter, opset 18, IR 8, float32).
+
+ONNX interfaces:
+- text_encoder/model.onnx: input_ids int64 [batch_size, sequence_length] -> last_hidden_state float32
+  [batch_size, sequence_length, 32], pooler_output float32 [batch_size, 32]
+- unet/model.onnx: sample float32 [batch_size, 4, height, width], timestep float32 rank-0 scalar,
+  encoder_hidden_states float32 [batch_size, sequence_length, 32] -> out_sample float32 [batch_size, 4, height, width]
+- vae_encoder/model.onnx: sample float32 [batch_size, 3, H, W] -> latent_parameters float32 [batch_size, 8, H/2, W/2]
+  (channels 0-3 mean, 4-7 log-variance)
+- vae_decoder/model.onnx: latent_sample float32 [batch_size, 4, h, w] -> sample float32 [batch_size, 3, 2h, 2w]
+
+Made by (from the repository root; deterministic, byte-identical ONNX files on rerun):
+
+    python3 -m venv .venv-export && .venv-export/bin/pip install -r scripts/models/requirements-export.txt
+    HF_HUB_OFFLINE=1 nice -n 10 .venv-export/bin/python scripts/models/make_tiny_sd.py
+"""
+
 
 def bytes_to_unicode():
     """OpenAI CLIP / GPT-2 reversible byte -> unicode-char table."""
@@ -226,6 +251,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    (out / "README.md").write_text(README)
     total = 0
     for p in sorted(out.rglob("*")):
         if p.is_file():

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod feedback;
 pub mod hard;
+pub mod model_map;
 pub mod sink;
 pub mod source;
 pub mod stats;

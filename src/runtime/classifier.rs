@@ -115,19 +115,13 @@ pub fn score_logits(logits: &[f32], label: usize) -> ClassifierOutput {
 /// One image to classify.
 #[derive(Clone, Debug)]
 pub struct ClassifyItem {
-    /// The caller's key, returned with the result.
-    pub key: u64,
     pub path: PathBuf,
     /// Index of the true class in the model's classes.
     pub label: usize,
 }
 
 /// The result for one [`ClassifyItem`].
-#[derive(Clone, Debug)]
-pub struct ClassifyResult {
-    pub key: u64,
-    pub result: Result<ClassifierOutput, String>,
-}
+pub type ClassifyResult = Result<ClassifierOutput, String>;
 
 impl BatchWorker for Classifier {
     type Item = ClassifyItem;
@@ -161,11 +155,7 @@ impl BatchWorker for Classifier {
                 }
             }
         }
-        items
-            .iter()
-            .zip(results)
-            .map(|(item, result)| ClassifyResult { key: item.key, result: result.expect("every item answered") })
-            .collect()
+        results.into_iter().map(|result| result.expect("every item answered")).collect()
     }
 }
 

@@ -51,9 +51,13 @@ impl ServiceStats {
 /// A callback that wakes whoever waits for a reply (in the dataflow: a timely `SyncActivator`).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
+/// The outputs of one submitted batch, with the tag it was submitted under.
+pub type Reply<W> = (u64, Vec<<W as BatchWorker>::Output>);
+
 struct Job<W: BatchWorker> {
+    tag: u64,
     items: Vec<W::Item>,
-    reply: Sender<Vec<W::Output>>,
+    reply: Sender<Reply<W>>,
     wake: Wake,
 }
 
@@ -84,9 +88,10 @@ impl<W: BatchWorker> InferenceService<W> {
         InferenceService { sender: Some(sender), threads, stats }
     }
 
-    /// Queues a batch; the outputs arrive on `reply`, then `wake` is called. Never blocks.
-    pub fn submit(&self, items: Vec<W::Item>, reply: &Sender<Vec<W::Output>>, wake: &Wake) {
-        let job = Job { items, reply: reply.clone(), wake: Arc::clone(wake) };
+    /// Queues a batch; its outputs (one per item, in order) arrive on `reply` under `tag`,
+    /// then `wake` is called. Never blocks.
+    pub fn submit(&self, tag: u64, items: Vec<W::Item>, reply: &Sender<Reply<W>>, wake: &Wake) {
+        let job = Job { tag, items, reply: reply.clone(), wake: Arc::clone(wake) };
         self.sender.as_ref().expect("service running").send(job).expect("inference threads alive");
     }
 
@@ -104,7 +109,7 @@ fn serve<W: BatchWorker>(mut worker: W, jobs: Receiver<Job<W>>, stats: Arc<Servi
         let outputs = worker.run(job.items, &stats);
         stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // The caller may have gone away (a failed run); nothing to do then.
-        if job.reply.send(outputs).is_ok() {
+        if job.reply.send((job.tag, outputs)).is_ok() {
             (job.wake)();
         }
     }
@@ -143,11 +148,11 @@ mod tests {
         let wake: Wake = Arc::new(move || {
             w.fetch_add(1, Ordering::SeqCst);
         });
-        service.submit(vec![1, 2, 3], &tx, &wake);
-        service.submit(vec![10], &tx, &wake);
-        let mut got: Vec<Vec<u32>> = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+        service.submit(7, vec![1, 2, 3], &tx, &wake);
+        service.submit(8, vec![10], &tx, &wake);
+        let mut got: Vec<(u64, Vec<u32>)> = vec![rx.recv().unwrap(), rx.recv().unwrap()];
         got.sort();
-        assert_eq!(got, vec![vec![2, 4, 6], vec![20]]);
+        assert_eq!(got, vec![(7, vec![2, 4, 6]), (8, vec![20])]);
         let stats = Arc::clone(service.stats());
         drop(service);
         assert_eq!(woken.load(Ordering::SeqCst), 2);

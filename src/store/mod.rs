@@ -2,6 +2,7 @@
 //! written atomically (temporary file, fsync, rename).
 
 pub mod atomic;
+pub mod images;
 pub mod manifest;
 pub mod parquet_table;
 pub mod state;

@@ -1,0 +1,93 @@
+//! The content-addressed store of synthetic images: PNG files under `<output>/synthetic/`
+//! named by their content key (a hash of everything that determines the image), and an
+//! index in an embedded database (`<output>/state/synthetic.redb`) from content key to file.
+//! A file is written atomically before its index entry is committed, so an interrupted run
+//! resumes with every finished image and no half-written one.
+
+use super::atomic::write_file;
+use crate::record::Digest;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const IMAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("synthetic_images");
+
+/// What the index holds for one image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredImage {
+    /// Path relative to the output folder.
+    pub file: String,
+    pub digest: Digest,
+}
+
+/// The image store of one output folder.
+pub struct ImageStore {
+    root: PathBuf,
+    db: Database,
+}
+
+impl ImageStore {
+    /// Opens (or creates) the store under `output`.
+    pub fn open(output: &Path) -> Result<ImageStore, String> {
+        let index = output.join("state/synthetic.redb");
+        std::fs::create_dir_all(index.parent().expect("state folder")).map_err(|e| format!("{}: {e}", index.display()))?;
+        let db = Database::create(&index).map_err(|e| format!("{}: cannot open image index: {e}", index.display()))?;
+        let txn = db.begin_write().map_err(|e| format!("{}: {e}", index.display()))?;
+        txn.open_table(IMAGES).map_err(|e| format!("{}: {e}", index.display()))?;
+        txn.commit().map_err(|e| format!("{}: {e}", index.display()))?;
+        Ok(ImageStore { root: output.to_path_buf(), db })
+    }
+
+    /// The stored image for a content key, if it exists and its file is still there.
+    pub fn get(&self, key: &Digest) -> Result<Option<StoredImage>, String> {
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
+        let Some(value) = table.get(key.0.as_slice()).map_err(|e| e.to_string())? else { return Ok(None) };
+        let stored: StoredImage = bincode::deserialize(value.value()).map_err(|e| format!("corrupt image index entry: {e}"))?;
+        Ok(self.root.join(&stored.file).is_file().then_some(stored))
+    }
+
+    /// Writes `png` for `key` (file first, then the index entry) and returns the entry.
+    pub fn put(&self, key: &Digest, png: &[u8]) -> Result<StoredImage, String> {
+        let hex = key.to_hex();
+        let file = format!("synthetic/{}/{hex}.png", &hex[..2]);
+        write_file(&self.root.join(&file), png)?;
+        let stored = StoredImage { file, digest: Digest::of(png) };
+        let bytes = bincode::serialize(&stored).expect("serialisable");
+        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
+            table.insert(key.0.as_slice(), bytes.as_slice()).map_err(|e| e.to_string())?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+        Ok(stored)
+    }
+
+    /// The absolute path of a stored image.
+    pub fn path(&self, stored: &StoredImage) -> PathBuf {
+        self.root.join(&stored.file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_and_finds_images_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Digest::of(b"content key");
+        {
+            let store = ImageStore::open(dir.path()).unwrap();
+            assert_eq!(store.get(&key).unwrap(), None);
+            let stored = store.put(&key, b"png bytes").unwrap();
+            assert_eq!(std::fs::read(store.path(&stored)).unwrap(), b"png bytes");
+        }
+        let store = ImageStore::open(dir.path()).unwrap();
+        let found = store.get(&key).unwrap().unwrap();
+        assert_eq!(found.digest, Digest::of(b"png bytes"));
+        // An index entry whose file is gone is not a hit.
+        std::fs::remove_file(store.path(&found)).unwrap();
+        assert_eq!(store.get(&key).unwrap(), None);
+    }
+}
