@@ -95,6 +95,20 @@ impl Generator {
 
     /// Makes every requested image; returns each as CHW floats in [-1, 1] (not yet clamped).
     pub fn generate(&mut self, requests: &[ImageRequest], settings: &GenerationSettings, stats: &ServiceStats) -> Result<Vec<Vec<f32>>, String> {
+        let latent_len = self.model.latent_len();
+        let noises = requests.iter().map(|r| gaussian(&r.noise, latent_len)).collect();
+        self.generate_from_noise(requests, noises, settings, stats)
+    }
+
+    /// As [`Generator::generate`], with each request's initial noise given (the requests'
+    /// noise keys are not used): for checking against a reference that recorded its noise.
+    pub fn generate_from_noise(
+        &mut self,
+        requests: &[ImageRequest],
+        noises: Vec<Vec<f32>>,
+        settings: &GenerationSettings,
+        stats: &ServiceStats,
+    ) -> Result<Vec<Vec<f32>>, String> {
         let schedule = self.schedule(settings.scheduler, settings.steps)?;
         let guided = settings.guidance_scale > 1.0;
         if let Conditioning::Text(_) = self.model.conditioning {
@@ -115,10 +129,12 @@ impl Generator {
 
         let latent_len = self.model.latent_len();
         let mut items = Vec::with_capacity(requests.len());
-        for request in requests {
+        for (request, mut x) in requests.iter().zip(noises) {
+            if x.len() != latent_len {
+                return Err(format!("noise has {} values, the latent {latent_len}", x.len()));
+            }
             let start = Self::start_index(&schedule, request.level)?;
             let state = schedule.start_at(start).map_err(|e| e.to_string())?;
-            let mut x = gaussian(&request.noise, latent_len);
             if request.level == 0 {
                 schedule.init_noise(&mut x);
             } else {
