@@ -6,7 +6,10 @@ use crate::graph::config::OpConfig;
 use crate::graph::{check_resources, compile, dot, Compiled, GraphError, GraphFile};
 use crate::operators::sink::SinkLog;
 use crate::operators::stats::NodeSummary;
-use crate::operators::NodeStats;
+use crate::operators::generate::Prompts;
+use crate::operators::{GenerateParams, GenerateWorker, NodeStats};
+use crate::runtime::diffusion::img2img::Generator;
+use crate::store::images::ImageStore;
 use crate::runtime::InferenceService;
 use crate::store::atomic::write_file;
 use crate::store::state::RunState;
@@ -118,6 +121,43 @@ impl Pipeline {
         }
         let mut stats: IndexMap<String, Arc<NodeStats>> =
             self.compiled.nodes.keys().map(|n| (n.clone(), Arc::new(NodeStats::default()))).collect();
+        let mut generators = IndexMap::new();
+        if !resources.generators.is_empty() {
+            let store = Arc::new(ImageStore::open(&output).map_err(PipelineError::Run)?);
+            for (node, generator) in resources.generators {
+                let model_digest = generator.models[0].digest;
+                let workers = generator
+                    .models
+                    .into_iter()
+                    .map(|model| GenerateWorker {
+                        generator: Generator::new(model),
+                        settings: generator.settings.clone(),
+                        store: Arc::clone(&store),
+                    })
+                    .collect();
+                let OpConfig::Generate(config) = &self.compiled.nodes[&node].op else { unreachable!("a generate node") };
+                let prompts = match (&config.prompt, &config.prompts) {
+                    (_, Some(lists)) => Prompts::PerClass(lists.clone()),
+                    (Some(template), None) => Prompts::Template(template.clone()),
+                    (None, None) => Prompts::Template("a photo of a {class}".into()),
+                };
+                let params = GenerateParams {
+                    node: node.clone(),
+                    service: Arc::new(InferenceService::start(&node, workers)),
+                    job_size: generator.settings.batch_size * 8,
+                    settings: generator.settings,
+                    levels: generator.levels,
+                    seeds: config.seeds,
+                    prompts,
+                    classes: generator.classes,
+                    class_conditional: generator.class_conditional,
+                    pipeline_seed: self.compiled.pipeline.seed,
+                    model_digest,
+                    stats: Arc::clone(&stats[&node]),
+                };
+                generators.insert(node, params);
+            }
+        }
         stats.insert(ERRORS_SINK.into(), Arc::new(NodeStats::default()));
         let mut sink_logs: IndexMap<String, Arc<Mutex<SinkLog>>> = self
             .compiled
@@ -127,7 +167,8 @@ impl Pipeline {
             .map(|n| (n.name.clone(), Arc::default()))
             .collect();
         sink_logs.insert(ERRORS_SINK.into(), Arc::default());
-        let shared = Arc::new(Shared { compiled: self.compiled.clone(), services, classes, stats, sink_logs, first_version });
+        let shared =
+            Arc::new(Shared { compiled: self.compiled.clone(), generators, services, classes, stats, sink_logs, first_version });
 
         let config = timely::Config::from_args(options.timely_args.iter().cloned()).map_err(PipelineError::Run)?;
         let worker_shared = Arc::clone(&shared);
@@ -207,13 +248,12 @@ impl Pipeline {
             .stats
             .iter()
             .map(|(name, stats)| {
-                let model = shared.compiled.nodes.get(name).and_then(|n| n.op.model());
-                let (model_calls, busy) = model
-                    .map(|m| {
-                        let (_, _, calls, busy) = shared.services[m].stats().snapshot();
-                        (calls, busy)
-                    })
-                    .unwrap_or((0, 0.0));
+                let service_stats = match shared.compiled.nodes.get(name).map(|n| &n.op) {
+                    Some(OpConfig::Classify(c)) => Some(shared.services[&c.model].stats().snapshot()),
+                    Some(OpConfig::Generate(_)) => Some(shared.generators[name].service.stats().snapshot()),
+                    _ => None,
+                };
+                let (model_calls, busy) = service_stats.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
                 (name.clone(), stats.summary(model_calls, busy))
             })
             .collect();

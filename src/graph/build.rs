@@ -8,9 +8,9 @@ use crate::operators::feedback::LocatedScore;
 use crate::operators::sink::SinkLog;
 use crate::operators::source::SourceLocation;
 use crate::operators::{
-    ClassifyExt, ClassifyParams, FeedbackExt, FeedbackState, HardExt, NodeStats, SinkExt, SinkParams, SourceState,
+    GenerateExt, GenerateParams, ClassifyExt, ClassifyParams, FeedbackExt, FeedbackState, HardExt, NodeStats, SinkExt, SinkParams, SourceState,
 };
-use crate::record::{ErrorRecord, Sample, Score};
+use crate::record::{ErrorRecord, Sample, Score, Synthetic};
 use crate::runtime::{Classifier, InferenceService};
 use crate::store::manifest::{ManifestFormat, Row};
 use differential_dataflow::input::{Input, InputSession};
@@ -24,6 +24,8 @@ use timely::dataflow::Scope;
 /// What every worker of a process shares: the graph, model services and counters.
 pub struct Shared {
     pub compiled: Compiled,
+    /// Per `generate` node: its parameters, service included.
+    pub generators: IndexMap<String, GenerateParams>,
     pub services: IndexMap<String, Arc<InferenceService<Classifier>>>,
     pub classes: IndexMap<String, Arc<Vec<String>>>,
     pub stats: IndexMap<String, Arc<NodeStats>>,
@@ -61,6 +63,7 @@ pub struct WorkerHandles {
 enum Output<'scope> {
     Samples(VecCollection<'scope, u64, Sample>),
     Scores(VecCollection<'scope, u64, Score>),
+    Synthetics(VecCollection<'scope, u64, Synthetic>),
     Nothing,
 }
 
@@ -81,6 +84,7 @@ impl<'scope> Output<'scope> {
         match self {
             Output::Samples(c) => c.clone().map(move |s| (index, Row::Sample(s))),
             Output::Scores(c) => c.clone().map(move |s| (index, Row::Score(s))),
+            Output::Synthetics(c) => c.clone().map(move |s| (index, Row::Synthetic(s))),
             Output::Nothing => unreachable!("the compiler refuses sinks as inputs"),
         }
     }
@@ -144,6 +148,12 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                 let hard = samples.hard(scores, &rules, combine);
                 Output::Samples(hard.inspect(move |(_, _, d)| stats.records_out(*d)))
             }
+            OpConfig::Generate(_) => {
+                let params = shared.generators[&name].clone();
+                let outcomes = outputs[&node.inputs[0]].samples().generate(params);
+                errors.push(outcomes.clone().flat_map(Result::err));
+                Output::Synthetics(outcomes.flat_map(Result::ok))
+            }
             OpConfig::Sink(config) => {
                 let rows: Vec<_> = node.inputs.iter().enumerate().map(|(i, input)| outputs[input].rows(i)).collect();
                 let rows = differential_dataflow::collection::concatenate(scope, rows).probe_with(&probe);
@@ -154,6 +164,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                     formats: config.formats().expect("checked while compiling"),
                     keep_versions: config.keep_versions,
                     first_version: shared.first_version,
+                    report: Some(output_root.clone()),
                     stats,
                     written: Arc::clone(&shared.sink_logs[&name]),
                 });
@@ -173,6 +184,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         formats: vec![ManifestFormat::Jsonl],
         keep_versions: 3,
         first_version: shared.first_version,
+        report: None,
         stats: Arc::clone(&shared.stats[ERRORS_SINK]),
         written: Arc::clone(&shared.sink_logs[ERRORS_SINK]),
     });

@@ -108,6 +108,92 @@ impl HardConfig {
     }
 }
 
+/// `op = "generate"`: synthetic variants of each sample over the guidance spectrum.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateConfig {
+    /// A diffusion model folder under `[models]`.
+    pub model: String,
+    /// Guidance levels λ in [0, 1), in per-mille steps (0 = text only, towards 1 = the real image).
+    pub levels: Vec<f64>,
+    /// Images per (sample, level).
+    #[serde(default = "one_seed")]
+    pub seeds: u32,
+    /// Inference steps T; a level λ runs the last ⌊T·(1−λ)⌋ of them.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Classifier-free guidance scale w (1 = no guidance).
+    #[serde(default = "default_guidance")]
+    pub guidance_scale: f32,
+    /// `pndm`, `ddim`, `euler` or `dpm++`, read from the model's own scheduler config;
+    /// the model's own scheduler when absent.
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    /// Images per UNet call (each call carries the guided and unguided halves).
+    #[serde(default = "default_gen_batch")]
+    pub batch_size: usize,
+    /// Prompt template; `{class}` becomes the class's display name.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Descriptions per class name, one chosen per image by keyed hash.
+    #[serde(default)]
+    pub prompts: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// A `[models]` entry whose `discl.toml` names the classes (and display names), in
+    /// class-label order; class-conditional generators need this or `classes`.
+    #[serde(default)]
+    pub classes_from: Option<String>,
+    /// Class names in class-label order.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+}
+
+fn one_seed() -> u32 {
+    1
+}
+fn default_steps() -> usize {
+    50
+}
+fn default_guidance() -> f32 {
+    3.0
+}
+fn default_gen_batch() -> usize {
+    8
+}
+
+impl GenerateConfig {
+    /// The levels in per mille, checked: each in [0, 1), on the per-mille grid, and leaving at
+    /// least one denoising step.
+    pub fn levels(&self) -> Result<Vec<crate::record::Level>, String> {
+        if self.levels.is_empty() {
+            return Err("`levels` is empty".into());
+        }
+        let mut out = Vec::new();
+        for &level in &self.levels {
+            if !(0.0..1.0).contains(&level) {
+                return Err(format!("level λ = {level} is outside [0, 1)"));
+            }
+            let per_mille = (level * 1000.0).round();
+            if (per_mille / 1000.0 - level).abs() > 1e-9 {
+                return Err(format!("level λ = {level} is not a multiple of 0.001"));
+            }
+            let per_mille = per_mille as crate::record::Level;
+            if self.steps * (1000 - per_mille as usize) / 1000 == 0 {
+                return Err(format!("level λ = {level} leaves no denoising step out of {} steps", self.steps));
+            }
+            if !out.contains(&per_mille) {
+                out.push(per_mille);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The scheduler asked for, if any.
+    pub fn scheduler_kind(&self) -> Result<Option<crate::runtime::scheduler::SchedulerKind>, String> {
+        self.scheduler.as_deref().map(|s| s.parse().map_err(|e| format!("{e}"))).transpose()
+    }
+}
+
 /// `op = "sink"`: manifests under `<output>/<node name>/`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,11 +229,12 @@ pub enum OpConfig {
     Classify(ClassifyConfig),
     Feedback(FeedbackConfig),
     Hard(HardConfig),
+    Generate(GenerateConfig),
     Sink(SinkConfig),
 }
 
 /// The ops a graph file may name.
-pub const OPS: &[&str] = &["source", "classify", "feedback", "hard", "sink"];
+pub const OPS: &[&str] = &["source", "classify", "feedback", "hard", "generate", "sink"];
 
 impl OpConfig {
     /// Reads the op's config from the node's fields.
@@ -159,6 +246,7 @@ impl OpConfig {
             "classify" => OpConfig::Classify(value.try_into().map_err(read)?),
             "feedback" => OpConfig::Feedback(value.try_into().map_err(read)?),
             "hard" => OpConfig::Hard(value.try_into().map_err(read)?),
+            "generate" => OpConfig::Generate(value.try_into().map_err(read)?),
             "sink" => OpConfig::Sink(value.try_into().map_err(read)?),
             other => return Err(format!("unknown op `{other}` (expected one of {})", OPS.join(", "))),
         })
@@ -169,6 +257,7 @@ impl OpConfig {
         match self {
             OpConfig::Source(_) | OpConfig::Hard(_) => Some(RecordKind::Sample),
             OpConfig::Classify(_) | OpConfig::Feedback(_) => Some(RecordKind::Score),
+            OpConfig::Generate(_) => Some(RecordKind::Synthetic),
             OpConfig::Sink(_) => None,
         }
     }
@@ -179,7 +268,9 @@ impl OpConfig {
         let want = |expected: &str| format!("takes {expected}, but its inputs give [{}]", list(kinds));
         match self {
             OpConfig::Source(_) if !kinds.is_empty() => Err("a source takes no inputs".into()),
-            OpConfig::Classify(_) | OpConfig::Feedback(_) if kinds != [Sample] => Err(want("one input of Sample")),
+            OpConfig::Classify(_) | OpConfig::Feedback(_) | OpConfig::Generate(_) if kinds != [Sample] => {
+                Err(want("one input of Sample"))
+            }
             OpConfig::Hard(_) if kinds.len() < 2 || kinds[0] != Sample || kinds[1..].iter().any(|k| *k != Score) => {
                 Err(want("[Sample, Score, ...] (the samples, then one or more score inputs)"))
             }
@@ -192,7 +283,7 @@ impl OpConfig {
     pub fn arity(&self) -> (usize, usize) {
         match self {
             OpConfig::Source(_) => (0, 0),
-            OpConfig::Classify(_) | OpConfig::Feedback(_) => (1, 1),
+            OpConfig::Classify(_) | OpConfig::Feedback(_) | OpConfig::Generate(_) => (1, 1),
             OpConfig::Hard(_) => (2, usize::MAX),
             OpConfig::Sink(_) => (1, usize::MAX),
         }
@@ -202,6 +293,7 @@ impl OpConfig {
     pub fn model(&self) -> Option<&str> {
         match self {
             OpConfig::Classify(c) => Some(&c.model),
+            OpConfig::Generate(g) => Some(&g.model),
             _ => None,
         }
     }

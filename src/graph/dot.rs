@@ -16,6 +16,7 @@ pub fn to_dot(compiled: &Compiled) -> String {
             OpConfig::Classify(c) => ("classify", format!("model {}", c.model)),
             OpConfig::Feedback(f) => ("feedback", f.path.display().to_string()),
             OpConfig::Hard(h) => ("hard", format!("{} rule(s)", h.rules.len())),
+            OpConfig::Generate(g) => ("generate", format!("model {}, λ {:?} × {} seed(s)", g.model, g.levels, g.seeds)),
             OpConfig::Sink(s) => ("sink", s.formats.join(", ")),
         };
         let shape = match node.op {

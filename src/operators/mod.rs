@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod feedback;
+pub mod generate;
 pub mod hard;
 pub mod model_map;
 pub mod sink;
@@ -11,6 +12,7 @@ pub mod stats;
 
 pub use classify::{ClassifyExt, ClassifyParams};
 pub use feedback::{FeedbackExt, FeedbackState};
+pub use generate::{GenerateExt, GenerateParams, GenerateWorker};
 pub use hard::{Combine, HardExt, HardSampleRule};
 pub use sink::{SinkExt, SinkParams};
 pub use source::{SourceLocation, SourceState};

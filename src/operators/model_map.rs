@@ -37,6 +37,10 @@ pub trait ModelMap: 'static {
     fn answer(&self, input: &Self::In, answer: &<Self::Worker as BatchWorker>::Output) -> Self::Out;
     /// Whether an output counts as an error in the stats.
     fn is_error(&self, output: &Self::Out) -> bool;
+    /// Whether the service computed an answer (rather than finding it in a persistent store).
+    fn was_computed(&self, _answer: &<Self::Worker as BatchWorker>::Output) -> bool {
+        true
+    }
 }
 
 /// Runs `map` over `input`.
@@ -118,6 +122,11 @@ where
                 while let Ok((tag, answers)) = replies.try_recv() {
                     let keys = in_flight.remove(&tag).expect("a batch we sent");
                     for (key, answer) in keys.into_iter().zip(answers) {
+                        if map.was_computed(&answer) {
+                            stats.computed();
+                        } else {
+                            stats.cache_hit();
+                        }
                         for (record, time, diff) in waiting.remove(&key).unwrap_or_default() {
                             ready.push((map.answer(&record, &answer), time, diff));
                         }

@@ -5,6 +5,7 @@
 //! files for a version appear together, by renaming a finished folder into place.
 
 use crate::operators::stats::NodeStats;
+use crate::store::contact_sheet::write_contact_sheets;
 use crate::store::manifest::{write_snapshot, ManifestFormat, Row};
 use differential_dataflow::VecCollection;
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ pub struct SinkParams {
     pub keep_versions: usize,
     /// The first version of this run: a snapshot is written for it even if it is empty.
     pub first_version: u64,
+    /// The pipeline's output folder, when synthetic images should get contact sheets under
+    /// `report/spectrum/`.
+    pub report: Option<PathBuf>,
     pub stats: Arc<NodeStats>,
     /// Versions written, and the first error met writing, for the run summary.
     pub written: Arc<Mutex<SinkLog>>,
@@ -90,7 +94,14 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
         tables[*input].push((row, *count));
     }
     let rows: usize = tables.iter().flatten().map(|(_, c)| (*c).max(0) as usize).sum();
-    let result = write_snapshot(&params.folder, version, &params.inputs, &tables, &params.formats, params.keep_versions);
+    let mut result = write_snapshot(&params.folder, version, &params.inputs, &tables, &params.formats, params.keep_versions);
+    if let (Ok(()), Some(output)) = (&result, &params.report) {
+        let synthetic = tables.iter().flatten().filter_map(|(row, _)| match row {
+            Row::Synthetic(s) => Some(s),
+            _ => None,
+        });
+        result = write_contact_sheets(output, synthetic);
+    }
     params.stats.busy_since(started);
     let mut log = params.written.lock().expect("sink log");
     match result {

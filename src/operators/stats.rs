@@ -12,6 +12,7 @@ pub struct NodeStats {
     records_out: AtomicU64,
     errors: AtomicU64,
     batches: AtomicU64,
+    computed: AtomicU64,
     cache_hits: AtomicU64,
     busy_nanos: AtomicU64,
 }
@@ -24,6 +25,9 @@ pub struct NodeSummary {
     pub errors: u64,
     pub model_calls: u64,
     pub batches: u64,
+    /// Answers a model computed (images classified, images generated).
+    pub computed: u64,
+    /// Answers found in the memo or the persistent store instead.
     pub cache_hits: u64,
     pub seconds: f64,
 }
@@ -56,6 +60,10 @@ impl NodeStats {
     pub fn batch(&self) {
         add(&self.batches, 1);
     }
+    /// Counts an answer a model computed.
+    pub fn computed(&self) {
+        add(&self.computed, 1);
+    }
     /// Counts a memoized answer.
     pub fn cache_hit(&self) {
         add(&self.cache_hits, 1);
@@ -73,6 +81,7 @@ impl NodeStats {
             errors: get(&self.errors),
             model_calls,
             batches: get(&self.batches),
+            computed: get(&self.computed),
             cache_hits: get(&self.cache_hits),
             seconds: get(&self.busy_nanos) as f64 / 1e9 + extra_busy_seconds,
         }

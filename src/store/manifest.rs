@@ -3,7 +3,7 @@
 
 use super::atomic::{replace_symlink, sync_dir, write_file};
 use super::parquet_table::{encode, Column};
-use crate::record::{ErrorRecord, Sample, Score};
+use crate::record::{ErrorRecord, Sample, Score, Synthetic};
 use serde::Serialize;
 use std::fs;
 use std::path::Path;
@@ -14,6 +14,7 @@ use std::path::Path;
 pub enum Row {
     Sample(Sample),
     Score(Score),
+    Synthetic(Synthetic),
     Error(ErrorRecord),
 }
 
@@ -122,6 +123,11 @@ fn parquet(rows: &[&Row]) -> Result<Vec<u8>, String> {
         Row::Score(s) => s.clone(),
         other => panic!("mixed row kinds in one manifest: {other:?}"),
     };
+    let synthetic = |r: &Row| match r {
+        Row::Synthetic(s) => s.clone(),
+        other => panic!("mixed row kinds in one manifest: {other:?}"),
+    };
+    let score_or_nan = |v: Option<crate::record::Value>| v.map_or(f32::NAN, |v| v.0);
     let error = |r: &Row| match r {
         Row::Error(e) => e.clone(),
         other => panic!("mixed row kinds in one manifest: {other:?}"),
@@ -140,6 +146,18 @@ fn parquet(rows: &[&Row]) -> Result<Vec<u8>, String> {
             ("p_true", f32s(&|r| score(r).p_true.0)),
             ("loss", f32s(&|r| score(r).loss.0)),
             ("predicted", text(&|r| score(r).predicted)),
+        ]),
+        Some(Row::Synthetic(_)) => encode(&[
+            ("sample", u64s(&|r| synthetic(r).key.sample)),
+            ("level", f32s(&|r| synthetic(r).key.level as f32 / 1000.0)),
+            ("seed", u64s(&|r| synthetic(r).key.seed as u64)),
+            ("prompt", text(&|r| synthetic(r).key.prompt)),
+            ("label", text(&|r| synthetic(r).label)),
+            ("path", text(&|r| synthetic(r).path)),
+            ("digest", text(&|r| synthetic(r).digest.to_hex())),
+            ("source", text(&|r| synthetic(r).source)),
+            ("text_score", f32s(&|r| score_or_nan(synthetic(r).text_score))),
+            ("image_score", f32s(&|r| score_or_nan(synthetic(r).image_score))),
         ]),
         Some(Row::Error(_)) | None => encode(&[
             ("node", text(&|r| error(r).node)),

@@ -2,6 +2,7 @@
 //! written atomically (temporary file, fsync, rename).
 
 pub mod atomic;
+pub mod contact_sheet;
 pub mod images;
 pub mod manifest;
 pub mod parquet_table;

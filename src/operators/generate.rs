@@ -1,0 +1,253 @@
+//! `generate`: for every hard sample, synthetic variants over the guidance spectrum — one
+//! image per (level λ, seed index), each conditioned on a prompt (or class) chosen by keyed
+//! hash. Images are made in batches on the inference service and memoized twice: in the
+//! operator (a retraction never calls a model) and in the content-addressed image store (a
+//! rerun, or a resumed run, regenerates nothing already made). The content key hashes
+//! everything that decides the image: model, source bytes, sample, λ, seed, prompt,
+//! scheduler, steps, guidance scale and pipeline seed.
+
+use crate::operators::model_map::{model_map, ModelMap};
+use crate::operators::stats::NodeStats;
+use crate::record::{Digest, ErrorRecord, GenKey, Level, Sample, Synthetic};
+use crate::runtime::diffusion::img2img::{to_png, Generator};
+use crate::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey};
+use crate::runtime::image_input::{decode_into, ImageSpec};
+use crate::runtime::service::{BatchWorker, ServiceStats};
+use crate::runtime::InferenceService;
+use crate::store::images::{ImageStore, StoredImage};
+use differential_dataflow::VecCollection;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A synthetic image or the reason there is none.
+pub type SyntheticOutcome = Result<Synthetic, ErrorRecord>;
+
+/// How prompts are chosen for a class.
+#[derive(Clone, Debug)]
+pub enum Prompts {
+    /// One template; `{class}` becomes the class's display name.
+    Template(String),
+    /// Descriptions per class name; one is chosen per image by keyed hash.
+    PerClass(BTreeMap<String, Vec<String>>),
+}
+
+/// The classes a generator knows, in its class-label order, with display names.
+#[derive(Clone, Debug)]
+pub struct ClassNames {
+    pub names: Vec<String>,
+    pub display: Vec<String>,
+}
+
+/// How a `generate` node runs.
+#[derive(Clone)]
+pub struct GenerateParams {
+    pub node: String,
+    pub service: Arc<InferenceService<GenerateWorker>>,
+    pub settings: GenerationSettings,
+    pub levels: Vec<Level>,
+    pub seeds: u32,
+    pub prompts: Prompts,
+    pub classes: ClassNames,
+    /// Class-conditional model (conditioned on the class index, not on text).
+    pub class_conditional: bool,
+    pub pipeline_seed: u64,
+    pub model_digest: Digest,
+    /// Images per job sent to the service (several UNet batches).
+    pub job_size: usize,
+    pub stats: Arc<NodeStats>,
+}
+
+/// Adds `generate` to sample collections.
+pub trait GenerateExt<'scope> {
+    /// The synthetic images of every sample; failures become error records.
+    fn generate(self, params: GenerateParams) -> VecCollection<'scope, u64, SyntheticOutcome>;
+}
+
+impl<'scope> GenerateExt<'scope> for VecCollection<'scope, u64, Sample> {
+    fn generate(self, params: GenerateParams) -> VecCollection<'scope, u64, SyntheticOutcome> {
+        let name = format!("generate:{}", params.node);
+        let keys = params.clone();
+        let wanted = self.flat_map(move |sample| keys.gen_keys(&sample).into_iter().map(move |k| (sample.clone(), k)));
+        let (service, job, stats) = (Arc::clone(&params.service), params.job_size, Arc::clone(&params.stats));
+        model_map(wanted, &name, params, service, job, stats)
+    }
+}
+
+/// A keyed hash choice in `0..n`.
+fn keyed_choice(parts: &[u64], n: usize) -> usize {
+    let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 prompt choice v1");
+    for p in parts {
+        hasher.update(&p.to_le_bytes());
+    }
+    (u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes")) % n as u64) as usize
+}
+
+impl GenerateParams {
+    /// The images to make for a sample: every level × seed, each with its prompt.
+    pub fn gen_keys(&self, sample: &Sample) -> Vec<GenKey> {
+        let display = self
+            .classes
+            .names
+            .iter()
+            .position(|c| *c == sample.label)
+            .map_or(sample.label.as_str(), |i| self.classes.display[i].as_str());
+        let mut keys = Vec::with_capacity(self.levels.len() * self.seeds as usize);
+        for &level in &self.levels {
+            for seed in 0..self.seeds {
+                let prompt = if self.class_conditional {
+                    display.to_string()
+                } else {
+                    match &self.prompts {
+                        Prompts::Template(t) => t.replace("{class}", display),
+                        Prompts::PerClass(map) => match map.get(&sample.label).filter(|l| !l.is_empty()) {
+                            Some(list) => {
+                                let parts = [self.pipeline_seed, sample.id, level as u64, seed as u64];
+                                list[keyed_choice(&parts, list.len())].clone()
+                            }
+                            None => format!("a photo of a {display}"),
+                        },
+                    }
+                };
+                keys.push(GenKey { sample: sample.id, level, seed, prompt });
+            }
+        }
+        keys
+    }
+
+    fn content_key(&self, sample: &Sample, key: &GenKey) -> Digest {
+        let mut h = blake3::Hasher::new_derive_key("discl 2026-11 synthetic image v1");
+        h.update(&self.model_digest.0);
+        h.update(&sample.digest.0);
+        h.update(&sample.id.to_le_bytes());
+        h.update(&key.level.to_le_bytes());
+        h.update(&key.seed.to_le_bytes());
+        h.update(&(key.prompt.len() as u64).to_le_bytes());
+        h.update(key.prompt.as_bytes());
+        h.update(self.settings.scheduler.class_name().as_bytes());
+        h.update(&(self.settings.steps as u64).to_le_bytes());
+        h.update(&self.settings.guidance_scale.to_le_bytes());
+        h.update(&self.pipeline_seed.to_le_bytes());
+        Digest(*h.finalize().as_bytes())
+    }
+}
+
+/// One image for the service to make (or find in the store).
+pub struct GenerateItem {
+    content_key: Digest,
+    source: (Digest, String),
+    request: ImageRequest,
+}
+
+/// What the service answers for an image: the stored file, and whether it was made now.
+pub type GenerateAnswer = Result<(StoredImage, bool), String>;
+
+impl ModelMap for GenerateParams {
+    type In = (Sample, GenKey);
+    type Out = SyntheticOutcome;
+    type Key = Digest;
+    type Worker = GenerateWorker;
+
+    fn route(&self, (sample, key): &(Sample, GenKey)) -> u64 {
+        // Spread the images of one sample over workers too.
+        sample.id ^ ((key.level as u64) << 32) ^ key.seed as u64
+    }
+    fn key(&self, (sample, key): &(Sample, GenKey)) -> Digest {
+        self.content_key(sample, key)
+    }
+    fn request(&self, (sample, key): &(Sample, GenKey)) -> Result<GenerateItem, GenerateAnswer> {
+        let condition = if self.class_conditional {
+            match self.classes.names.iter().position(|c| *c == sample.label) {
+                Some(i) => Condition::Class(i as i64),
+                None => return Err(Err(format!("class `{}` is not one of the generator's classes {:?}", sample.label, self.classes.names))),
+            }
+        } else {
+            Condition::Prompt(key.prompt.clone())
+        };
+        let noise = NoiseKey { pipeline_seed: self.pipeline_seed, sample: sample.id, level: key.level, seed_index: key.seed };
+        Ok(GenerateItem {
+            content_key: self.content_key(sample, key),
+            source: (sample.digest, sample.path.clone()),
+            request: ImageRequest { source: None, condition, level: key.level, noise },
+        })
+    }
+    fn answer(&self, (sample, key): &(Sample, GenKey), answer: &GenerateAnswer) -> SyntheticOutcome {
+        match answer {
+            Ok((stored, _)) => Ok(Synthetic {
+                key: key.clone(),
+                label: sample.label.clone(),
+                path: stored.file.clone(),
+                digest: stored.digest,
+                source: sample.path.clone(),
+                text_score: None,
+                image_score: None,
+            }),
+            Err(message) => Err(ErrorRecord { node: self.node.clone(), location: sample.path.clone(), message: message.clone() }),
+        }
+    }
+    fn is_error(&self, outcome: &SyntheticOutcome) -> bool {
+        outcome.is_err()
+    }
+    fn was_computed(&self, answer: &GenerateAnswer) -> bool {
+        matches!(answer, Ok((_, true)))
+    }
+}
+
+/// The service side: a generator, the settings of its node and the image store.
+pub struct GenerateWorker {
+    pub generator: Generator,
+    pub settings: GenerationSettings,
+    pub store: Arc<ImageStore>,
+}
+
+impl BatchWorker for GenerateWorker {
+    type Item = GenerateItem;
+    type Output = GenerateAnswer;
+
+    fn run(&mut self, items: Vec<GenerateItem>, stats: &ServiceStats) -> Vec<GenerateAnswer> {
+        let mut answers: Vec<Option<GenerateAnswer>> = (0..items.len()).map(|_| None).collect();
+        let [channels, height, width] = self.generator.model.image_shape;
+        let spec = ImageSpec { channels, height, width, mean: vec![0.5; channels], std: vec![0.5; channels] };
+        let mut todo = Vec::new();
+        let mut sources: BTreeMap<Digest, Result<Arc<Vec<f32>>, String>> = BTreeMap::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match self.store.get(&item.content_key) {
+                Ok(Some(stored)) => answers[i] = Some(Ok((stored, false))),
+                Ok(None) | Err(_) => {
+                    let (digest, path) = &item.source;
+                    let loaded = sources.entry(*digest).or_insert_with(|| {
+                        let mut pixels = Vec::with_capacity(spec.len());
+                        std::fs::read(path)
+                            .map_err(|e| format!("cannot read image: {e}"))
+                            .and_then(|bytes| decode_into(&bytes, &spec, &mut pixels))
+                            .map(|()| Arc::new(pixels))
+                    });
+                    match loaded {
+                        Ok(pixels) => {
+                            let mut request = item.request;
+                            request.source = Some((*digest, Arc::clone(pixels)));
+                            todo.push((i, item.content_key, request));
+                        }
+                        Err(e) => answers[i] = Some(Err(e.clone())),
+                    }
+                }
+            }
+        }
+        if !todo.is_empty() {
+            let requests: Vec<ImageRequest> = todo.iter().map(|(_, _, r)| r.clone()).collect();
+            match self.generator.generate(&requests, &self.settings, stats) {
+                Ok(images) => {
+                    for ((i, key, _), image) in todo.iter().zip(images) {
+                        let stored = to_png(&image, self.generator.model.image_shape).and_then(|png| self.store.put(key, &png));
+                        answers[*i] = Some(stored.map(|s| (s, true)));
+                    }
+                }
+                Err(e) => {
+                    for (i, _, _) in &todo {
+                        answers[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.expect("every item answered")).collect()
+    }
+}

@@ -1,0 +1,57 @@
+//! Contact sheets of the λ spectrum: for each source image, one PNG under
+//! `<output>/report/spectrum/` with the real image in the top row, then one row per guidance
+//! level (ascending λ, so from "text only" down to "almost the real image"), one column per
+//! seed. Small images are scaled up (nearest neighbour) so a person can see them.
+
+use super::atomic::write_file;
+use crate::record::Synthetic;
+use image::{imageops, DynamicImage, RgbImage};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const GAP: u32 = 2;
+const MIN_TILE: u32 = 64;
+
+/// Writes a sheet for every source image among `synthetic` (paths relative to `output`).
+pub fn write_contact_sheets<'a>(output: &Path, synthetic: impl Iterator<Item = &'a Synthetic>) -> Result<(), String> {
+    let mut by_source: BTreeMap<(&str, u64), BTreeMap<(u16, u32), &Synthetic>> = BTreeMap::new();
+    for s in synthetic {
+        by_source.entry((s.source.as_str(), s.key.sample)).or_default().insert((s.key.level, s.key.seed), s);
+    }
+    for ((source, sample), images) in by_source {
+        let stem = Path::new(source).file_stem().map_or("sample".into(), |s| s.to_string_lossy().into_owned());
+        let target = output.join("report/spectrum").join(format!("{stem}-{sample:016x}.png"));
+        let sheet = sheet(output, source, &images)?;
+        let mut bytes = Vec::new();
+        sheet.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| e.to_string())?;
+        write_file(&target, &bytes)?;
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> Result<RgbImage, String> {
+    image::open(path).map(|i| i.to_rgb8()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sheet(output: &Path, source: &str, images: &BTreeMap<(u16, u32), &Synthetic>) -> Result<RgbImage, String> {
+    let levels: Vec<u16> = images.keys().map(|(l, _)| *l).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let seeds = images.keys().map(|(_, s)| *s + 1).max().unwrap_or(1);
+    let first = load(&output.join(&images.values().next().expect("non-empty").path))?;
+    let (w, h) = first.dimensions();
+    let scale = (MIN_TILE / w.max(h)).max(1);
+    let (tw, th) = (w * scale, h * scale);
+    let cols = seeds;
+    let rows = levels.len() as u32 + 1;
+    let mut sheet = RgbImage::from_pixel(cols * (tw + GAP) + GAP, rows * (th + GAP) + GAP, image::Rgb([255, 255, 255]));
+    let mut place = |img: &RgbImage, row: u32, col: u32| {
+        let tile = imageops::resize(img, tw, th, imageops::FilterType::Nearest);
+        imageops::replace(&mut sheet, &tile, (GAP + col * (tw + GAP)) as i64, (GAP + row * (th + GAP)) as i64);
+    };
+    let real = image::open(source).map(DynamicImage::into_rgb8).map_err(|e| format!("{source}: {e}"))?;
+    place(&real, 0, 0);
+    for ((level, seed), s) in images {
+        let row = 1 + levels.iter().position(|l| l == level).expect("listed") as u32;
+        place(&load(&output.join(&s.path))?, row, *seed);
+    }
+    Ok(sheet)
+}
