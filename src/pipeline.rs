@@ -144,7 +144,7 @@ impl Pipeline {
                 let params = GenerateParams {
                     node: node.clone(),
                     service: Arc::new(InferenceService::start(&node, workers)),
-                    job_size: generator.settings.batch_size * 8,
+                    job_size: generator.settings.batch_size * 4,
                     settings: generator.settings,
                     levels: generator.levels,
                     seeds: config.seeds,

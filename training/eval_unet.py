@@ -204,6 +204,48 @@ def main():
         json.dump(metrics, f, indent=2)
         f.write("\n")
     print(f"wrote {out} and {grid_path}; {metrics['onnxruntime_ms_per_image_per_unet_call']} ms/image/call")
+    if args.out is None:
+        update_readme(os.path.join(args.unet, "README.md"), metrics)
+
+
+def update_readme(path, m):
+    """Rewrite the figures block of the model README (between the two marker comments), if there is one."""
+    begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        return
+    ck, a, b = m["checkpoint"], m["a_text_only"], m["b_sdedit_from_half_b"]
+    done = ck.get("finished", False)
+    status = ("**final**" if done else "**IN PROGRESS** — an intermediate checkpoint; training continues")
+    lines = [begin,
+             f"Checkpoint: step {ck['step']} of {ck.get('max_steps', '?')}, {ck['train_cpu_hours']:.2f} CPU hours "
+             f"of training (EMA weights) — {status}. Sampler: DDIM {m['sampler']['steps']} steps, eta 0, guidance "
+             f"{m['sampler']['guidance_scale']}, null class {m['sampler']['null_class']}; judge = models/fashion-judge.",
+             "",
+             f"(a) λ = 0 (pure noise, class-conditional), {a['samples']} samples: the judge recognises the intended "
+             f"class on **{100 * a['recognition_rate']:.1f}%** (target ≥ 80%).",
+             "Per class: " + ", ".join(f"{k} {100 * v:.0f}" for k, v in a["per_class"].items()) + ".",
+             "",
+             f"(b) SDEdit from {b['sources']} real half-B images (judge accuracy on the sources themselves "
+             f"{100 * b['judge_accuracy_on_sources']:.1f}%). Mean absolute pixel distance to the source (pixels in "
+             f"[0, 1]); random-pair baselines: another half-B image of the same class "
+             f"{b['baseline_mae_random_same_class']:.4f}, of any class {b['baseline_mae_random_any_class']:.4f}.",
+             "",
+             "| λ | strength | UNet steps | judge agrees with source class | distance to source | ÷ same-class baseline |",
+             "|---|---|---|---|---|---|"]
+    for lam, r in b["levels"].items():
+        lines.append(f"| {lam} | {r['strength']} | {r['unet_steps']} | {100 * r['judge_agreement']:.1f}% | "
+                     f"{r['mae_to_source']:.4f} | {r['mae_ratio_to_same_class_baseline']:.2f} |")
+    lines += ["", f"ONNX Runtime (one thread, batched): {m['onnxruntime_ms_per_image_per_unet_call']:.1f} ms per image "
+                  f"per UNet call while training ran beside it. `sample-grid.png`: two half-B sources per class; rows "
+                  f"λ = 0, 0.3, 0.5, 0.7, 0.9, then the real source.", end]
+    text = text[:text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end):]
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"updated {path}")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def main():
         sys.exit(f"ONNX mismatch {max_diff}")
     info = {"checkpoint": os.path.basename(args.ckpt), "checkpoint_sha256": sha256_file(args.ckpt),
             "step": st["step"], "train_cpu_hours": round(st["cpu_seconds"] / 3600, 3), "weights": "EMA",
+            "max_steps": st["args"]["max_steps"], "finished": st["step"] >= st["args"]["max_steps"],
             "ema_decay": st["args"]["ema"], "batch": st["args"]["batch"], "lr": st["args"]["lr"],
             "onnx_bytes": os.path.getsize(onnx_path), "onnx_max_abs_diff_vs_torch": max_diff,
             "parameters": sum(p.numel() for p in unet.parameters())}

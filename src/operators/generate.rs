@@ -236,9 +236,16 @@ impl BatchWorker for GenerateWorker {
             let requests: Vec<ImageRequest> = todo.iter().map(|(_, _, r)| r.clone()).collect();
             match self.generator.generate(&requests, &self.settings, stats) {
                 Ok(images) => {
-                    for ((i, key, _), image) in todo.iter().zip(images) {
-                        let stored = to_png(&image, self.generator.model.image_shape).and_then(|png| self.store.put(key, &png));
-                        answers[*i] = Some(stored.map(|s| (s, true)));
+                    let shape = self.generator.model.image_shape;
+                    let pngs: Result<Vec<(Digest, Vec<u8>)>, String> =
+                        todo.iter().zip(images).map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?))).collect();
+                    match pngs.and_then(|pngs| self.store.put_many(&pngs)) {
+                        Ok(stored) => {
+                            for ((i, _, _), s) in todo.iter().zip(stored) {
+                                answers[*i] = Some(Ok((s, true)));
+                            }
+                        }
+                        Err(e) => todo.iter().for_each(|(i, _, _)| answers[*i] = Some(Err(e.clone()))),
                     }
                 }
                 Err(e) => {

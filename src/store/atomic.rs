@@ -11,8 +11,14 @@ pub fn temp_sibling(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Writes `bytes` to `target` atomically.
+/// Writes `bytes` to `target` atomically and durably (fsync of the file and its folder).
 pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_file_with(target, bytes, true)
+}
+
+/// Writes `bytes` to `target` atomically; with `sync`, durably too. Without it a crash may
+/// lose the file (never tear it): for content-addressed files whose reader checks the digest.
+pub fn write_file_with(target: &Path, bytes: &[u8], sync: bool) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("{}: {e}", target.display());
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(fail)?;
@@ -20,10 +26,15 @@ pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), String> {
     let temp = temp_sibling(target);
     let mut file = File::create(&temp).map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
+    if sync {
+        file.sync_all().map_err(fail)?;
+    }
     drop(file);
     fs::rename(&temp, target).map_err(fail)?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")))
+    if sync {
+        sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
 }
 
 /// Fsyncs a folder so renames inside it are durable.

@@ -1,10 +1,11 @@
 //! The content-addressed store of synthetic images: PNG files under `<output>/synthetic/`
 //! named by their content key (a hash of everything that determines the image), and an
 //! index in an embedded database (`<output>/state/synthetic.redb`) from content key to file.
-//! A file is written atomically before its index entry is committed, so an interrupted run
-//! resumes with every finished image and no half-written one.
+//! Files are renamed into place (never torn) before their index entries are committed, one
+//! transaction per batch; a hit is checked against the digest the index recorded, so an
+//! interrupted run resumes with every finished image and regenerates any that a crash lost.
 
-use super::atomic::write_file;
+use super::atomic::write_file_with;
 use crate::record::Digest;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -44,20 +45,31 @@ impl ImageStore {
         let table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
         let Some(value) = table.get(key.0.as_slice()).map_err(|e| e.to_string())? else { return Ok(None) };
         let stored: StoredImage = bincode::deserialize(value.value()).map_err(|e| format!("corrupt image index entry: {e}"))?;
-        Ok(self.root.join(&stored.file).is_file().then_some(stored))
+        let intact = std::fs::read(self.root.join(&stored.file)).is_ok_and(|bytes| Digest::of(&bytes) == stored.digest);
+        Ok(intact.then_some(stored))
     }
 
     /// Writes `png` for `key` (file first, then the index entry) and returns the entry.
     pub fn put(&self, key: &Digest, png: &[u8]) -> Result<StoredImage, String> {
-        let hex = key.to_hex();
-        let file = format!("synthetic/{}/{hex}.png", &hex[..2]);
-        write_file(&self.root.join(&file), png)?;
-        let stored = StoredImage { file, digest: Digest::of(png) };
-        let bytes = bincode::serialize(&stored).expect("serialisable");
+        Ok(self.put_many(&[(*key, png.to_vec())])?.remove(0))
+    }
+
+    /// Writes several images: every file first, then their index entries in one transaction.
+    pub fn put_many(&self, images: &[(Digest, Vec<u8>)]) -> Result<Vec<StoredImage>, String> {
+        let mut stored = Vec::with_capacity(images.len());
+        for (key, png) in images {
+            let hex = key.to_hex();
+            let file = format!("synthetic/{}/{hex}.png", &hex[..2]);
+            write_file_with(&self.root.join(&file), png, false)?;
+            stored.push(StoredImage { file, digest: Digest::of(png) });
+        }
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
-            table.insert(key.0.as_slice(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            for ((key, _), entry) in images.iter().zip(&stored) {
+                let bytes = bincode::serialize(entry).expect("serialisable");
+                table.insert(key.0.as_slice(), bytes.as_slice()).map_err(|e| e.to_string())?;
+            }
         }
         txn.commit().map_err(|e| e.to_string())?;
         Ok(stored)
@@ -86,8 +98,13 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let found = store.get(&key).unwrap().unwrap();
         assert_eq!(found.digest, Digest::of(b"png bytes"));
-        // An index entry whose file is gone is not a hit.
+        // An index entry whose file was damaged or is gone is not a hit.
+        std::fs::write(store.path(&found), b"png byte").unwrap();
+        assert_eq!(store.get(&key).unwrap(), None);
         std::fs::remove_file(store.path(&found)).unwrap();
         assert_eq!(store.get(&key).unwrap(), None);
+        let many = store.put_many(&[(Digest::of(b"a"), b"1".to_vec()), (Digest::of(b"b"), b"2".to_vec())]).unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(store.get(&Digest::of(b"b")).unwrap(), Some(many[1].clone()));
     }
 }
