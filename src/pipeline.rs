@@ -126,6 +126,8 @@ impl Pipeline {
             let store = Arc::new(ImageStore::open(&output).map_err(PipelineError::Run)?);
             for (node, generator) in resources.generators {
                 let model_digest = generator.models[0].digest;
+                // Jobs large enough to batch across levels, small enough to keep every session busy.
+                let job_size = (generator.settings.batch_size * 8 / generator.models.len()).max(generator.settings.batch_size);
                 let workers = generator
                     .models
                     .into_iter()
@@ -144,7 +146,7 @@ impl Pipeline {
                 let params = GenerateParams {
                     node: node.clone(),
                     service: Arc::new(InferenceService::start(&node, workers)),
-                    job_size: generator.settings.batch_size * 4,
+                    job_size,
                     settings: generator.settings,
                     levels: generator.levels,
                     seeds: config.seeds,

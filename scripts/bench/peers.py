@@ -24,6 +24,8 @@ Run from the repository root:
     nice -n 5 .venv-export/bin/python scripts/bench/peers.py [--rounds 3] [--quick] [--json OUT]
 """
 import argparse
+
+THREADS = 1  # torch and ONNX Runtime intra-op threads (--threads)
 import importlib.metadata
 import json
 import os
@@ -202,7 +204,7 @@ def build_ort_sd():
     import onnxruntime as ort
     from optimum.onnxruntime import ORTStableDiffusionImg2ImgPipeline
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = THREADS
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     pipe = ORTStableDiffusionImg2ImgPipeline.from_pretrained(
@@ -298,7 +300,7 @@ def versions():
     v["cores"] = os.cpu_count()
     import torch
     v["torch_threads"] = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
-    v["onnxruntime_threads"] = {"intra_op": 1, "inter_op": 1}
+    v["onnxruntime_threads"] = {"intra_op": THREADS, "inter_op": 1}
     return v
 
 
@@ -309,14 +311,17 @@ def main():
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     ap.add_argument("--batches", default=",".join(map(str, ORT_BATCHES)), help="optimum-ort batch sizes")
     ap.add_argument("--models", default="tiny-sd,tiny-pixel-unet", help="comma-separated subset")
+    ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     args = ap.parse_args()
+    global THREADS
+    THREADS = args.threads
     rounds = 1 if args.quick else args.rounds
     batches = [int(b) for b in args.batches.split(",")]
     models = args.models.split(",")
     start = time.perf_counter()
 
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     torch.set_num_interop_threads(1)
     import warnings
     import numpy as np
@@ -328,7 +333,7 @@ def main():
     n = len(items)
     print(f"workload: {n} images = {N_IMAGES} sources x levels {LEVELS} x {SEEDS} seeds; {STEPS} DDIM steps "
           f"(denoising {[denoise_steps(strength_of(v)) for v in LEVELS]}), guidance {GUIDANCE}; {rounds} rounds, "
-          f"warm-up and model load excluded; 1 torch / ONNX Runtime thread", flush=True)
+          f"warm-up and model load excluded; {THREADS} torch / ONNX Runtime thread(s)", flush=True)
     peers = {}
 
     if "tiny-sd" in models:

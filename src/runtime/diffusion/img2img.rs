@@ -208,9 +208,11 @@ impl Generator {
         } else {
             TensorRef::from_array_view((t_shape.clone(), t_f32.as_slice())).map_err(fail)?.into_dyn()
         };
-        let eps: Vec<f32> = match &model.conditioning {
+        // The condition rows: the unguided half first, as diffusers orders them.
+        let mut labels: Vec<i64> = Vec::new();
+        let mut hidden: Vec<f32> = Vec::new();
+        let condition = match &model.conditioning {
             Conditioning::Class { null_class } => {
-                let mut labels = Vec::with_capacity(rows);
                 if guided {
                     labels.extend(std::iter::repeat_n(*null_class, n));
                 }
@@ -220,42 +222,30 @@ impl Generator {
                         Condition::Prompt(_) => return Err("a class-conditional model was given a prompt".into()),
                     }
                 }
-                let labels_tensor = TensorRef::from_array_view(([rows], labels.as_slice())).map_err(fail)?;
-                stats.model_call();
-                let out = model
-                    .unet
-                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => labels_tensor])
-                    .map_err(fail)?;
-                out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec()
+                TensorRef::from_array_view(([rows], labels.as_slice())).map_err(fail)?.into_dyn()
             }
-            Conditioning::Text(_) => {
-                let mut hidden = Vec::new();
-                let mut seq_hidden = 0;
-                let mut push = |emb: &Arc<Vec<f32>>| {
-                    seq_hidden = emb.len();
-                    hidden.extend_from_slice(emb);
-                };
+            Conditioning::Text(text) => {
                 if guided {
-                    let uncond = Arc::clone(&self.prompts[""]);
-                    (0..n).for_each(|_| push(&uncond));
+                    (0..n).for_each(|_| hidden.extend_from_slice(&self.prompts[""]));
                 }
                 for &i in group {
                     match &items[i].condition {
-                        Condition::Prompt(p) => push(&Arc::clone(&self.prompts[p])),
+                        Condition::Prompt(p) => hidden.extend_from_slice(&self.prompts[p]),
                         Condition::Class(_) => return Err("a text-conditioned model was given a class label".into()),
                     }
                 }
-                let Conditioning::Text(text) = &model.conditioning else { unreachable!() };
                 let seq = text.tokenizer.max_length;
-                let hidden_tensor = TensorRef::from_array_view(([rows, seq, seq_hidden / seq], hidden.as_slice())).map_err(fail)?;
-                stats.model_call();
-                let out = model
-                    .unet
-                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => hidden_tensor])
-                    .map_err(fail)?;
-                out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec()
+                let width = hidden.len() / rows / seq;
+                TensorRef::from_array_view(([rows, seq, width], hidden.as_slice())).map_err(fail)?.into_dyn()
             }
         };
+        stats.model_call();
+        let out = model
+            .unet
+            .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => condition])
+            .map_err(fail)?;
+        let eps = out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec();
+        drop(out);
         if eps.len() != rows * len {
             return Err(format!("{}: UNet returned {} values for {rows} items of {len}", model.unet_file.display(), eps.len()));
         }

@@ -180,7 +180,7 @@ impl SchedulerConfig {
                     return Err(unsupported(
                         "thresholding",
                         &true,
-                        "dynamic thresholding is not implemented",
+                        "dynamic thresholding is not supported",
                     ));
                 }
                 if self.clip_sample.unwrap_or(true) {
@@ -245,7 +245,7 @@ impl SchedulerConfig {
                     return Err(unsupported(
                         "thresholding",
                         &true,
-                        "dynamic thresholding is not implemented",
+                        "dynamic thresholding is not supported",
                     ));
                 }
                 // Only the learned kinds change anything (a channel split); DDPM's fixed_* are ignored.
@@ -257,7 +257,7 @@ impl SchedulerConfig {
                     return Err(unsupported(
                         "variance_type",
                         &v,
-                        "learned variance is not implemented",
+                        "learned variance is not supported",
                     ));
                 }
                 self.reject_sigma_variants(kind, true)?;
