@@ -19,20 +19,29 @@ const ROUNDS: usize = 7;
 fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = repo.join("data/fashion-lt/train");
-    let images = if data.is_dir() { data } else { repo.join("tests/fixtures/fashion-tiny") };
-    let samples: Vec<Sample> = SourceState::new("bench", SourceLocation::ImageFolder(images.clone()))
-        .rescan(0, 1)
-        .samples
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
+    let images = if data.is_dir() {
+        data
+    } else {
+        repo.join("tests/fixtures/fashion-tiny")
+    };
+    let samples: Vec<Sample> =
+        SourceState::new("bench", SourceLocation::ImageFolder(images.clone()))
+            .rescan(0, 1)
+            .samples
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
     let model = repo.join("models/fashion-cnn");
     let options = SessionOptions::default();
     let mut bare = Classifier::open(&model, &options).unwrap();
     let engine = Classifier::open(&model, &options).unwrap();
     let classes = Arc::new(engine.meta().classes.clone());
     let service = Arc::new(InferenceService::start("bench", vec![engine]));
-    println!("classify: {} images from {}, batch {BATCH}, 1 ONNX Runtime thread, {ROUNDS} rounds each", samples.len(), images.display());
+    println!(
+        "classify: {} images from {}, batch {BATCH}, 1 ONNX Runtime thread, {ROUNDS} rounds each",
+        samples.len(),
+        images.display()
+    );
 
     let mut engine_rates = Vec::new();
     let mut bare_rates = Vec::new();
@@ -67,7 +76,11 @@ fn bare_loop(classifier: &mut Classifier, samples: &[Sample]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn through_engine(service: &Arc<InferenceService<Classifier>>, classes: &Arc<Vec<String>>, samples: &[Sample]) -> f64 {
+fn through_engine(
+    service: &Arc<InferenceService<Classifier>>,
+    classes: &Arc<Vec<String>>,
+    samples: &[Sample],
+) -> f64 {
     let params = ClassifyParams {
         node: "bench".into(),
         service: Arc::clone(service),

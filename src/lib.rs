@@ -4,11 +4,11 @@
 //! feedback, hard-sample selection, sinks — compiled into a timely/differential dataflow whose
 //! expensive steps run ONNX models on an inference service. See `../shared/DESIGN.md`.
 
+pub mod graph;
 pub mod operators;
+pub mod pipeline;
 pub mod record;
 pub mod runtime;
 pub mod store;
-pub mod graph;
-pub mod pipeline;
 
 pub use pipeline::{Pipeline, PipelineError, RunOptions, RunSummary};

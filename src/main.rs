@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "discl", version, about = "Diffusion curricula as a dataflow engine")]
+#[command(
+    name = "discl",
+    version,
+    about = "Diffusion curricula as a dataflow engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,11 +41,19 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run { file, summary_json, workers, timely } => {
+        Command::Run {
+            file,
+            summary_json,
+            workers,
+            timely,
+        } => {
             let result = Pipeline::from_file(&file).and_then(|pipeline| {
                 let mut timely_args = vec!["-w".to_string(), workers.to_string()];
                 timely_args.extend(timely);
-                pipeline.run(&RunOptions { timely_args, progress: std::io::stderr().is_terminal() })
+                pipeline.run(&RunOptions {
+                    timely_args,
+                    progress: std::io::stderr().is_terminal(),
+                })
             });
             match result {
                 Ok(summary) => {

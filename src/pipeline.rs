@@ -4,14 +4,14 @@
 use crate::graph::build::{build, Shared, ERRORS_SINK};
 use crate::graph::config::OpConfig;
 use crate::graph::{check_resources, compile, dot, Compiled, GraphError, GraphFile};
+use crate::operators::generate::Prompts;
 use crate::operators::sink::SinkLog;
 use crate::operators::stats::NodeSummary;
-use crate::operators::generate::Prompts;
 use crate::operators::{GenerateParams, GenerateWorker, NodeStats};
 use crate::runtime::diffusion::img2img::Generator;
-use crate::store::images::ImageStore;
 use crate::runtime::InferenceService;
 use crate::store::atomic::write_file;
+use crate::store::images::ImageStore;
 use crate::store::state::RunState;
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -80,18 +80,24 @@ impl Pipeline {
     /// Reads and compiles a graph file (structure only; no model is loaded).
     pub fn from_file(path: &Path) -> Result<Pipeline, PipelineError> {
         let graph = GraphFile::read(path).map_err(PipelineError::Graph)?;
-        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+        Ok(Pipeline {
+            compiled: compile(graph).map_err(PipelineError::Graph)?,
+        })
     }
 
     /// Compiles graph-file text; `name` stands for the file in errors.
     pub fn from_toml(name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         let graph = GraphFile::parse(name, text).map_err(PipelineError::Graph)?;
-        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+        Ok(Pipeline {
+            compiled: compile(graph).map_err(PipelineError::Graph)?,
+        })
     }
 
     /// Checks files and models too (loads every model once).
     pub fn validate(&self) -> Result<(), PipelineError> {
-        check_resources(&self.compiled).map(drop).map_err(PipelineError::Graph)
+        check_resources(&self.compiled)
+            .map(drop)
+            .map_err(PipelineError::Graph)
     }
 
     /// The graph as Graphviz DOT.
@@ -117,17 +123,25 @@ impl Pipeline {
         let mut classes = IndexMap::new();
         for (model, sessions) in resources.classifiers {
             classes.insert(model.clone(), Arc::new(sessions[0].meta().classes.clone()));
-            services.insert(model.clone(), Arc::new(InferenceService::start(&model, sessions)));
+            services.insert(
+                model.clone(),
+                Arc::new(InferenceService::start(&model, sessions)),
+            );
         }
-        let mut stats: IndexMap<String, Arc<NodeStats>> =
-            self.compiled.nodes.keys().map(|n| (n.clone(), Arc::new(NodeStats::default()))).collect();
+        let mut stats: IndexMap<String, Arc<NodeStats>> = self
+            .compiled
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), Arc::new(NodeStats::default())))
+            .collect();
         let mut generators = IndexMap::new();
         if !resources.generators.is_empty() {
             let store = Arc::new(ImageStore::open(&output).map_err(PipelineError::Run)?);
             for (node, generator) in resources.generators {
                 let model_digest = generator.models[0].digest;
                 // Jobs large enough to batch across levels, small enough to keep every session busy.
-                let job_size = (generator.settings.batch_size * 8 / generator.models.len()).max(generator.settings.batch_size);
+                let job_size = (generator.settings.batch_size * 8 / generator.models.len())
+                    .max(generator.settings.batch_size);
                 let workers = generator
                     .models
                     .into_iter()
@@ -137,7 +151,9 @@ impl Pipeline {
                         store: Arc::clone(&store),
                     })
                     .collect();
-                let OpConfig::Generate(config) = &self.compiled.nodes[&node].op else { unreachable!("a generate node") };
+                let OpConfig::Generate(config) = &self.compiled.nodes[&node].op else {
+                    unreachable!("a generate node")
+                };
                 let prompts = match (&config.prompt, &config.prompts) {
                     (_, Some(lists)) => Prompts::PerClass(lists.clone()),
                     (Some(template), None) => Prompts::Template(template.clone()),
@@ -169,10 +185,18 @@ impl Pipeline {
             .map(|n| (n.name.clone(), Arc::default()))
             .collect();
         sink_logs.insert(ERRORS_SINK.into(), Arc::default());
-        let shared =
-            Arc::new(Shared { compiled: self.compiled.clone(), generators, services, classes, stats, sink_logs, first_version });
+        let shared = Arc::new(Shared {
+            compiled: self.compiled.clone(),
+            generators,
+            services,
+            classes,
+            stats,
+            sink_logs,
+            first_version,
+        });
 
-        let config = timely::Config::from_args(options.timely_args.iter().cloned()).map_err(PipelineError::Run)?;
+        let config = timely::Config::from_args(options.timely_args.iter().cloned())
+            .map_err(PipelineError::Run)?;
         let worker_shared = Arc::clone(&shared);
         let progress = options.progress;
         let guards = timely::execute(config, move |worker| {
@@ -236,7 +260,9 @@ impl Pipeline {
         for (sink, log) in &shared.sink_logs {
             let log = log.lock().expect("sink log");
             if let Some(error) = &log.error {
-                return Err(PipelineError::Run(format!("sink `{sink}` could not write: {error}")));
+                return Err(PipelineError::Run(format!(
+                    "sink `{sink}` could not write: {error}"
+                )));
             }
             versions.extend(log.versions.iter().copied());
         }
@@ -244,22 +270,34 @@ impl Pipeline {
         versions.dedup();
         // Only the process that holds worker 0 writes; others have nothing to commit.
         if let Some(last) = versions.last() {
-            RunState { last_version: Some(*last) }.save(&output).map_err(PipelineError::Run)?;
+            RunState {
+                last_version: Some(*last),
+            }
+            .save(&output)
+            .map_err(PipelineError::Run)?;
         }
         let nodes: IndexMap<String, NodeSummary> = shared
             .stats
             .iter()
             .map(|(name, stats)| {
                 let service_stats = match shared.compiled.nodes.get(name).map(|n| &n.op) {
-                    Some(OpConfig::Classify(c)) => Some(shared.services[&c.model].stats().snapshot()),
-                    Some(OpConfig::Generate(_)) => Some(shared.generators[name].service.stats().snapshot()),
+                    Some(OpConfig::Classify(c)) => {
+                        Some(shared.services[&c.model].stats().snapshot())
+                    }
+                    Some(OpConfig::Generate(_)) => {
+                        Some(shared.generators[name].service.stats().snapshot())
+                    }
                     _ => None,
                 };
-                let (model_calls, busy) = service_stats.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
+                let (model_calls, busy) =
+                    service_stats.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
                 (name.clone(), stats.summary(model_calls, busy))
             })
             .collect();
-        let errors = shared.sink_logs[ERRORS_SINK].lock().expect("sink log").last_rows as u64;
+        let errors = shared.sink_logs[ERRORS_SINK]
+            .lock()
+            .expect("sink log")
+            .last_rows as u64;
         Ok(RunSummary {
             pipeline: self.compiled.pipeline.name.clone(),
             versions_written: versions,
@@ -272,12 +310,18 @@ impl Pipeline {
 
 /// Writes a summary as JSON, atomically.
 pub fn write_summary(summary: &RunSummary, path: &Path) -> Result<(), String> {
-    write_file(path, &serde_json::to_vec_pretty(summary).expect("summary serialises"))
+    write_file(
+        path,
+        &serde_json::to_vec_pretty(summary).expect("summary serialises"),
+    )
 }
 
 fn spinner(name: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}").expect("template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}")
+            .expect("template"),
+    );
     bar.set_prefix(name.to_string());
     bar
 }
@@ -286,7 +330,13 @@ fn progress_message(shared: &Shared) -> String {
     shared
         .stats
         .iter()
-        .filter(|(name, _)| shared.compiled.nodes.get(*name).is_some_and(|n| !matches!(n.op, OpConfig::Sink(_))))
+        .filter(|(name, _)| {
+            shared
+                .compiled
+                .nodes
+                .get(*name)
+                .is_some_and(|n| !matches!(n.op, OpConfig::Sink(_)))
+        })
         .map(|(name, stats)| {
             let s = stats.summary(0, 0.0);
             format!("{name} {}", s.records_out)

@@ -211,7 +211,13 @@ mod tests {
         };
         let back: Sample = bincode::deserialize(&bincode::serialize(&s).unwrap()).unwrap();
         assert_eq!(back, s);
-        let score = Score { sample: s.id, checkpoint: 3, p_true: Value(0.25), loss: Value(1.386), predicted: "shirt".into() };
+        let score = Score {
+            sample: s.id,
+            checkpoint: 3,
+            p_true: Value(0.25),
+            loss: Value(1.386),
+            predicted: "shirt".into(),
+        };
         let back: Score = bincode::deserialize(&bincode::serialize(&score).unwrap()).unwrap();
         assert_eq!(back, score);
     }

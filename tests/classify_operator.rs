@@ -14,11 +14,20 @@ use timely::dataflow::operators::capture::{Capture, Extract};
 
 fn sample(class: &str) -> Sample {
     let dir = fixture().join(class);
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let path = &files[0];
     let name = format!("{class}/{}", path.file_name().unwrap().to_str().unwrap());
-    Sample { id: sample_id(&name), name, label: class.into(), path: path.display().to_string(), digest: Digest::of(&std::fs::read(path).unwrap()) }
+    Sample {
+        id: sample_id(&name),
+        name,
+        label: class.into(),
+        path: path.display().to_string(),
+        digest: Digest::of(&std::fs::read(path).unwrap()),
+    }
 }
 
 #[test]
@@ -30,14 +39,24 @@ fn emits_exact_diffs_and_answers_retractions_from_the_memo() {
     let (coat, bag, trouser) = (sample("coat"), sample("bag"), sample("trouser"));
     let mut stranger = sample("coat");
     stranger.label = "hat".into();
-    let params = ClassifyParams { node: "scores".into(), service: Arc::clone(&service), classes, checkpoint: 2, batch_size: 8, stats: Arc::clone(&stats) };
+    let params = ClassifyParams {
+        node: "scores".into(),
+        service: Arc::clone(&service),
+        classes,
+        checkpoint: 2,
+        batch_size: 8,
+        stats: Arc::clone(&stats),
+    };
     let inputs = (coat.clone(), bag.clone(), trouser.clone(), stranger.clone());
     let captured = timely::execute_directly(move |worker| {
         let (mut input, captured) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, samples) = scope.new_collection::<Sample, isize>();
             let out = samples
                 .classify(params.clone())
-                .map(|r| r.map(|s| (s.sample, s.checkpoint, s.predicted)).map_err(|e| (e.node, e.message)))
+                .map(|r| {
+                    r.map(|s| (s.sample, s.checkpoint, s.predicted))
+                        .map_err(|e| (e.node, e.message))
+                })
                 .inner
                 .capture();
             (input, out)
@@ -53,7 +72,11 @@ fn emits_exact_diffs_and_answers_retractions_from_the_memo() {
         input.close();
         captured
     });
-    let mut out: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+    let mut out: Vec<_> = captured
+        .extract()
+        .into_iter()
+        .flat_map(|(_, d)| d)
+        .collect();
     out.sort();
     let ok = |s: &Sample, t: u64, d: isize| (Ok((s.id, 2u64, s.label.clone())), t, d);
     let mut expected = vec![

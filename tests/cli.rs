@@ -6,8 +6,16 @@ use common::*;
 use std::process::Command;
 
 fn discl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_discl")).args(args).current_dir(REPO).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_discl"))
+        .args(args)
+        .current_dir(REPO)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -52,8 +60,14 @@ keep = 2
     assert_eq!(lines.len(), 3, "{stderr}");
     let f = file.display();
     assert_eq!(lines[0], format!("{f}:14: node `scores`: unknown op `clasify` (expected one of source, classify, feedback, hard, generate, sink)"));
-    assert_eq!(lines[1], format!("{f}:20: node `hard`: input `scorez` is not a node"));
-    assert_eq!(lines[2], format!("{f}:27: node `out`: unknown field `keep`, expected `formats` or `keep_versions`"));
+    assert_eq!(
+        lines[1],
+        format!("{f}:20: node `hard`: input `scorez` is not a node")
+    );
+    assert_eq!(
+        lines[2],
+        format!("{f}:27: node `out`: unknown field `keep`, expected `formats` or `keep_versions`")
+    );
 }
 
 #[test]
@@ -63,18 +77,38 @@ fn validate_loads_models_and_names_a_model_that_does_not_fit() {
     std::fs::create_dir_all(&model).unwrap();
     std::fs::copy(classifier().join("model.onnx"), model.join("model.onnx")).unwrap();
     let meta = std::fs::read_to_string(classifier().join("discl.toml")).unwrap();
-    std::fs::write(model.join("discl.toml"), meta.replace("input_shape = [1, 28, 28]", "input_shape = [1, 32, 32]")).unwrap();
+    std::fs::write(
+        model.join("discl.toml"),
+        meta.replace("input_shape = [1, 28, 28]", "input_shape = [1, 32, 32]"),
+    )
+    .unwrap();
     let images = copy_fixture(dir.path());
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, pipeline_text(dir.path(), &images, &model, "[{ misclassified = true }]")).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_text(dir.path(), &images, &model, "[{ misclassified = true }]"),
+    )
+    .unwrap();
     let (code, _, stderr) = discl(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains(&format!("{}:5: models.cnn:", file.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:5: models.cnn:", file.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("wrong-cnn/model.onnx: input `input` has shape [-1, 1, 28, 28], expected [batch, 1, 32, 32]"), "{stderr}");
     assert!(stderr.contains("(used by node `scores`)"), "{stderr}");
 
     let shipped = dir.path().join("ok.toml");
-    std::fs::write(&shipped, pipeline_text(dir.path(), &images, &classifier(), "[{ misclassified = true }]")).unwrap();
+    std::fs::write(
+        &shipped,
+        pipeline_text(
+            dir.path(),
+            &images,
+            &classifier(),
+            "[{ misclassified = true }]",
+        ),
+    )
+    .unwrap();
     let (code, stdout, stderr) = discl(&["validate", shipped.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.ends_with("ok\n"));
@@ -85,18 +119,40 @@ fn graph_prints_dot_and_run_writes_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let images = copy_fixture(dir.path());
     let file = dir.path().join("p.toml");
-    std::fs::write(&file, pipeline_text(dir.path(), &images, &classifier(), "[{ misclassified = true }]")).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_text(
+            dir.path(),
+            &images,
+            &classifier(),
+            "[{ misclassified = true }]",
+        ),
+    )
+    .unwrap();
     let (code, dot, _) = discl(&["graph", file.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(dot.starts_with("digraph \"tiny\" {"));
-    for edge in ["\"train\" -> \"scores\";", "\"scores\" -> \"hard\";", "\"trainer\" -> \"hard\";", "\"hard\" -> \"manifests\";"] {
+    for edge in [
+        "\"train\" -> \"scores\";",
+        "\"scores\" -> \"hard\";",
+        "\"trainer\" -> \"hard\";",
+        "\"hard\" -> \"manifests\";",
+    ] {
         assert!(dot.contains(edge), "{edge} missing from\n{dot}");
     }
     let summary = dir.path().join("summary.json");
-    let (code, stdout, stderr) = discl(&["run", file.to_str().unwrap(), "--summary-json", summary.to_str().unwrap(), "-w", "2"]);
+    let (code, stdout, stderr) = discl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+        "-w",
+        "2",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("version(s) [0] written"), "{stdout}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
     assert_eq!(summary["versions_written"], serde_json::json!([0]));
     assert_eq!(summary["nodes"]["scores"]["records_out"], 120);
     assert_eq!(summary["nodes"]["scores"]["model_calls"], 8);
@@ -107,14 +163,33 @@ fn graph_prints_dot_and_run_writes_a_summary() {
 fn cuda_without_a_gpu_is_a_clear_error_unless_fallback_is_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let images = copy_fixture(dir.path());
-    let text = pipeline_text(dir.path(), &images, &classifier(), "[{ misclassified = true }]");
+    let text = pipeline_text(
+        dir.path(),
+        &images,
+        &classifier(),
+        "[{ misclassified = true }]",
+    );
     let file = dir.path().join("cuda.toml");
-    std::fs::write(&file, text.replace("[models.cnn]\n", "[models.cnn]\ndevice = \"cuda:0\"\n")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[models.cnn]\n", "[models.cnn]\ndevice = \"cuda:0\"\n"),
+    )
+    .unwrap();
     let (code, _, stderr) = discl(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("device cuda:0 asked for, but the loaded ONNX Runtime has no CUDA support"), "{stderr}");
+    assert!(
+        stderr.contains("device cuda:0 asked for, but the loaded ONNX Runtime has no CUDA support"),
+        "{stderr}"
+    );
     let file = dir.path().join("fallback.toml");
-    std::fs::write(&file, text.replace("[models.cnn]\n", "[models.cnn]\ndevice = \"cuda:0\"\nfallback = \"cpu\"\n")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "[models.cnn]\n",
+            "[models.cnn]\ndevice = \"cuda:0\"\nfallback = \"cpu\"\n",
+        ),
+    )
+    .unwrap();
     let (code, _, stderr) = discl(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
 }

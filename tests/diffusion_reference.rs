@@ -17,21 +17,40 @@ use std::sync::Arc;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(Path::new(REPO).join("tests/fixtures").join(name)).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(Path::new(REPO).join("tests/fixtures").join(name)).unwrap(),
+    )
+    .unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
 fn clip_tokenizer_matches_transformers() {
     let tokens = fixture("clip_tokens.json");
-    let tokenizer = ClipTokenizer::from_folder(&Path::new(REPO).join("models/tiny-sd/tokenizer")).unwrap();
+    let tokenizer =
+        ClipTokenizer::from_folder(&Path::new(REPO).join("models/tiny-sd/tokenizer")).unwrap();
     for case in tokens["cases"].as_array().unwrap() {
-        let expected: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let expected: Vec<u32> = case["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let prompt = case["prompt"].as_str().unwrap();
-        assert_eq!(tokenizer.encode(prompt).unwrap(), expected, "prompt {:?} ({})", prompt, case["name"]);
+        assert_eq!(
+            tokenizer.encode(prompt).unwrap(),
+            expected,
+            "prompt {:?} ({})",
+            prompt,
+            case["name"]
+        );
     }
 }
 
@@ -43,7 +62,11 @@ fn kind(name: &str) -> SchedulerKind {
 fn img2img_matches_the_diffusers_reference() {
     let reference = fixture("img2img_reference.json");
     for (name, model_ref) in reference["models"].as_object().unwrap() {
-        let model = DiffusionModel::open(&Path::new(REPO).join("models").join(name), &SessionOptions::default()).unwrap();
+        let model = DiffusionModel::open(
+            &Path::new(REPO).join("models").join(name),
+            &SessionOptions::default(),
+        )
+        .unwrap();
         let mut generator = Generator::new(model);
         let source = floats(&model_ref["source_image"]);
         let noise = floats(&model_ref["noise"]);
@@ -64,17 +87,35 @@ fn img2img_matches_the_diffusers_reference() {
                 source: Some((Digest::of(b"reference source"), Arc::new(source.clone()))),
                 condition: condition.clone(),
                 level,
-                noise: NoiseKey { pipeline_seed: 0, sample: 0, level, seed_index: 0 },
+                noise: NoiseKey {
+                    pipeline_seed: 0,
+                    sample: 0,
+                    level,
+                    seed_index: 0,
+                },
             };
             let stats = ServiceStats::default();
-            let images = generator.generate_from_noise(&[request], vec![noise.clone()], &settings, &stats).unwrap();
+            let images = generator
+                .generate_from_noise(&[request], vec![noise.clone()], &settings, &stats)
+                .unwrap();
             let expected = floats(&case["image"]);
             let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let worst = images[0].iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let worst = images[0]
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             let what = format!("{name} {} strength {strength}", case["scheduler"]);
             assert_eq!(images[0].len(), expected.len(), "{what}");
-            assert!(worst <= 2e-4 * scale, "{what}: worst difference {worst} (scale {scale})");
-            assert_eq!(stats.snapshot().2, case["unet_calls"].as_u64().unwrap(), "{what}: UNet calls");
+            assert!(
+                worst <= 2e-4 * scale,
+                "{what}: worst difference {worst} (scale {scale})"
+            );
+            assert_eq!(
+                stats.snapshot().2,
+                case["unet_calls"].as_u64().unwrap(),
+                "{what}: UNet calls"
+            );
         }
     }
 }

@@ -11,9 +11,20 @@ fn split_reproduces_bit_for_bit() {
         .current_dir(repo)
         .output()
         .expect("python3 runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "digest check failed (run scripts/setup.sh --data first):\n{text}");
-    let committed = std::fs::read_to_string(format!("{repo}/scripts/data/fashion-split.digest")).unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "digest check failed (run scripts/setup.sh --data first):\n{text}"
+    );
+    let committed =
+        std::fs::read_to_string(format!("{repo}/scripts/data/fashion-split.digest")).unwrap();
     let hex = committed.split_whitespace().last().unwrap();
-    assert!(text.contains(hex), "the check did not report the committed digest {hex}:\n{text}");
+    assert!(
+        text.contains(hex),
+        "the check did not report the committed digest {hex}:\n{text}"
+    );
 }

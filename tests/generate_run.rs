@@ -56,10 +56,16 @@ formats = ["jsonl", "parquet"]
 
 fn run(text: &str) -> RunSummary {
     let pipeline = Pipeline::from_toml("gen.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    pipeline.run(&RunOptions { timely_args: vec!["-w".into(), "2".into()], progress: false }).unwrap_or_else(|e| panic!("{e}"))
+    pipeline
+        .run(&RunOptions {
+            timely_args: vec!["-w".into(), "2".into()],
+            progress: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-const PIXEL: &str = "levels = [0.0, 0.5, 0.9]\nseeds = 2\nsteps = 10\nguidance_scale = 2.0\nbatch_size = 4";
+const PIXEL: &str =
+    "levels = [0.0, 0.5, 0.9]\nseeds = 2\nsteps = 10\nguidance_scale = 2.0\nbatch_size = 4";
 
 #[test]
 fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
@@ -68,7 +74,14 @@ fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
     let first = run(&pipeline(&out, "tiny-pixel-unet", PIXEL));
     let synthetic = &first.nodes["synthetic"];
     // 3 hard samples × 3 levels × 2 seeds.
-    assert_eq!((synthetic.records_out, synthetic.computed, synthetic.cache_hits), (18, 18, 0));
+    assert_eq!(
+        (
+            synthetic.records_out,
+            synthetic.computed,
+            synthetic.cache_hits
+        ),
+        (18, 18, 0)
+    );
     // Per-item timesteps: 6 images × (10 + 5 + 1) steps in calls of 4 images.
     assert_eq!(synthetic.model_calls, 24);
     let rows = read_jsonl(&out, "out", "synthetic");
@@ -76,31 +89,64 @@ fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
     for row in &rows {
         let png = out.join(row["path"].as_str().unwrap());
         let bytes = std::fs::read(&png).unwrap();
-        assert_eq!(discl::record::Digest::of(&bytes).to_hex(), row["digest"].as_str().unwrap());
+        assert_eq!(
+            discl::record::Digest::of(&bytes).to_hex(),
+            row["digest"].as_str().unwrap()
+        );
         let image = image::load_from_memory(&bytes).unwrap();
         assert_eq!((image.width(), image.height()), (28, 28));
-        assert_eq!(row["key"]["prompt"], serde_json::Value::String(display_name(row["label"].as_str().unwrap())));
+        assert_eq!(
+            row["key"]["prompt"],
+            serde_json::Value::String(display_name(row["label"].as_str().unwrap()))
+        );
     }
     // One contact sheet per hard sample: real image row + one row per level, a column per seed.
-    let sheets: Vec<_> = std::fs::read_dir(out.join("report/spectrum")).unwrap().map(|e| e.unwrap().path()).collect();
+    let sheets: Vec<_> = std::fs::read_dir(out.join("report/spectrum"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(sheets.len(), 3);
     let sheet = image::open(&sheets[0]).unwrap();
-    assert_eq!((sheet.width(), sheet.height()), (2 * (56 + 2) + 2, 4 * (56 + 2) + 2));
+    assert_eq!(
+        (sheet.width(), sheet.height()),
+        (2 * (56 + 2) + 2, 4 * (56 + 2) + 2)
+    );
 
     let again = run(&pipeline(&out, "tiny-pixel-unet", PIXEL));
     let synthetic = &again.nodes["synthetic"];
-    assert_eq!((synthetic.model_calls, synthetic.computed, synthetic.cache_hits), (0, 0, 18));
+    assert_eq!(
+        (
+            synthetic.model_calls,
+            synthetic.computed,
+            synthetic.cache_hits
+        ),
+        (0, 0, 18)
+    );
     assert_eq!(read_jsonl(&out, "out", "synthetic"), rows);
 
-    let changed = run(&pipeline(&out, "tiny-pixel-unet", &PIXEL.replace("0.5", "0.6")));
+    let changed = run(&pipeline(
+        &out,
+        "tiny-pixel-unet",
+        &PIXEL.replace("0.5", "0.6"),
+    ));
     let synthetic = &changed.nodes["synthetic"];
-    assert_eq!((synthetic.computed, synthetic.cache_hits), (6, 12), "only λ = 0.6 is new");
+    assert_eq!(
+        (synthetic.computed, synthetic.cache_hits),
+        (6, 12),
+        "only λ = 0.6 is new"
+    );
     assert!(synthetic.model_calls > 0);
     let now = read_jsonl(&out, "out", "synthetic");
-    let levels: std::collections::BTreeSet<u64> = now.iter().map(|r| r["key"]["level"].as_u64().unwrap()).collect();
+    let levels: std::collections::BTreeSet<u64> = now
+        .iter()
+        .map(|r| r["key"]["level"].as_u64().unwrap())
+        .collect();
     assert_eq!(levels, [0, 600, 900].into());
     let unchanged = |rows: &[serde_json::Value]| -> Vec<serde_json::Value> {
-        rows.iter().filter(|r| r["key"]["level"] != 500 && r["key"]["level"] != 600).cloned().collect()
+        rows.iter()
+            .filter(|r| r["key"]["level"] != 500 && r["key"]["level"] != 600)
+            .cloned()
+            .collect()
     };
     assert_eq!(unchanged(&now), unchanged(&rows));
 }
@@ -109,8 +155,14 @@ fn display_name(class: &str) -> String {
     let meta = std::fs::read_to_string(classifier().join("discl.toml")).unwrap();
     let meta: toml::Table = toml::from_str(&meta).unwrap();
     let classes = meta["classes"].as_array().unwrap();
-    let i = classes.iter().position(|c| c.as_str() == Some(class)).unwrap();
-    meta["display_names"].as_array().unwrap()[i].as_str().unwrap().to_string()
+    let i = classes
+        .iter()
+        .position(|c| c.as_str() == Some(class))
+        .unwrap();
+    meta["display_names"].as_array().unwrap()[i]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -149,12 +201,24 @@ fn text_models_use_prompts_chosen_per_class() {
     for row in &rows {
         let prompt = row["key"]["prompt"].as_str().unwrap();
         if row["label"] == "shirt" {
-            assert!(["a shirt on a hanger", "a folded shirt"].contains(&prompt), "{prompt}");
+            assert!(
+                ["a shirt on a hanger", "a folded shirt"].contains(&prompt),
+                "{prompt}"
+            );
         } else {
-            assert_eq!(prompt, format!("a photo of a {}", display_name(row["label"].as_str().unwrap())));
+            assert_eq!(
+                prompt,
+                format!(
+                    "a photo of a {}",
+                    display_name(row["label"].as_str().unwrap())
+                )
+            );
         }
         let image = image::open(out.join(row["path"].as_str().unwrap())).unwrap();
-        assert_eq!((image.width(), image.height(), image.color().channel_count()), (32, 32, 3));
+        assert_eq!(
+            (image.width(), image.height(), image.color().channel_count()),
+            (32, 32, 3)
+        );
     }
 }
 
@@ -170,24 +234,53 @@ fn bad_generation_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let err = validate(&pipeline(&out, "tiny-pixel-unet", "levels = [0.5, 1.0]"));
-    assert!(err.contains("gen.toml:32: node `synthetic`: level λ = 1 is outside [0, 1)"), "{err}");
+    assert!(
+        err.contains("gen.toml:32: node `synthetic`: level λ = 1 is outside [0, 1)"),
+        "{err}"
+    );
 
     // A UNet whose inputs do not fit: the classifier's ONNX file in a diffusion layout.
     let broken = dir.path().join("broken");
     let tiny = Path::new(REPO).join("models/tiny-pixel-unet");
-    for file in ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json"] {
+    for file in [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+    ] {
         std::fs::create_dir_all(broken.join(file).parent().unwrap()).unwrap();
         std::fs::copy(tiny.join(file), broken.join(file)).unwrap();
     }
-    std::fs::copy(classifier().join("model.onnx"), broken.join("unet/model.onnx")).unwrap();
-    let text = pipeline(&out, "tiny-pixel-unet", "levels = [0.5]").replace(&format!("{REPO}/models/tiny-pixel-unet"), broken.to_str().unwrap());
+    std::fs::copy(
+        classifier().join("model.onnx"),
+        broken.join("unet/model.onnx"),
+    )
+    .unwrap();
+    let text = pipeline(&out, "tiny-pixel-unet", "levels = [0.5]").replace(
+        &format!("{REPO}/models/tiny-pixel-unet"),
+        broken.to_str().unwrap(),
+    );
     let err = validate(&text);
-    assert!(err.contains("models.gen:") && err.contains("broken/unet/model.onnx: UNet has no `sample` input"), "{err}");
+    assert!(
+        err.contains("models.gen:")
+            && err.contains("broken/unet/model.onnx: UNet has no `sample` input"),
+        "{err}"
+    );
 
     std::fs::remove_file(broken.join("scheduler/scheduler_config.json")).unwrap();
     let err = validate(&text);
-    assert!(err.contains("broken/scheduler/scheduler_config.json: missing scheduler config"), "{err}");
+    assert!(
+        err.contains("broken/scheduler/scheduler_config.json: missing scheduler config"),
+        "{err}"
+    );
 
-    let err = validate(&pipeline(&out, "tiny-pixel-unet", "levels = [0.5]").replace("classes_from = \"cnn\"\n", ""));
-    assert!(err.contains("node `synthetic`: the generator is class-conditional (10 classes): name them"), "{err}");
+    let err = validate(
+        &pipeline(&out, "tiny-pixel-unet", "levels = [0.5]")
+            .replace("classes_from = \"cnn\"\n", ""),
+    );
+    assert!(
+        err.contains(
+            "node `synthetic`: the generator is class-conditional (10 classes): name them"
+        ),
+        "{err}"
+    );
 }

@@ -12,13 +12,18 @@ const RULES: &str = "[{ misclassified = true }, { p_true_below = 0.5 }]";
 
 fn run(text: &str, workers: usize) -> discl::RunSummary {
     let pipeline = Pipeline::from_toml("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions { timely_args: vec!["-w".into(), workers.to_string()], progress: false };
+    let options = RunOptions {
+        timely_args: vec!["-w".into(), workers.to_string()],
+        progress: false,
+    };
     pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The names of the rows of a manifest.
 fn names(rows: &[serde_json::Value]) -> BTreeSet<String> {
-    rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
+    rows.iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -44,7 +49,15 @@ fn classifies_selects_hard_samples_and_writes_manifests() {
     // The hard set is exactly the misclassified or p_true < 0.5 samples, recomputed here.
     let label_of: BTreeMap<u64, (String, String)> = samples
         .iter()
-        .map(|s| (s["id"].as_u64().unwrap(), (s["name"].as_str().unwrap().into(), s["label"].as_str().unwrap().into())))
+        .map(|s| {
+            (
+                s["id"].as_u64().unwrap(),
+                (
+                    s["name"].as_str().unwrap().into(),
+                    s["label"].as_str().unwrap().into(),
+                ),
+            )
+        })
         .collect();
     let expected: BTreeSet<String> = scores
         .iter()
@@ -54,7 +67,11 @@ fn classifies_selects_hard_samples_and_writes_manifests() {
         })
         .map(|s| label_of[&s["sample"].as_u64().unwrap()].0.clone())
         .collect();
-    assert!(!expected.is_empty() && expected.len() < 60, "a trained model gets most right: {}", expected.len());
+    assert!(
+        !expected.is_empty() && expected.len() < 60,
+        "a trained model gets most right: {}",
+        expected.len()
+    );
     assert_eq!(names(&hard), expected);
     // The shirts are this model's weakest class (9% test accuracy): most of them are hard.
     assert!(hard.iter().filter(|h| h["label"] == "shirt").count() >= 6);
@@ -63,11 +80,17 @@ fn classifies_selects_hard_samples_and_writes_manifests() {
         let p = s["p_true"].as_f64().unwrap();
         let loss = s["loss"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&p));
-        assert!((loss - (-p.max(1e-30).ln())).abs() < 1e-3 * (1.0 + loss), "loss = -ln p: {s}");
+        assert!(
+            (loss - (-p.max(1e-30).ln())).abs() < 1e-3 * (1.0 + loss),
+            "loss = -ln p: {s}"
+        );
     }
     // Parquet holds the same rows.
     let current = out.join("manifests/current");
-    assert_eq!(parquet_rows(&current.join("hard.parquet")), hard.len() as i64);
+    assert_eq!(
+        parquet_rows(&current.join("hard.parquet")),
+        hard.len() as i64
+    );
     assert_eq!(parquet_rows(&current.join("scores.parquet")), 120);
     // The summary's counts agree with the files.
     assert_eq!(summary.nodes["hard"].records_out, hard.len() as u64);
@@ -88,12 +111,26 @@ fn corrupt_images_become_error_records_and_nothing_else_is_lost() {
         .iter()
         .map(|e| {
             let location = e["location"].as_str().unwrap();
-            let file = Path::new(location).file_name().unwrap().to_str().unwrap().to_string();
+            let file = Path::new(location)
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
             (e["node"].as_str().unwrap().to_string(), file)
         })
         .collect();
-    assert_eq!(located, BTreeSet::from([("train".into(), "broken.png".into()), ("train".into(), "empty.jpg".into())]));
-    assert!(errors.iter().all(|e| e["message"].as_str().unwrap().contains("cannot decode image")));
+    assert_eq!(
+        located,
+        BTreeSet::from([
+            ("train".into(), "broken.png".into()),
+            ("train".into(), "empty.jpg".into())
+        ])
+    );
+    assert!(errors.iter().all(|e| e["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot decode image")));
 }
 
 #[test]
@@ -106,8 +143,16 @@ fn reruns_continue_the_version_sequence_with_identical_content() {
     let first = std::fs::read(out.join("manifests/v000000/hard.jsonl")).unwrap();
     let summary = run(&text, 1);
     assert_eq!(summary.versions_written, vec![1]);
-    assert_eq!(std::fs::read_link(out.join("manifests/current")).unwrap().to_str(), Some("v000001"));
-    assert_eq!(std::fs::read(out.join("manifests/v000001/hard.jsonl")).unwrap(), first);
+    assert_eq!(
+        std::fs::read_link(out.join("manifests/current"))
+            .unwrap()
+            .to_str(),
+        Some("v000001")
+    );
+    assert_eq!(
+        std::fs::read(out.join("manifests/v000001/hard.jsonl")).unwrap(),
+        first
+    );
 }
 
 #[test]
@@ -118,7 +163,10 @@ fn output_is_identical_whatever_the_worker_count() {
     let text_in = |sub: &str| {
         let d = dir.path().join(sub);
         std::fs::create_dir_all(&d).unwrap();
-        (pipeline_text(&d, &images, &classifier(), rules), d.join("out"))
+        (
+            pipeline_text(&d, &images, &classifier(), rules),
+            d.join("out"),
+        )
     };
     let (one, out_one) = text_in("one");
     let (three, out_three) = text_in("three");
@@ -140,7 +188,12 @@ fn trainer_feedback_supersedes_scores_and_unknown_samples_are_reported() {
     let feedback = dir.path().join("feedback");
     std::fs::create_dir_all(&feedback).unwrap();
     // The CNN gets trouser/test-* right; a later checkpoint says one of them is now hard.
-    let trouser = std::fs::read_dir(images.join("trouser")).unwrap().next().unwrap().unwrap().file_name();
+    let trouser = std::fs::read_dir(images.join("trouser"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
     let name = format!("trouser/{}", trouser.to_str().unwrap());
     std::fs::write(
         feedback.join("checkpoint-1.jsonl"),
@@ -156,7 +209,20 @@ fn trainer_feedback_supersedes_scores_and_unknown_samples_are_reported() {
     assert!(hard.contains(&name), "feedback made {name} hard");
     assert_eq!(summary.errors, 2);
     let errors = read_jsonl(&out, "errors", "errors");
-    let messages: Vec<String> = errors.iter().map(|e| format!("{} {}", e["location"], e["message"])).collect();
-    assert!(messages.iter().any(|m| m.contains("checkpoint-1.jsonl:2") && m.contains("unknown sample")), "{messages:?}");
-    assert!(messages.iter().any(|m| m.contains("checkpoint-1.jsonl:3") && m.contains("bad feedback line")), "{messages:?}");
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{} {}", e["location"], e["message"]))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("checkpoint-1.jsonl:2") && m.contains("unknown sample")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("checkpoint-1.jsonl:3") && m.contains("bad feedback line")),
+        "{messages:?}"
+    );
 }

@@ -21,7 +21,10 @@ use std::sync::Arc;
 fn fixture_images(classes: &[String]) -> Vec<(PathBuf, usize)> {
     let mut out = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(fixture().join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(fixture().join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         out.extend(files.into_iter().map(|f| (f, label)));
     }
@@ -40,31 +43,72 @@ fn pixels(images: &[(PathBuf, usize)], spec: &ImageSpec) -> Vec<f32> {
 fn fashion_cnn_classifies_the_fixture() {
     let mut cnn = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let (meta, _) = ModelMeta::load(&classifier()).unwrap();
-    assert_eq!((meta.input.as_str(), meta.output("logits").unwrap(), meta.output("features").unwrap()), ("input", "logits", "features"));
+    assert_eq!(
+        (
+            meta.input.as_str(),
+            meta.output("logits").unwrap(),
+            meta.output("features").unwrap()
+        ),
+        ("input", "logits", "features")
+    );
     let images = fixture_images(&meta.classes);
-    let rows = cnn.logits(&pixels(&images, cnn.spec()), images.len()).unwrap();
-    let correct = rows.iter().zip(&images).filter(|(row, (_, label))| score_logits(row, *label).predicted == *label).count();
+    let rows = cnn
+        .logits(&pixels(&images, cnn.spec()), images.len())
+        .unwrap();
+    let correct = rows
+        .iter()
+        .zip(&images)
+        .filter(|(row, (_, label))| score_logits(row, *label).predicted == *label)
+        .count();
     // 80.4% on the official test set (models/fashion-cnn/metrics.json); the fixture is a sample of it.
     assert!((80..=110).contains(&correct), "{correct}/120 correct");
     // Trousers are this model's best class (98.9%).
     let trousers = &rows[12..24];
-    assert!(trousers.iter().all(|row| score_logits(row, 1).predicted == 1));
+    assert!(trousers
+        .iter()
+        .all(|row| score_logits(row, 1).predicted == 1));
 }
 
 #[test]
 fn fashion_judge_scores_images_against_its_prompts() {
     let folder = Path::new(REPO).join("models/fashion-judge");
     let (meta, _) = ModelMeta::load(&folder).unwrap();
-    let mut session = onnx::open_session(&folder.join(&meta.onnx), &SessionOptions::default()).unwrap();
+    let mut session =
+        onnx::open_session(&folder.join(&meta.onnx), &SessionOptions::default()).unwrap();
     let inputs = onnx::inputs(&session);
     let outputs = onnx::outputs(&session);
-    assert_eq!((inputs[0].name.as_str(), inputs[0].shape.as_slice()), ("pixel_values", &[-1, 1, 28, 28][..]));
-    assert_eq!((outputs[0].name.as_str(), outputs[0].shape.as_slice()), ("image_embeds", &[-1, 64][..]));
-    let text: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("text_embeds.json")).unwrap()).unwrap();
-    let prompts: Vec<Vec<f32>> = text["embeds"].as_array().unwrap().iter().map(|e| e.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()).collect();
+    assert_eq!(
+        (inputs[0].name.as_str(), inputs[0].shape.as_slice()),
+        ("pixel_values", &[-1, 1, 28, 28][..])
+    );
+    assert_eq!(
+        (outputs[0].name.as_str(), outputs[0].shape.as_slice()),
+        ("image_embeds", &[-1, 64][..])
+    );
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("text_embeds.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<Vec<f32>> = text["embeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
     assert_eq!(prompts.len(), 10);
     let [c, h, w] = meta.input_shape;
-    let spec = ImageSpec { channels: c, height: h, width: w, mean: meta.mean.clone(), std: meta.std.clone() };
+    let spec = ImageSpec {
+        channels: c,
+        height: h,
+        width: w,
+        mean: meta.mean.clone(),
+        std: meta.std.clone(),
+    };
     let images = fixture_images(&meta.classes);
     let x = pixels(&images, &spec);
     let input = TensorRef::from_array_view(([images.len(), c, h, w], x.as_slice())).unwrap();
@@ -72,12 +116,15 @@ fn fashion_judge_scores_images_against_its_prompts() {
     let (_, embeds) = out["image_embeds"].try_extract_tensor::<f32>().unwrap();
     let cosine = |a: &[f32], b: &[f32]| {
         let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
+            * b.iter().map(|x| x * x).sum::<f32>().sqrt())
     };
     let mut correct = 0;
     for (k, (_, label)) in images.iter().enumerate() {
         let e = &embeds[k * 64..(k + 1) * 64];
-        let best = (0..10).max_by(|&i, &j| cosine(e, &prompts[i]).total_cmp(&cosine(e, &prompts[j]))).unwrap();
+        let best = (0..10)
+            .max_by(|&i, &j| cosine(e, &prompts[i]).total_cmp(&cosine(e, &prompts[j])))
+            .unwrap();
         correct += (best == *label) as usize;
     }
     // 90.5% on the official test set.
@@ -89,30 +136,72 @@ fn fashion_unet_stays_close_to_its_source_at_high_lambda() {
     let folder = Path::new(REPO).join("models/fashion-unet");
     let model = DiffusionModel::open(&folder, &SessionOptions::default()).unwrap();
     let io = &model.unet_io;
-    assert_eq!((io.sample.as_str(), io.timestep.as_str(), io.condition.as_str(), io.output.as_str()), ("sample", "timestep", "class_labels", "out_sample"));
+    assert_eq!(
+        (
+            io.sample.as_str(),
+            io.timestep.as_str(),
+            io.condition.as_str(),
+            io.output.as_str()
+        ),
+        ("sample", "timestep", "class_labels", "out_sample")
+    );
     assert_eq!(io.timestep_shape, TimestepShape::PerItem);
-    assert!(matches!(model.conditioning, Conditioning::Class { null_class: 10 }));
-    assert_eq!((model.latent_shape, model.image_shape), ([1, 28, 28], [1, 28, 28]));
+    assert!(matches!(
+        model.conditioning,
+        Conditioning::Class { null_class: 10 }
+    ));
+    assert_eq!(
+        (model.latent_shape, model.image_shape),
+        ([1, 28, 28], [1, 28, 28])
+    );
     let mut generator = Generator::new(model);
     let (meta, _) = ModelMeta::load(&classifier()).unwrap();
     let images = fixture_images(&meta.classes);
-    let spec = ImageSpec { channels: 1, height: 28, width: 28, mean: vec![0.5], std: vec![0.5] };
-    let settings = GenerationSettings { steps: 25, guidance_scale: 2.0, scheduler: SchedulerKind::Ddim, batch_size: 8 };
+    let spec = ImageSpec {
+        channels: 1,
+        height: 28,
+        width: 28,
+        mean: vec![0.5],
+        std: vec![0.5],
+    };
+    let settings = GenerationSettings {
+        steps: 25,
+        guidance_scale: 2.0,
+        scheduler: SchedulerKind::Ddim,
+        batch_size: 8,
+    };
     // λ = 0.9 from a real image stays near it; λ = 0 makes a new image.
     let requests: Vec<ImageRequest> = [(0usize, 900u16), (30, 900), (60, 900), (0, 0)]
         .iter()
         .map(|&(i, level)| {
             let source = pixels(&images[i..i + 1], &spec);
             ImageRequest {
-                source: Some((Digest::of(images[i].0.to_str().unwrap().as_bytes()), Arc::new(source))),
+                source: Some((
+                    Digest::of(images[i].0.to_str().unwrap().as_bytes()),
+                    Arc::new(source),
+                )),
                 condition: Condition::Class(images[i].1 as i64),
                 level,
-                noise: NoiseKey { pipeline_seed: 0, sample: i as u64, level, seed_index: 0 },
+                noise: NoiseKey {
+                    pipeline_seed: 0,
+                    sample: i as u64,
+                    level,
+                    seed_index: 0,
+                },
             }
         })
         .collect();
-    let out = generator.generate(&requests, &settings, &ServiceStats::default()).unwrap();
-    let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x.clamp(-1.0, 1.0) - y).abs()).sum::<f32>() / a.len() as f32 / 2.0;
+    let out = generator
+        .generate(&requests, &settings, &ServiceStats::default())
+        .unwrap();
+    let distance = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x.clamp(-1.0, 1.0) - y).abs())
+            .sum::<f32>()
+            / a.len() as f32
+            / 2.0
+    };
     for (k, &i) in [0usize, 30, 60].iter().enumerate() {
         let d = distance(&out[k], &pixels(&images[i..i + 1], &spec));
         assert!(d < 0.08, "λ = 0.9 image {i} is {d} from its source");

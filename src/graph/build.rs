@@ -8,7 +8,8 @@ use crate::operators::feedback::LocatedScore;
 use crate::operators::sink::SinkLog;
 use crate::operators::source::SourceLocation;
 use crate::operators::{
-    GenerateExt, GenerateParams, ClassifyExt, ClassifyParams, FeedbackExt, FeedbackState, HardExt, NodeStats, SinkExt, SinkParams, SourceState,
+    ClassifyExt, ClassifyParams, FeedbackExt, FeedbackState, GenerateExt, GenerateParams, HardExt,
+    NodeStats, SinkExt, SinkParams, SourceState,
 };
 use crate::record::{ErrorRecord, Sample, Score, Synthetic};
 use crate::runtime::{Classifier, InferenceService};
@@ -111,7 +112,11 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                     SourceFormat::ImageFolder => SourceLocation::ImageFolder(config.path.clone()),
                     SourceFormat::Manifest => SourceLocation::Manifest(config.path.clone()),
                 };
-                sources.push(SourceInput { node: name.clone(), state: SourceState::new(&name, location), input });
+                sources.push(SourceInput {
+                    node: name.clone(),
+                    state: SourceState::new(&name, location),
+                    input,
+                });
                 Output::Samples(samples)
             }
             OpConfig::Classify(config) => {
@@ -129,10 +134,15 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             }
             OpConfig::Feedback(config) => {
                 let (input, located) = scope.new_collection::<LocatedScore, isize>();
-                feedback.push(FeedbackInput { node: name.clone(), state: FeedbackState::new(&name, config.path.clone()), input });
+                feedback.push(FeedbackInput {
+                    node: name.clone(),
+                    state: FeedbackState::new(&name, config.path.clone()),
+                    input,
+                });
                 let counted = Arc::clone(&stats);
                 let located = located.inspect(move |(_, _, diff)| counted.records_in(*diff));
-                let (scores, unknown) = located.against_samples(&name, outputs[&node.inputs[0]].samples());
+                let (scores, unknown) =
+                    located.against_samples(&name, outputs[&node.inputs[0]].samples());
                 let counted = Arc::clone(&stats);
                 errors.push(unknown.inspect(move |(_, _, diff)| counted.error(*diff)));
                 Output::Scores(scores.inspect(move |(_, _, diff)| stats.records_out(*diff)))
@@ -140,8 +150,13 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             OpConfig::Hard(config) => {
                 let (rules, combine) = config.rules().expect("checked while compiling");
                 let counted = Arc::clone(&stats);
-                let samples = outputs[&node.inputs[0]].samples().inspect(move |(_, _, d)| counted.records_in(*d));
-                let scores: Vec<_> = node.inputs[1..].iter().map(|i| outputs[i].scores()).collect();
+                let samples = outputs[&node.inputs[0]]
+                    .samples()
+                    .inspect(move |(_, _, d)| counted.records_in(*d));
+                let scores: Vec<_> = node.inputs[1..]
+                    .iter()
+                    .map(|i| outputs[i].scores())
+                    .collect();
                 let counted = Arc::clone(&stats);
                 let scores = differential_dataflow::collection::concatenate(scope, scores)
                     .inspect(move |(_, _, d)| counted.records_in(*d));
@@ -155,8 +170,14 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                 Output::Synthetics(outcomes.flat_map(Result::ok))
             }
             OpConfig::Sink(config) => {
-                let rows: Vec<_> = node.inputs.iter().enumerate().map(|(i, input)| outputs[input].rows(i)).collect();
-                let rows = differential_dataflow::collection::concatenate(scope, rows).probe_with(&probe);
+                let rows: Vec<_> = node
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, input)| outputs[input].rows(i))
+                    .collect();
+                let rows =
+                    differential_dataflow::collection::concatenate(scope, rows).probe_with(&probe);
                 rows.sink_manifests(SinkParams {
                     node: name.clone(),
                     folder: output_root.join(&name),
@@ -188,7 +209,12 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         stats: Arc::clone(&shared.stats[ERRORS_SINK]),
         written: Arc::clone(&shared.sink_logs[ERRORS_SINK]),
     });
-    WorkerHandles { sources, feedback, errors: errors_input, probe }
+    WorkerHandles {
+        sources,
+        feedback,
+        errors: errors_input,
+        probe,
+    }
 }
 
 /// The folder a node writes to.

@@ -4,14 +4,14 @@
 //! disk and models whose inputs and outputs fit what their op needs.
 
 use super::config::{GenerateConfig, OpConfig};
+use super::spec::{backticked, GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
 use crate::operators::generate::ClassNames;
+use crate::record::RecordKind;
 use crate::runtime::diffusion::model::Conditioning;
 use crate::runtime::diffusion::{DiffusionModel, GenerationSettings};
+use crate::runtime::onnx::SessionOptions;
 use crate::runtime::scheduler::Scheduler;
 use crate::runtime::ModelMeta;
-use super::spec::{backticked, GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
-use crate::record::RecordKind;
-use crate::runtime::onnx::SessionOptions;
 use crate::runtime::{Classifier, Device};
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
@@ -67,8 +67,12 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         let checked = match config {
             OpConfig::Hard(hard) => hard.rules().map(drop).map_err(|e| (e, "rules")),
             OpConfig::Sink(sink) => sink.formats().map(drop).map_err(|e| (e, "formats")),
-            OpConfig::Classify(c) if c.batch_size == 0 => Err(("batch_size must be at least 1".into(), "batch_size")),
-            OpConfig::Generate(g) => check_generate(g, &graph.models.keys().cloned().collect::<Vec<_>>()),
+            OpConfig::Classify(c) if c.batch_size == 0 => {
+                Err(("batch_size must be at least 1".into(), "batch_size"))
+            }
+            OpConfig::Generate(g) => {
+                check_generate(g, &graph.models.keys().cloned().collect::<Vec<_>>())
+            }
             _ => Ok(()),
         };
         if let Err((message, field)) = checked {
@@ -77,17 +81,31 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         if let Some(model) = config.model() {
             if !graph.models.contains_key(model) {
                 let known: Vec<_> = graph.models.keys().map(String::as_str).collect();
-                errors.push(err(node.line_of("model"), name, format!("unknown model `{model}` (models: {known:?})")));
+                errors.push(err(
+                    node.line_of("model"),
+                    name,
+                    format!("unknown model `{model}` (models: {known:?})"),
+                ));
             }
         }
     }
     for (name, (spec, line)) in &graph.models {
         if let Err(message) = spec.device.parse::<Device>() {
-            errors.push(GraphError { file: file.clone(), line: *line, node: Some(format!("models.{name}")), message });
+            errors.push(GraphError {
+                file: file.clone(),
+                line: *line,
+                node: Some(format!("models.{name}")),
+                message,
+            });
         }
         if spec.fallback.as_deref().is_some_and(|f| f != "cpu") {
             let message = "fallback must be \"cpu\" when given".to_string();
-            errors.push(GraphError { file: file.clone(), line: *line, node: Some(format!("models.{name}")), message });
+            errors.push(GraphError {
+                file: file.clone(),
+                line: *line,
+                node: Some(format!("models.{name}")),
+                message,
+            });
         }
     }
 
@@ -95,17 +113,35 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
     for (name, node) in &graph.nodes {
         for input in &node.inputs {
             if input == name {
-                errors.push(err(node.line_of("inputs"), name, "a node cannot be its own input".into()));
+                errors.push(err(
+                    node.line_of("inputs"),
+                    name,
+                    "a node cannot be its own input".into(),
+                ));
             } else if !graph.nodes.contains_key(input) {
-                errors.push(err(node.line_of("inputs"), name, format!("input `{input}` is not a node")));
+                errors.push(err(
+                    node.line_of("inputs"),
+                    name,
+                    format!("input `{input}` is not a node"),
+                ));
             }
         }
         if let Some((config, _)) = ops.get(name) {
             let (least, most) = config.arity();
             let n = node.inputs.len();
             if n < least || n > most {
-                let expected = if least == most { format!("{least}") } else if most == usize::MAX { format!("at least {least}") } else { format!("{least} to {most}") };
-                errors.push(err(node.line_of("inputs"), name, format!("takes {expected} inputs, has {n}")));
+                let expected = if least == most {
+                    format!("{least}")
+                } else if most == usize::MAX {
+                    format!("at least {least}")
+                } else {
+                    format!("{least} to {most}")
+                };
+                errors.push(err(
+                    node.line_of("inputs"),
+                    name,
+                    format!("takes {expected} inputs, has {n}"),
+                ));
             }
         }
     }
@@ -114,7 +150,11 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         Err(cycles) => {
             for cycle in cycles {
                 let first = &graph.nodes[&cycle[0]];
-                errors.push(err(first.line_of("inputs"), &cycle[0], format!("cycle: {}", cycle.join(" → "))));
+                errors.push(err(
+                    first.line_of("inputs"),
+                    &cycle[0],
+                    format!("cycle: {}", cycle.join(" → ")),
+                ));
             }
             Vec::new()
         }
@@ -123,14 +163,20 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
     // Phase 3: record types, in dependency order so each node's input kinds are known.
     let mut kinds: HashMap<&str, Option<RecordKind>> = HashMap::new();
     for name in &order {
-        let Some((config, node)) = ops.get(name) else { continue };
+        let Some((config, node)) = ops.get(name) else {
+            continue;
+        };
         let mut inputs = Vec::new();
         let mut known = true;
         for input in &node.inputs {
             match kinds.get(input.as_str()) {
                 Some(Some(kind)) => inputs.push(*kind),
                 Some(None) => {
-                    errors.push(err(node.line_of("inputs"), name, format!("input `{input}` is a sink and produces nothing")));
+                    errors.push(err(
+                        node.line_of("inputs"),
+                        name,
+                        format!("input `{input}` is a sink and produces nothing"),
+                    ));
                     known = false;
                 }
                 None => known = false,
@@ -153,13 +199,29 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         .iter()
         .map(|name| {
             let (op, node) = ops[name].clone();
-            (name.clone(), CompiledNode { name: name.clone(), line: node.line, op, inputs: node.inputs.clone() })
+            (
+                name.clone(),
+                CompiledNode {
+                    name: name.clone(),
+                    line: node.line,
+                    op,
+                    inputs: node.inputs.clone(),
+                },
+            )
         })
         .collect();
-    Ok(Compiled { file, pipeline, models: graph.models.clone(), nodes })
+    Ok(Compiled {
+        file,
+        pipeline,
+        models: graph.models.clone(),
+        nodes,
+    })
 }
 
-fn check_generate(g: &super::config::GenerateConfig, models: &[String]) -> Result<(), (String, &'static str)> {
+fn check_generate(
+    g: &super::config::GenerateConfig,
+    models: &[String],
+) -> Result<(), (String, &'static str)> {
     g.levels().map_err(|e| (e, "levels"))?;
     g.scheduler_kind().map_err(|e| (e, "scheduler"))?;
     if g.seeds == 0 {
@@ -172,11 +234,17 @@ fn check_generate(g: &super::config::GenerateConfig, models: &[String]) -> Resul
         return Err(("steps must be at least 1".into(), "steps"));
     }
     if g.prompt.is_some() && g.prompts.is_some() {
-        return Err(("give `prompt` (a template) or `prompts` (lists per class), not both".into(), "prompts"));
+        return Err((
+            "give `prompt` (a template) or `prompts` (lists per class), not both".into(),
+            "prompts",
+        ));
     }
     if let Some(from) = &g.classes_from {
         if !models.contains(from) {
-            return Err((format!("classes_from names unknown model `{from}`"), "classes_from"));
+            return Err((
+                format!("classes_from names unknown model `{from}`"),
+                "classes_from",
+            ));
         }
     }
     Ok(())
@@ -225,7 +293,15 @@ fn topological_order(nodes: &IndexMap<String, NodeSpec>) -> Result<Vec<String>, 
         order.push(name.to_string());
     }
     for name in nodes.keys() {
-        visit(name, nodes, &mut state, &mut Vec::new(), &mut order, &mut cycles, &mut in_cycle);
+        visit(
+            name,
+            nodes,
+            &mut state,
+            &mut Vec::new(),
+            &mut order,
+            &mut cycles,
+            &mut in_cycle,
+        );
     }
     if cycles.is_empty() {
         Ok(order)
@@ -277,11 +353,17 @@ pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>
                     SourceFormat::Manifest => (path.is_file(), "manifest file"),
                 };
                 if !ok {
-                    errors.push(node_err(node, format!("{}: no such {what}", path.display())));
+                    errors.push(node_err(
+                        node,
+                        format!("{}: no such {what}", path.display()),
+                    ));
                 }
             }
             OpConfig::Feedback(feedback) if feedback.path.exists() && !feedback.path.is_dir() => {
-                errors.push(node_err(node, format!("{}: not a folder", feedback.path.display())));
+                errors.push(node_err(
+                    node,
+                    format!("{}: not a folder", feedback.path.display()),
+                ));
             }
             _ => {}
         }
@@ -294,7 +376,10 @@ pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>
             match Classifier::open(&spec.path, &session_options(spec)) {
                 Ok(classifier) => sessions.push(classifier),
                 Err(message) => {
-                    errors.push(model_err(&model, format!("{message} (used by {})", users.join(", "))));
+                    errors.push(model_err(
+                        &model,
+                        format!("{message} (used by {})", users.join(", ")),
+                    ));
                     break;
                 }
             }
@@ -303,17 +388,25 @@ pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>
     }
     let mut generators = IndexMap::new();
     for node in compiled.nodes.values() {
-        let OpConfig::Generate(config) = &node.op else { continue };
+        let OpConfig::Generate(config) = &node.op else {
+            continue;
+        };
         match open_generator(compiled, config) {
             Ok(resources) => {
                 generators.insert(node.name.clone(), resources);
             }
-            Err((Some(model), message)) => errors.push(model_err(&model, format!("{message} (used by node `{}`)", node.name))),
+            Err((Some(model), message)) => errors.push(model_err(
+                &model,
+                format!("{message} (used by node `{}`)", node.name),
+            )),
             Err((None, message)) => errors.push(node_err(node, message)),
         }
     }
     if errors.is_empty() {
-        Ok(Resources { classifiers, generators })
+        Ok(Resources {
+            classifiers,
+            generators,
+        })
     } else {
         Err(errors)
     }
@@ -329,7 +422,10 @@ fn session_options(spec: &ModelSpec) -> SessionOptions {
 
 /// Opens a generate node's model and resolves its settings; an error names the model when
 /// it is the model's fault.
-fn open_generator(compiled: &Compiled, config: &GenerateConfig) -> Result<GeneratorResources, (Option<String>, String)> {
+fn open_generator(
+    compiled: &Compiled,
+    config: &GenerateConfig,
+) -> Result<GeneratorResources, (Option<String>, String)> {
     let (spec, _) = &compiled.models[&config.model];
     let in_model = |message: String| (Some(config.model.clone()), message);
     let mut models = Vec::new();
@@ -340,19 +436,40 @@ fn open_generator(compiled: &Compiled, config: &GenerateConfig) -> Result<Genera
     let scheduler_file = spec.path.join("scheduler/scheduler_config.json");
     let kind = match config.scheduler_kind().expect("checked in phase 1") {
         Some(kind) => kind,
-        None => model.scheduler_config.class_kind().map_err(|e| in_model(format!("{}: {e}", scheduler_file.display())))?,
+        None => model
+            .scheduler_config
+            .class_kind()
+            .map_err(|e| in_model(format!("{}: {e}", scheduler_file.display())))?,
     };
     Scheduler::new(&model.scheduler_config, kind)
         .and_then(|s| s.schedule(config.steps))
-        .map_err(|e| (None, format!("scheduler {kind} from {}: {e}", scheduler_file.display())))?;
+        .map_err(|e| {
+            (
+                None,
+                format!("scheduler {kind} from {}: {e}", scheduler_file.display()),
+            )
+        })?;
     let classes = match (&config.classes_from, &config.classes) {
         (Some(from), _) => {
-            let (meta, _) = ModelMeta::load(&compiled.models[from].0.path).map_err(|e| (None, format!("classes_from: {e}")))?;
-            let display = meta.display_names.clone().unwrap_or_else(|| meta.classes.clone());
-            ClassNames { names: meta.classes, display }
+            let (meta, _) = ModelMeta::load(&compiled.models[from].0.path)
+                .map_err(|e| (None, format!("classes_from: {e}")))?;
+            let display = meta
+                .display_names
+                .clone()
+                .unwrap_or_else(|| meta.classes.clone());
+            ClassNames {
+                names: meta.classes,
+                display,
+            }
         }
-        (None, Some(names)) => ClassNames { names: names.clone(), display: names.clone() },
-        (None, None) => ClassNames { names: Vec::new(), display: Vec::new() },
+        (None, Some(names)) => ClassNames {
+            names: names.clone(),
+            display: names.clone(),
+        },
+        (None, None) => ClassNames {
+            names: Vec::new(),
+            display: Vec::new(),
+        },
     };
     let class_conditional = matches!(model.conditioning, Conditioning::Class { .. });
     if let Conditioning::Class { null_class } = model.conditioning {
@@ -360,21 +477,40 @@ fn open_generator(compiled: &Compiled, config: &GenerateConfig) -> Result<Genera
             let message = if classes.names.is_empty() {
                 format!("the generator is class-conditional ({null_class} classes): name them with `classes_from` or `classes`")
             } else {
-                format!("{} classes named, but the generator has {null_class} (plus the null class)", classes.names.len())
+                format!(
+                    "{} classes named, but the generator has {null_class} (plus the null class)",
+                    classes.names.len()
+                )
             };
             return Err((None, message));
         }
     }
-    let settings = GenerationSettings { steps: config.steps, guidance_scale: config.guidance_scale, scheduler: kind, batch_size: config.batch_size };
-    Ok(GeneratorResources { models, settings, levels: config.levels().expect("checked in phase 1"), classes, class_conditional })
+    let settings = GenerationSettings {
+        steps: config.steps,
+        guidance_scale: config.guidance_scale,
+        scheduler: kind,
+        batch_size: config.batch_size,
+    };
+    Ok(GeneratorResources {
+        models,
+        settings,
+        levels: config.levels().expect("checked in phase 1"),
+        classes,
+        class_conditional,
+    })
 }
 
 /// Models in use, each with the nodes that use it.
-fn models_by_use(compiled: &Compiled, by: impl Fn(&OpConfig) -> bool) -> IndexMap<String, Vec<String>> {
+fn models_by_use(
+    compiled: &Compiled,
+    by: impl Fn(&OpConfig) -> bool,
+) -> IndexMap<String, Vec<String>> {
     let mut used: IndexMap<String, Vec<String>> = IndexMap::new();
     for node in compiled.nodes.values().filter(|n| by(&n.op)) {
         if let Some(model) = node.op.model() {
-            used.entry(model.to_string()).or_default().push(format!("node `{}`", node.name));
+            used.entry(model.to_string())
+                .or_default()
+                .push(format!("node `{}`", node.name));
         }
     }
     used
@@ -386,10 +522,15 @@ mod tests {
 
     fn errors(text: &str) -> Vec<String> {
         let graph = GraphFile::parse("g.toml", text).unwrap();
-        compile(graph).unwrap_err().iter().map(|e| e.to_string()).collect()
+        compile(graph)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
-    const HEAD: &str = "[pipeline]\nname = \"p\"\noutput = \"out\"\n[models.m]\npath = \"models/m\"\n";
+    const HEAD: &str =
+        "[pipeline]\nname = \"p\"\noutput = \"out\"\n[models.m]\npath = \"models/m\"\n";
 
     #[test]
     fn reports_three_different_mistakes_at_once() {
@@ -426,9 +567,18 @@ mod tests {
         );
         let shown = errors(&text);
         assert_eq!(shown.len(), 3, "{shown:?}");
-        assert!(shown[0].starts_with("g.toml:13: node `s`: unknown model `nope`"), "{shown:?}");
-        assert!(shown[1].starts_with("g.toml:16: node `h`: takes [Sample, Score, ...]"), "{shown:?}");
-        assert!(shown[2].starts_with("g.toml:17: node `h`: p_true_below = 2 is not a probability"), "{shown:?}");
+        assert!(
+            shown[0].starts_with("g.toml:13: node `s`: unknown model `nope`"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("g.toml:16: node `h`: takes [Sample, Score, ...]"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[2].starts_with("g.toml:17: node `h`: p_true_below = 2 is not a probability"),
+            "{shown:?}"
+        );
     }
 
     #[test]
@@ -439,6 +589,9 @@ mod tests {
              [nodes.train]\nop = \"source\"\nformat = \"image_folder\"\npath = \"d\"\n"
         );
         let compiled = compile(GraphFile::parse("g.toml", &text).unwrap()).unwrap();
-        assert_eq!(compiled.nodes.keys().collect::<Vec<_>>(), vec!["train", "s", "out"]);
+        assert_eq!(
+            compiled.nodes.keys().collect::<Vec<_>>(),
+            vec!["train", "s", "out"]
+        );
     }
 }

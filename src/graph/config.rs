@@ -89,11 +89,19 @@ impl HardConfig {
             .filter_map(|rule| match *rule {
                 RuleConfig::Misclassified(false) => None,
                 RuleConfig::Misclassified(true) => Some(Ok(HardSampleRule::Misclassified)),
-                RuleConfig::PTrueBelow(t) if (0.0..=1.0).contains(&t) => Some(Ok(HardSampleRule::PTrueBelow(t))),
-                RuleConfig::PTrueBelow(t) => Some(Err(format!("p_true_below = {t} is not a probability in [0, 1]"))),
+                RuleConfig::PTrueBelow(t) if (0.0..=1.0).contains(&t) => {
+                    Some(Ok(HardSampleRule::PTrueBelow(t)))
+                }
+                RuleConfig::PTrueBelow(t) => Some(Err(format!(
+                    "p_true_below = {t} is not a probability in [0, 1]"
+                ))),
                 RuleConfig::TopKLoss(k) => Some(Ok(HardSampleRule::TopKLoss(k))),
-                RuleConfig::TopFractionLoss(f) if f > 0.0 && f <= 1.0 => Some(Ok(HardSampleRule::TopFractionLoss(f))),
-                RuleConfig::TopFractionLoss(f) => Some(Err(format!("top_fraction_loss = {f} must be in (0, 1]"))),
+                RuleConfig::TopFractionLoss(f) if f > 0.0 && f <= 1.0 => {
+                    Some(Ok(HardSampleRule::TopFractionLoss(f)))
+                }
+                RuleConfig::TopFractionLoss(f) => {
+                    Some(Err(format!("top_fraction_loss = {f} must be in (0, 1]")))
+                }
                 RuleConfig::TailClassesBelow(n) => Some(Ok(HardSampleRule::TailClassesBelow(n))),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -178,7 +186,10 @@ impl GenerateConfig {
             }
             let per_mille = per_mille as crate::record::Level;
             if self.steps * (1000 - per_mille as usize) / 1000 == 0 {
-                return Err(format!("level λ = {level} leaves no denoising step out of {} steps", self.steps));
+                return Err(format!(
+                    "level λ = {level} leaves no denoising step out of {} steps",
+                    self.steps
+                ));
             }
             if !out.contains(&per_mille) {
                 out.push(per_mille);
@@ -189,8 +200,13 @@ impl GenerateConfig {
     }
 
     /// The scheduler asked for, if any.
-    pub fn scheduler_kind(&self) -> Result<Option<crate::runtime::scheduler::SchedulerKind>, String> {
-        self.scheduler.as_deref().map(|s| s.parse().map_err(|e| format!("{e}"))).transpose()
+    pub fn scheduler_kind(
+        &self,
+    ) -> Result<Option<crate::runtime::scheduler::SchedulerKind>, String> {
+        self.scheduler
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| format!("{e}")))
+            .transpose()
     }
 }
 
@@ -217,7 +233,11 @@ impl SinkConfig {
     pub fn formats(&self) -> Result<Vec<ManifestFormat>, String> {
         self.formats
             .iter()
-            .map(|f| ManifestFormat::parse(f).ok_or_else(|| format!("unknown format `{f}` (expected \"jsonl\" or \"parquet\")")))
+            .map(|f| {
+                ManifestFormat::parse(f).ok_or_else(|| {
+                    format!("unknown format `{f}` (expected \"jsonl\" or \"parquet\")")
+                })
+            })
             .collect()
     }
 }
@@ -248,7 +268,12 @@ impl OpConfig {
             "hard" => OpConfig::Hard(value.try_into().map_err(read)?),
             "generate" => OpConfig::Generate(value.try_into().map_err(read)?),
             "sink" => OpConfig::Sink(value.try_into().map_err(read)?),
-            other => return Err(format!("unknown op `{other}` (expected one of {})", OPS.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown op `{other}` (expected one of {})",
+                    OPS.join(", ")
+                ))
+            }
         })
     }
 
@@ -265,14 +290,23 @@ impl OpConfig {
     /// Checks the kinds of the node's inputs, in order.
     pub fn check_inputs(&self, kinds: &[RecordKind]) -> Result<(), String> {
         use RecordKind::*;
-        let want = |expected: &str| format!("takes {expected}, but its inputs give [{}]", list(kinds));
+        let want =
+            |expected: &str| format!("takes {expected}, but its inputs give [{}]", list(kinds));
         match self {
             OpConfig::Source(_) if !kinds.is_empty() => Err("a source takes no inputs".into()),
-            OpConfig::Classify(_) | OpConfig::Feedback(_) | OpConfig::Generate(_) if kinds != [Sample] => {
+            OpConfig::Classify(_) | OpConfig::Feedback(_) | OpConfig::Generate(_)
+                if kinds != [Sample] =>
+            {
                 Err(want("one input of Sample"))
             }
-            OpConfig::Hard(_) if kinds.len() < 2 || kinds[0] != Sample || kinds[1..].iter().any(|k| *k != Score) => {
-                Err(want("[Sample, Score, ...] (the samples, then one or more score inputs)"))
+            OpConfig::Hard(_)
+                if kinds.len() < 2
+                    || kinds[0] != Sample
+                    || kinds[1..].iter().any(|k| *k != Score) =>
+            {
+                Err(want(
+                    "[Sample, Score, ...] (the samples, then one or more score inputs)",
+                ))
             }
             OpConfig::Sink(_) if kinds.is_empty() => Err("a sink needs at least one input".into()),
             _ => Ok(()),
@@ -300,5 +334,9 @@ impl OpConfig {
 }
 
 fn list(kinds: &[RecordKind]) -> String {
-    kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+    kinds
+        .iter()
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -99,7 +99,12 @@ impl GraphFile {
     /// Reads and parses a graph file.
     pub fn read(path: &Path) -> Result<GraphFile, Vec<GraphError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![GraphError { file: path.display().to_string(), line: 0, node: None, message: format!("cannot read graph file: {e}") }]
+            vec![GraphError {
+                file: path.display().to_string(),
+                line: 0,
+                node: None,
+                message: format!("cannot read graph file: {e}"),
+            }]
         })?;
         GraphFile::parse(&path.display().to_string(), &text)
     }
@@ -114,20 +119,33 @@ impl GraphFile {
         };
         let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
             let line = e.span().map(|s| line_at(text, s.start)).unwrap_or(1);
-            vec![error(line, None, format!("not valid TOML: {}", e.message().trim()))]
+            vec![error(
+                line,
+                None,
+                format!("not valid TOML: {}", e.message().trim()),
+            )]
         })?;
-        let values: toml::Table = toml::from_str(text).map_err(|e| vec![error(1, None, e.message().to_string())])?;
+        let values: toml::Table =
+            toml::from_str(text).map_err(|e| vec![error(1, None, e.message().to_string())])?;
         let lines = Lines { text, doc: &doc };
         let mut errors = Vec::new();
 
         for key in values.keys() {
             if !["pipeline", "models", "nodes"].contains(&key.as_str()) {
-                errors.push(error(lines.key(&[key]), None, format!("unknown section `{key}` (expected pipeline, models, nodes)")));
+                errors.push(error(
+                    lines.key(&[key]),
+                    None,
+                    format!("unknown section `{key}` (expected pipeline, models, nodes)"),
+                ));
             }
         }
         let pipeline = match values.get("pipeline") {
             None => {
-                errors.push(error(1, None, "missing [pipeline] section (name, output, seed)".into()));
+                errors.push(error(
+                    1,
+                    None,
+                    "missing [pipeline] section (name, output, seed)".into(),
+                ));
                 None
             }
             Some(value) => match value.clone().try_into::<PipelineSpec>() {
@@ -150,7 +168,11 @@ impl GraphFile {
                 }
                 Err(e) => {
                     let message = e.message().to_string();
-                    errors.push(error(lines.field_line(&["models", name], &message), Some(&label), message));
+                    errors.push(error(
+                        lines.field_line(&["models", name], &message),
+                        Some(&label),
+                        message,
+                    ));
                 }
             }
         }
@@ -163,12 +185,18 @@ impl GraphFile {
                 continue;
             };
             let mut fields = fields.clone();
-            let field_lines: IndexMap<String, usize> =
-                fields.keys().map(|k| (k.clone(), lines.key(&["nodes", name, k]))).collect();
+            let field_lines: IndexMap<String, usize> = fields
+                .keys()
+                .map(|k| (k.clone(), lines.key(&["nodes", name, k])))
+                .collect();
             let op = match fields.remove("op") {
                 Some(toml::Value::String(op)) => Some(op),
                 Some(_) => {
-                    errors.push(error(field_lines["op"], Some(&label), "`op` must be a string".into()));
+                    errors.push(error(
+                        field_lines["op"],
+                        Some(&label),
+                        "`op` must be a string".into(),
+                    ));
                     None
                 }
                 None => {
@@ -178,23 +206,47 @@ impl GraphFile {
             };
             let inputs = match fields.remove("inputs") {
                 None => Vec::new(),
-                Some(toml::Value::Array(items)) if items.iter().all(|i| i.is_str()) => {
-                    items.iter().map(|i| i.as_str().expect("checked").to_string()).collect()
-                }
+                Some(toml::Value::Array(items)) if items.iter().all(|i| i.is_str()) => items
+                    .iter()
+                    .map(|i| i.as_str().expect("checked").to_string())
+                    .collect(),
                 Some(_) => {
-                    errors.push(error(field_lines["inputs"], Some(&label), "`inputs` must be a list of node names".into()));
+                    errors.push(error(
+                        field_lines["inputs"],
+                        Some(&label),
+                        "`inputs` must be a list of node names".into(),
+                    ));
                     Vec::new()
                 }
             };
-            nodes.insert(name.clone(), NodeSpec { name: name.clone(), line, op, inputs, fields, field_lines });
+            nodes.insert(
+                name.clone(),
+                NodeSpec {
+                    name: name.clone(),
+                    line,
+                    op,
+                    inputs,
+                    fields,
+                    field_lines,
+                },
+            );
         }
         if values.contains_key("nodes") && nodes.is_empty() && errors.is_empty() {
-            errors.push(error(lines.key(&["nodes"]), None, "[nodes] is empty".into()));
+            errors.push(error(
+                lines.key(&["nodes"]),
+                None,
+                "[nodes] is empty".into(),
+            ));
         } else if !values.contains_key("nodes") {
             errors.push(error(1, None, "missing [nodes] section".into()));
         }
         if errors.is_empty() {
-            Ok(GraphFile { file: file.to_string(), pipeline, models, nodes })
+            Ok(GraphFile {
+                file: file.to_string(),
+                pipeline,
+                models,
+                nodes,
+            })
         } else {
             Err(errors)
         }
@@ -202,12 +254,19 @@ impl GraphFile {
 }
 
 fn table(value: Option<&toml::Value>) -> impl Iterator<Item = (&String, &toml::Value)> {
-    value.and_then(toml::Value::as_table).into_iter().flat_map(|t| t.iter())
+    value
+        .and_then(toml::Value::as_table)
+        .into_iter()
+        .flat_map(|t| t.iter())
 }
 
 /// 1-based line of a byte offset.
 pub fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 struct Lines<'a> {
@@ -221,7 +280,9 @@ impl Lines<'_> {
         let mut table: &dyn toml_edit::TableLike = self.doc.as_table();
         let mut line = 1;
         for (depth, part) in path.iter().enumerate() {
-            let Some((key, item)) = table.get_key_value(part) else { break };
+            let Some((key, item)) = table.get_key_value(part) else {
+                break;
+            };
             if let Some(span) = key.span() {
                 line = line_at(self.text, span.start);
             } else if let Some(span) = item.span() {
@@ -265,7 +326,10 @@ mod tests {
         let text = "[pipeline]\nname = \"p\"\noutput = \"out\"\n\n[nodes.train]\nop = \"source\"\npath = \"data\"\n\n[nodes.s]\nop = \"classify\"\ninputs = [\"train\"]\nmodel = \"m\"\n";
         let graph = GraphFile::parse("p.toml", text).unwrap();
         let s = &graph.nodes["s"];
-        assert_eq!((s.line, s.op.as_deref(), s.inputs.clone()), (9, Some("classify"), vec!["train".to_string()]));
+        assert_eq!(
+            (s.line, s.op.as_deref(), s.inputs.clone()),
+            (9, Some("classify"), vec!["train".to_string()])
+        );
         assert_eq!(s.line_of("model"), 12);
         assert_eq!(s.line_of("inputs"), 11);
         assert_eq!(graph.pipeline.unwrap().seed, 0);
@@ -277,17 +341,35 @@ mod tests {
         let errors = GraphFile::parse("p.toml", text).unwrap_err();
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(shown.len(), 5, "{shown:#?}");
-        assert!(shown[0].starts_with("p.toml:4: pipeline: unknown field `colour`"), "{}", shown[0]);
-        assert!(shown[1].starts_with("p.toml:7: models.m: unknown field `pth`"), "{}", shown[1]);
+        assert!(
+            shown[0].starts_with("p.toml:4: pipeline: unknown field `colour`"),
+            "{}",
+            shown[0]
+        );
+        assert!(
+            shown[1].starts_with("p.toml:7: models.m: unknown field `pth`"),
+            "{}",
+            shown[1]
+        );
         assert_eq!(shown[2], "p.toml:9: node `a`: missing `op`");
         assert_eq!(shown[3], "p.toml:13: node `b`: `op` must be a string");
-        assert_eq!(shown[4], "p.toml:14: node `b`: `inputs` must be a list of node names");
+        assert_eq!(
+            shown[4],
+            "p.toml:14: node `b`: `inputs` must be a list of node names"
+        );
     }
 
     #[test]
     fn bad_toml_names_its_line() {
-        let errors = GraphFile::parse("p.toml", "[pipeline]\nname = \"p\"\noutput = \n").unwrap_err();
+        let errors =
+            GraphFile::parse("p.toml", "[pipeline]\nname = \"p\"\noutput = \n").unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().starts_with("p.toml:3: not valid TOML"), "{}", errors[0]);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("p.toml:3: not valid TOML"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -39,7 +39,11 @@ pub trait ClassifyExt<'scope> {
 impl<'scope> ClassifyExt<'scope> for VecCollection<'scope, u64, Sample> {
     fn classify(self, params: ClassifyParams) -> VecCollection<'scope, u64, ScoreOutcome> {
         let name = format!("classify:{}", params.node);
-        let (service, batch, stats) = (Arc::clone(&params.service), params.batch_size, Arc::clone(&params.stats));
+        let (service, batch, stats) = (
+            Arc::clone(&params.service),
+            params.batch_size,
+            Arc::clone(&params.stats),
+        );
         model_map(self, &name, params, service, batch, stats)
     }
 }
@@ -58,8 +62,14 @@ impl ModelMap for ClassifyParams {
     }
     fn request(&self, sample: &Sample) -> Result<ClassifyItem, ClassifyResult> {
         match self.classes.iter().position(|c| *c == sample.label) {
-            Some(label) => Ok(ClassifyItem { path: PathBuf::from(&sample.path), label }),
-            None => Err(Err(format!("class `{}` is not one of the model's classes {:?}", sample.label, self.classes))),
+            Some(label) => Ok(ClassifyItem {
+                path: PathBuf::from(&sample.path),
+                label,
+            }),
+            None => Err(Err(format!(
+                "class `{}` is not one of the model's classes {:?}",
+                sample.label, self.classes
+            ))),
         }
     }
     fn answer(&self, sample: &Sample, result: &ClassifyResult) -> ScoreOutcome {
@@ -71,7 +81,11 @@ impl ModelMap for ClassifyParams {
                 loss: Value(out.loss),
                 predicted: self.classes[out.predicted].clone(),
             }),
-            Err(message) => Err(ErrorRecord { node: self.node.clone(), location: sample.path.clone(), message: message.clone() }),
+            Err(message) => Err(ErrorRecord {
+                node: self.node.clone(),
+                location: sample.path.clone(),
+                message: message.clone(),
+            }),
         }
     }
     fn is_error(&self, outcome: &ScoreOutcome) -> bool {

@@ -46,7 +46,12 @@ pub struct FeedbackDiff {
 
 impl FeedbackState {
     pub fn new(node: &str, folder: PathBuf) -> Self {
-        FeedbackState { node: node.into(), folder, last_scores: BTreeSet::new(), last_errors: BTreeSet::new() }
+        FeedbackState {
+            node: node.into(),
+            folder,
+            last_scores: BTreeSet::new(),
+            last_errors: BTreeSet::new(),
+        }
     }
 
     /// Rereads the folder; returns what changed since the last call. A missing folder is empty
@@ -54,10 +59,20 @@ impl FeedbackState {
     pub fn rescan(&mut self) -> FeedbackDiff {
         let (scores, errors) = self.read_all();
         let mut diff = FeedbackDiff::default();
-        diff.scores.extend(scores.difference(&self.last_scores).map(|s| (s.clone(), 1)));
-        diff.scores.extend(self.last_scores.difference(&scores).map(|s| (s.clone(), -1)));
-        diff.errors.extend(errors.difference(&self.last_errors).map(|e| (e.clone(), 1)));
-        diff.errors.extend(self.last_errors.difference(&errors).map(|e| (e.clone(), -1)));
+        diff.scores
+            .extend(scores.difference(&self.last_scores).map(|s| (s.clone(), 1)));
+        diff.scores.extend(
+            self.last_scores
+                .difference(&scores)
+                .map(|s| (s.clone(), -1)),
+        );
+        diff.errors
+            .extend(errors.difference(&self.last_errors).map(|e| (e.clone(), 1)));
+        diff.errors.extend(
+            self.last_errors
+                .difference(&errors)
+                .map(|e| (e.clone(), -1)),
+        );
         self.last_scores = scores;
         self.last_errors = errors;
         diff
@@ -66,7 +81,9 @@ impl FeedbackState {
     fn read_all(&self) -> (BTreeSet<LocatedScore>, BTreeSet<ErrorRecord>) {
         let mut scores = BTreeSet::new();
         let mut errors = BTreeSet::new();
-        let Ok(entries) = std::fs::read_dir(&self.folder) else { return (scores, errors) };
+        let Ok(entries) = std::fs::read_dir(&self.folder) else {
+            return (scores, errors);
+        };
         let mut files: Vec<(u64, PathBuf)> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
@@ -77,11 +94,18 @@ impl FeedbackState {
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
                 Err(e) => {
-                    errors.insert(self.error(file.display().to_string(), format!("cannot read feedback: {e}")));
+                    errors.insert(self.error(
+                        file.display().to_string(),
+                        format!("cannot read feedback: {e}"),
+                    ));
                     continue;
                 }
             };
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 let location = format!("{}:{}", file.display(), i + 1);
                 match parse_line(line, checkpoint) {
                     Ok(score) => {
@@ -97,30 +121,49 @@ impl FeedbackState {
     }
 
     fn error(&self, location: String, message: String) -> ErrorRecord {
-        ErrorRecord { node: self.node.clone(), location, message }
+        ErrorRecord {
+            node: self.node.clone(),
+            location,
+            message,
+        }
     }
 }
 
 /// `checkpoint-12.jsonl` → 12.
 fn checkpoint_of(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
-    name.strip_prefix("checkpoint-")?.strip_suffix(".jsonl")?.parse().ok()
+    name.strip_prefix("checkpoint-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
 }
 
 fn parse_line(line: &str, checkpoint: u64) -> Result<Score, String> {
-    let parsed: FeedbackLine = serde_json::from_str(line).map_err(|e| format!("bad feedback line: {e}"))?;
+    let parsed: FeedbackLine =
+        serde_json::from_str(line).map_err(|e| format!("bad feedback line: {e}"))?;
     if !(0.0..=1.0).contains(&parsed.p_true) {
-        return Err(format!("p_true must be a probability in [0, 1], got {}", parsed.p_true));
+        return Err(format!(
+            "p_true must be a probability in [0, 1], got {}",
+            parsed.p_true
+        ));
     }
     let loss = parsed.loss.unwrap_or(-parsed.p_true.max(1e-12).ln());
     if !loss.is_finite() || loss < 0.0 {
-        return Err(format!("loss must be a finite, non-negative number, got {loss}"));
+        return Err(format!(
+            "loss must be a finite, non-negative number, got {loss}"
+        ));
     }
     let sample = match parsed.sample {
         SampleRef::Id(id) => id,
         SampleRef::Name(name) => sample_id(&name),
     };
-    Ok(Score { sample, checkpoint, p_true: Value(parsed.p_true as f32), loss: Value(loss as f32), predicted: parsed.predicted })
+    Ok(Score {
+        sample,
+        checkpoint,
+        p_true: Value(parsed.p_true as f32),
+        loss: Value(loss as f32),
+        predicted: parsed.predicted,
+    })
 }
 
 /// Adds the unknown-sample check to feedback collections.
@@ -130,7 +173,10 @@ pub trait FeedbackExt<'scope> {
         self,
         node: &str,
         samples: VecCollection<'scope, u64, Sample>,
-    ) -> (VecCollection<'scope, u64, Score>, VecCollection<'scope, u64, ErrorRecord>);
+    ) -> (
+        VecCollection<'scope, u64, Score>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    );
 }
 
 impl<'scope> FeedbackExt<'scope> for VecCollection<'scope, u64, LocatedScore> {
@@ -138,16 +184,24 @@ impl<'scope> FeedbackExt<'scope> for VecCollection<'scope, u64, LocatedScore> {
         self,
         node: &str,
         samples: VecCollection<'scope, u64, Sample>,
-    ) -> (VecCollection<'scope, u64, Score>, VecCollection<'scope, u64, ErrorRecord>) {
+    ) -> (
+        VecCollection<'scope, u64, Score>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    ) {
         let known = samples.map(|s| s.id).distinct();
         let keyed = self.map(|(score, location)| (score.sample, (score, location)));
-        let scores = keyed.clone().semijoin(known.clone()).map(|(_, (score, _))| score);
+        let scores = keyed
+            .clone()
+            .semijoin(known.clone())
+            .map(|(_, (score, _))| score);
         let node = node.to_string();
-        let unknown = keyed.antijoin(known).map(move |(id, (_, location))| ErrorRecord {
-            node: node.clone(),
-            location,
-            message: format!("feedback names unknown sample {id}"),
-        });
+        let unknown = keyed
+            .antijoin(known)
+            .map(move |(id, (_, location))| ErrorRecord {
+                node: node.clone(),
+                location,
+                message: format!("feedback names unknown sample {id}"),
+            });
         (scores, unknown)
     }
 }
@@ -174,12 +228,21 @@ mod tests {
         let diff = state.rescan();
         assert_eq!(diff.scores.len(), 1);
         let ((score, location), d) = &diff.scores[0];
-        assert_eq!((score.sample, score.checkpoint, score.p_true.0, *d), (sample_id("coat/a.png"), 3, 0.25, 1));
+        assert_eq!(
+            (score.sample, score.checkpoint, score.p_true.0, *d),
+            (sample_id("coat/a.png"), 3, 0.25, 1)
+        );
         assert!((score.loss.0 - 0.25f32.ln().abs()).abs() < 1e-6);
         assert!(location.ends_with("checkpoint-3.jsonl:1"));
         assert_eq!(diff.errors.len(), 2);
-        assert!(diff.errors.iter().any(|(e, _)| e.location.ends_with(":2") && e.message.contains("bad feedback line")));
-        assert!(diff.errors.iter().any(|(e, _)| e.location.ends_with(":3") && e.message.contains("[0, 1]")));
+        assert!(diff
+            .errors
+            .iter()
+            .any(|(e, _)| e.location.ends_with(":2") && e.message.contains("bad feedback line")));
+        assert!(diff
+            .errors
+            .iter()
+            .any(|(e, _)| e.location.ends_with(":3") && e.message.contains("[0, 1]")));
         assert_eq!(state.rescan(), FeedbackDiff::default());
         std::fs::remove_file(dir.path().join("checkpoint-3.jsonl")).unwrap();
         let diff = state.rescan();
@@ -190,15 +253,35 @@ mod tests {
 
     #[test]
     fn unknown_samples_are_errors_until_they_appear() {
-        let known = Sample { id: 1, name: "a".into(), label: "coat".into(), path: "a".into(), digest: Digest::default() };
-        let late = Sample { id: 2, ..known.clone() };
-        let score = |sample| Score { sample, checkpoint: 1, p_true: Value(0.5), loss: Value(0.69), predicted: "coat".into() };
+        let known = Sample {
+            id: 1,
+            name: "a".into(),
+            label: "coat".into(),
+            path: "a".into(),
+            digest: Digest::default(),
+        };
+        let late = Sample {
+            id: 2,
+            ..known.clone()
+        };
+        let score = |sample| Score {
+            sample,
+            checkpoint: 1,
+            p_true: Value(0.5),
+            loss: Value(0.69),
+            predicted: "coat".into(),
+        };
         let captured = timely::execute_directly(move |worker| {
             let (mut samples, mut feedback, out) = worker.dataflow::<u64, _, _>(|scope| {
                 let (si, s) = scope.new_collection::<Sample, isize>();
                 let (fi, f) = scope.new_collection::<LocatedScore, isize>();
                 let (scores, errors) = f.against_samples("fb", s);
-                let out = scores.map(|s| (s.sample, String::new())).concat(errors.map(|e| (0, e.message))).consolidate().inner.capture();
+                let out = scores
+                    .map(|s| (s.sample, String::new()))
+                    .concat(errors.map(|e| (0, e.message)))
+                    .consolidate()
+                    .inner
+                    .capture();
                 (si, fi, out)
             });
             samples.update_at(known.clone(), 0, 1);
@@ -209,7 +292,11 @@ mod tests {
             feedback.close();
             out
         });
-        let mut out: Vec<_> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
+        let mut out: Vec<_> = captured
+            .extract()
+            .into_iter()
+            .flat_map(|(_, d)| d)
+            .collect();
         out.sort();
         assert_eq!(
             out,

@@ -67,8 +67,16 @@ impl<'scope> GenerateExt<'scope> for VecCollection<'scope, u64, Sample> {
     fn generate(self, params: GenerateParams) -> VecCollection<'scope, u64, SyntheticOutcome> {
         let name = format!("generate:{}", params.node);
         let keys = params.clone();
-        let wanted = self.flat_map(move |sample| keys.gen_keys(&sample).into_iter().map(move |k| (sample.clone(), k)));
-        let (service, job, stats) = (Arc::clone(&params.service), params.job_size, Arc::clone(&params.stats));
+        let wanted = self.flat_map(move |sample| {
+            keys.gen_keys(&sample)
+                .into_iter()
+                .map(move |k| (sample.clone(), k))
+        });
+        let (service, job, stats) = (
+            Arc::clone(&params.service),
+            params.job_size,
+            Arc::clone(&params.stats),
+        );
         model_map(wanted, &name, params, service, job, stats)
     }
 }
@@ -79,7 +87,11 @@ fn keyed_choice(parts: &[u64], n: usize) -> usize {
     for p in parts {
         hasher.update(&p.to_le_bytes());
     }
-    (u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes")) % n as u64) as usize
+    (u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    ) % n as u64) as usize
 }
 
 impl GenerateParams {
@@ -99,16 +111,24 @@ impl GenerateParams {
                 } else {
                     match &self.prompts {
                         Prompts::Template(t) => t.replace("{class}", display),
-                        Prompts::PerClass(map) => match map.get(&sample.label).filter(|l| !l.is_empty()) {
-                            Some(list) => {
-                                let parts = [self.pipeline_seed, sample.id, level as u64, seed as u64];
-                                list[keyed_choice(&parts, list.len())].clone()
+                        Prompts::PerClass(map) => {
+                            match map.get(&sample.label).filter(|l| !l.is_empty()) {
+                                Some(list) => {
+                                    let parts =
+                                        [self.pipeline_seed, sample.id, level as u64, seed as u64];
+                                    list[keyed_choice(&parts, list.len())].clone()
+                                }
+                                None => format!("a photo of a {display}"),
                             }
-                            None => format!("a photo of a {display}"),
-                        },
+                        }
                     }
                 };
-                keys.push(GenKey { sample: sample.id, level, seed, prompt });
+                keys.push(GenKey {
+                    sample: sample.id,
+                    level,
+                    seed,
+                    prompt,
+                });
             }
         }
         keys
@@ -158,19 +178,38 @@ impl ModelMap for GenerateParams {
         let condition = if self.class_conditional {
             match self.classes.names.iter().position(|c| *c == sample.label) {
                 Some(i) => Condition::Class(i as i64),
-                None => return Err(Err(format!("class `{}` is not one of the generator's classes {:?}", sample.label, self.classes.names))),
+                None => {
+                    return Err(Err(format!(
+                        "class `{}` is not one of the generator's classes {:?}",
+                        sample.label, self.classes.names
+                    )))
+                }
             }
         } else {
             Condition::Prompt(key.prompt.clone())
         };
-        let noise = NoiseKey { pipeline_seed: self.pipeline_seed, sample: sample.id, level: key.level, seed_index: key.seed };
+        let noise = NoiseKey {
+            pipeline_seed: self.pipeline_seed,
+            sample: sample.id,
+            level: key.level,
+            seed_index: key.seed,
+        };
         Ok(GenerateItem {
             content_key: self.content_key(sample, key),
             source: (sample.digest, sample.path.clone()),
-            request: ImageRequest { source: None, condition, level: key.level, noise },
+            request: ImageRequest {
+                source: None,
+                condition,
+                level: key.level,
+                noise,
+            },
         })
     }
-    fn answer(&self, (sample, key): &(Sample, GenKey), answer: &GenerateAnswer) -> SyntheticOutcome {
+    fn answer(
+        &self,
+        (sample, key): &(Sample, GenKey),
+        answer: &GenerateAnswer,
+    ) -> SyntheticOutcome {
         match answer {
             Ok((stored, _)) => Ok(Synthetic {
                 key: key.clone(),
@@ -181,7 +220,11 @@ impl ModelMap for GenerateParams {
                 text_score: None,
                 image_score: None,
             }),
-            Err(message) => Err(ErrorRecord { node: self.node.clone(), location: sample.path.clone(), message: message.clone() }),
+            Err(message) => Err(ErrorRecord {
+                node: self.node.clone(),
+                location: sample.path.clone(),
+                message: message.clone(),
+            }),
         }
     }
     fn is_error(&self, outcome: &SyntheticOutcome) -> bool {
@@ -206,7 +249,13 @@ impl BatchWorker for GenerateWorker {
     fn run(&mut self, items: Vec<GenerateItem>, stats: &ServiceStats) -> Vec<GenerateAnswer> {
         let mut answers: Vec<Option<GenerateAnswer>> = (0..items.len()).map(|_| None).collect();
         let [channels, height, width] = self.generator.model.image_shape;
-        let spec = ImageSpec { channels, height, width, mean: vec![0.5; channels], std: vec![0.5; channels] };
+        let spec = ImageSpec {
+            channels,
+            height,
+            width,
+            mean: vec![0.5; channels],
+            std: vec![0.5; channels],
+        };
         let mut todo = Vec::new();
         let mut sources: BTreeMap<Digest, Result<Arc<Vec<f32>>, String>> = BTreeMap::new();
         for (i, item) in items.into_iter().enumerate() {
@@ -237,15 +286,20 @@ impl BatchWorker for GenerateWorker {
             match self.generator.generate(&requests, &self.settings, stats) {
                 Ok(images) => {
                     let shape = self.generator.model.image_shape;
-                    let pngs: Result<Vec<(Digest, Vec<u8>)>, String> =
-                        todo.iter().zip(images).map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?))).collect();
+                    let pngs: Result<Vec<(Digest, Vec<u8>)>, String> = todo
+                        .iter()
+                        .zip(images)
+                        .map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?)))
+                        .collect();
                     match pngs.and_then(|pngs| self.store.put_many(&pngs)) {
                         Ok(stored) => {
                             for ((i, _, _), s) in todo.iter().zip(stored) {
                                 answers[*i] = Some(Ok((s, true)));
                             }
                         }
-                        Err(e) => todo.iter().for_each(|(i, _, _)| answers[*i] = Some(Err(e.clone()))),
+                        Err(e) => todo
+                            .iter()
+                            .for_each(|(i, _, _)| answers[*i] = Some(Err(e.clone()))),
                     }
                 }
                 Err(e) => {
@@ -255,6 +309,9 @@ impl BatchWorker for GenerateWorker {
                 }
             }
         }
-        answers.into_iter().map(|a| a.expect("every item answered")).collect()
+        answers
+            .into_iter()
+            .map(|a| a.expect("every item answered"))
+            .collect()
     }
 }

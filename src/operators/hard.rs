@@ -49,22 +49,32 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
         rules: &[HardSampleRule],
         combine: Combine,
     ) -> VecCollection<'scope, u64, Sample> {
-        let latest = scores.map(|s| (s.sample, s)).reduce_named("LatestScore", |_id, input, output| {
-            // Scores order by (sample, checkpoint, ..): the last is the latest checkpoint.
-            output.push((input[input.len() - 1].0.clone(), 1));
-        });
-        let scored = self.clone().map(|s| (s.id, s)).join_map(latest, |_id, sample, score| (sample.clone(), score.clone()));
+        let latest =
+            scores
+                .map(|s| (s.sample, s))
+                .reduce_named("LatestScore", |_id, input, output| {
+                    // Scores order by (sample, checkpoint, ..): the last is the latest checkpoint.
+                    output.push((input[input.len() - 1].0.clone(), 1));
+                });
+        let scored = self
+            .clone()
+            .map(|s| (s.id, s))
+            .join_map(latest, |_id, sample, score| (sample.clone(), score.clone()));
         let picked: Vec<VecCollection<'scope, u64, Sample>> = rules
             .iter()
             .map(|rule| match rule.clone() {
-                HardSampleRule::Misclassified => {
-                    scored.clone().filter(|(s, score)| score.predicted != s.label).map(|(s, _)| s)
-                }
-                HardSampleRule::PTrueBelow(tau) => {
-                    scored.clone().filter(move |(_, score)| score.p_true.0 < tau).map(|(s, _)| s)
-                }
+                HardSampleRule::Misclassified => scored
+                    .clone()
+                    .filter(|(s, score)| score.predicted != s.label)
+                    .map(|(s, _)| s),
+                HardSampleRule::PTrueBelow(tau) => scored
+                    .clone()
+                    .filter(move |(_, score)| score.p_true.0 < tau)
+                    .map(|(s, _)| s),
                 HardSampleRule::TopKLoss(k) => top_by_loss(scored.clone(), move |_| k),
-                HardSampleRule::TopFractionLoss(f) => top_by_loss(scored.clone(), move |n| (f * n as f64).ceil() as usize),
+                HardSampleRule::TopFractionLoss(f) => {
+                    top_by_loss(scored.clone(), move |n| (f * n as f64).ceil() as usize)
+                }
                 HardSampleRule::TailClassesBelow(n) => {
                     let tail = self
                         .clone()
@@ -72,7 +82,10 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
                         .count()
                         .filter(move |(_, count)| (*count as usize) < n)
                         .map(|(label, _)| label);
-                    self.clone().map(|s| (s.label.clone(), s)).semijoin(tail).map(|(_, s)| s)
+                    self.clone()
+                        .map(|s| (s.label.clone(), s))
+                        .semijoin(tail)
+                        .map(|(_, s)| s)
                 }
             })
             .collect();
@@ -80,7 +93,12 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
         let all = differential_dataflow::collection::concatenate(self.scope(), picked);
         match combine {
             Combine::Any => all.distinct(),
-            Combine::All => all.threshold_named("AllRules", move |_, count| if *count == rule_count { 1 } else { 0 }),
+            Combine::All => {
+                all.threshold_named(
+                    "AllRules",
+                    move |_, count| if *count == rule_count { 1 } else { 0 },
+                )
+            }
         }
     }
 }
@@ -95,7 +113,13 @@ fn top_by_loss<'scope>(
         .reduce_named("TopByLoss", move |_unit, input, output| {
             let n: isize = input.iter().map(|(_, count)| *count).sum();
             let take = k(n.max(0) as usize);
-            output.extend(input.iter().rev().take(take).map(|((_, s), _)| (s.clone(), 1)));
+            output.extend(
+                input
+                    .iter()
+                    .rev()
+                    .take(take)
+                    .map(|((_, s), _)| (s.clone(), 1)),
+            );
         })
         .map(|((), s)| s)
 }
@@ -108,21 +132,42 @@ mod tests {
     use timely::dataflow::operators::capture::{Capture, Extract};
 
     fn sample(name: &str, label: &str) -> Sample {
-        Sample { id: sample_id(name), name: name.into(), label: label.into(), path: name.into(), digest: Digest::of(name.as_bytes()) }
+        Sample {
+            id: sample_id(name),
+            name: name.into(),
+            label: label.into(),
+            path: name.into(),
+            digest: Digest::of(name.as_bytes()),
+        }
     }
     fn score(s: &Sample, checkpoint: u64, p: f32, predicted: &str) -> Score {
-        Score { sample: s.id, checkpoint, p_true: Value(p), loss: Value(-p.ln()), predicted: predicted.into() }
+        Score {
+            sample: s.id,
+            checkpoint,
+            p_true: Value(p),
+            loss: Value(-p.ln()),
+            predicted: predicted.into(),
+        }
     }
 
     type Updates = Vec<(String, u64, isize)>;
 
     /// Runs `hard` over scripted updates; returns the output diffs as (name, time, diff), sorted.
-    fn run(rules: Vec<HardSampleRule>, combine: Combine, script: Vec<(u64, Vec<(Sample, isize)>, Vec<(Score, isize)>)>) -> Updates {
+    fn run(
+        rules: Vec<HardSampleRule>,
+        combine: Combine,
+        script: Vec<(u64, Vec<(Sample, isize)>, Vec<(Score, isize)>)>,
+    ) -> Updates {
         let captured = timely::execute_directly(move |worker| {
             let (mut samples, mut scores, captured) = worker.dataflow::<u64, _, _>(|scope| {
                 let (si, s) = scope.new_collection::<Sample, isize>();
                 let (ci, c) = scope.new_collection::<Score, isize>();
-                let out = s.hard(c, &rules, combine).map(|s| s.name).consolidate().inner.capture();
+                let out = s
+                    .hard(c, &rules, combine)
+                    .map(|s| s.name)
+                    .consolidate()
+                    .inner
+                    .capture();
                 (si, ci, out)
             });
             for (time, sample_updates, score_updates) in script.clone() {
@@ -139,26 +184,52 @@ mod tests {
             scores.close();
             captured
         });
-        let mut out: Updates = captured.extract().into_iter().flat_map(|(_, data)| data).collect();
+        let mut out: Updates = captured
+            .extract()
+            .into_iter()
+            .flat_map(|(_, data)| data)
+            .collect();
         out.sort();
         out
     }
 
     #[test]
     fn misclassified_or_low_p_true_with_exact_retractions() {
-        let (a, b, c) = (sample("coat/a", "coat"), sample("coat/b", "coat"), sample("shirt/c", "shirt"));
+        let (a, b, c) = (
+            sample("coat/a", "coat"),
+            sample("coat/b", "coat"),
+            sample("shirt/c", "shirt"),
+        );
         let script = vec![
             (
                 0,
                 vec![(a.clone(), 1), (b.clone(), 1), (c.clone(), 1)],
-                vec![(score(&a, 0, 0.9, "coat"), 1), (score(&b, 0, 0.3, "coat"), 1), (score(&c, 0, 0.6, "coat"), 1)],
+                vec![
+                    (score(&a, 0, 0.9, "coat"), 1),
+                    (score(&b, 0, 0.3, "coat"), 1),
+                    (score(&c, 0, 0.6, "coat"), 1),
+                ],
             ),
             // A new checkpoint: b is now confident, a slips below the threshold.
-            (1, vec![], vec![(score(&b, 1, 0.95, "coat"), 1), (score(&a, 1, 0.2, "shirt"), 1)]),
+            (
+                1,
+                vec![],
+                vec![
+                    (score(&b, 1, 0.95, "coat"), 1),
+                    (score(&a, 1, 0.2, "shirt"), 1),
+                ],
+            ),
             // c's score is withdrawn: it is no longer misclassified by anything.
             (2, vec![], vec![(score(&c, 0, 0.6, "coat"), -1)]),
         ];
-        let out = run(vec![HardSampleRule::Misclassified, HardSampleRule::PTrueBelow(0.5)], Combine::Any, script);
+        let out = run(
+            vec![
+                HardSampleRule::Misclassified,
+                HardSampleRule::PTrueBelow(0.5),
+            ],
+            Combine::Any,
+            script,
+        );
         assert_eq!(
             out,
             vec![
@@ -173,27 +244,73 @@ mod tests {
 
     #[test]
     fn top_k_tail_classes_and_all_combination() {
-        let samples: Vec<Sample> = (0..4).map(|i| sample(&format!("coat/{i}"), "coat")).chain([sample("bag/0", "bag")]).collect();
-        let scores: Vec<(Score, isize)> =
-            samples.iter().enumerate().map(|(i, s)| (score(s, 0, 0.1 + 0.2 * i as f32, &s.label), 1)).collect();
-        let initial = vec![(0, samples.iter().map(|s| (s.clone(), 1)).collect(), scores.clone())];
-        let out = run(vec![HardSampleRule::TopKLoss(2)], Combine::Any, initial.clone());
-        assert_eq!(out, vec![("coat/0".to_string(), 0, 1), ("coat/1".to_string(), 0, 1)]);
-        let out = run(vec![HardSampleRule::TopFractionLoss(0.5)], Combine::Any, initial.clone());
+        let samples: Vec<Sample> = (0..4)
+            .map(|i| sample(&format!("coat/{i}"), "coat"))
+            .chain([sample("bag/0", "bag")])
+            .collect();
+        let scores: Vec<(Score, isize)> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (score(s, 0, 0.1 + 0.2 * i as f32, &s.label), 1))
+            .collect();
+        let initial = vec![(
+            0,
+            samples.iter().map(|s| (s.clone(), 1)).collect(),
+            scores.clone(),
+        )];
+        let out = run(
+            vec![HardSampleRule::TopKLoss(2)],
+            Combine::Any,
+            initial.clone(),
+        );
+        assert_eq!(
+            out,
+            vec![("coat/0".to_string(), 0, 1), ("coat/1".to_string(), 0, 1)]
+        );
+        let out = run(
+            vec![HardSampleRule::TopFractionLoss(0.5)],
+            Combine::Any,
+            initial.clone(),
+        );
         assert_eq!(out.len(), 3, "ceil(0.5 * 5) = 3: {out:?}");
-        let out = run(vec![HardSampleRule::TailClassesBelow(2)], Combine::Any, initial.clone());
+        let out = run(
+            vec![HardSampleRule::TailClassesBelow(2)],
+            Combine::Any,
+            initial.clone(),
+        );
         assert_eq!(out, vec![("bag/0".to_string(), 0, 1)]);
         // bag/0 has p = 0.9: a tail sample, but not a low-p one.
-        let out = run(vec![HardSampleRule::TailClassesBelow(2), HardSampleRule::PTrueBelow(0.95)], Combine::All, initial.clone());
+        let out = run(
+            vec![
+                HardSampleRule::TailClassesBelow(2),
+                HardSampleRule::PTrueBelow(0.95),
+            ],
+            Combine::All,
+            initial.clone(),
+        );
         assert_eq!(out, vec![("bag/0".to_string(), 0, 1)]);
-        let out = run(vec![HardSampleRule::TailClassesBelow(2), HardSampleRule::PTrueBelow(0.5)], Combine::All, initial);
+        let out = run(
+            vec![
+                HardSampleRule::TailClassesBelow(2),
+                HardSampleRule::PTrueBelow(0.5),
+            ],
+            Combine::All,
+            initial,
+        );
         assert!(out.is_empty(), "{out:?}");
         // Adding a second bag lifts the class out of the tail: bag/0 is retracted.
         let script = vec![
             (0, samples.iter().map(|s| (s.clone(), 1)).collect(), scores),
             (1, vec![(sample("bag/1", "bag"), 1)], vec![]),
         ];
-        let out = run(vec![HardSampleRule::TailClassesBelow(2)], Combine::Any, script);
-        assert_eq!(out, vec![("bag/0".to_string(), 0, 1), ("bag/0".to_string(), 1, -1)]);
+        let out = run(
+            vec![HardSampleRule::TailClassesBelow(2)],
+            Combine::Any,
+            script,
+        );
+        assert_eq!(
+            out,
+            vec![("bag/0".to_string(), 0, 1), ("bag/0".to_string(), 1, -1)]
+        );
     }
 }

@@ -32,9 +32,13 @@ pub trait ModelMap: 'static {
     /// The memo key of an input.
     fn key(&self, input: &Self::In) -> Self::Key;
     /// The request for an input, or an immediate answer when no model call can help.
-    fn request(&self, input: &Self::In) -> Result<<Self::Worker as BatchWorker>::Item, <Self::Worker as BatchWorker>::Output>;
+    fn request(
+        &self,
+        input: &Self::In,
+    ) -> Result<<Self::Worker as BatchWorker>::Item, <Self::Worker as BatchWorker>::Output>;
     /// The output for an input, given its (memoized) answer.
-    fn answer(&self, input: &Self::In, answer: &<Self::Worker as BatchWorker>::Output) -> Self::Out;
+    fn answer(&self, input: &Self::In, answer: &<Self::Worker as BatchWorker>::Output)
+        -> Self::Out;
     /// Whether an output counts as an error in the stats.
     fn is_error(&self, output: &Self::Out) -> bool;
     /// Whether the service computed an answer (rather than finding it in a persistent store).
@@ -61,93 +65,102 @@ where
     let map = Arc::clone(&router);
     input
         .inner
-        .unary_frontier(Exchange::new(move |update: &(M::In, u64, isize)| router.route(&update.0)), name, move |_cap, info| {
-            let activator = scope.worker().sync_activator_for(info.address.to_vec());
-            let wake: Wake = Arc::new(move || {
-                let _ = activator.activate();
-            });
-            let (reply, replies): (_, Receiver<Reply<M::Worker>>) = unbounded();
-            let mut memo: HashMap<M::Key, <M::Worker as BatchWorker>::Output> = HashMap::new();
-            let mut waiting: HashMap<M::Key, Vec<(M::In, u64, isize)>> = HashMap::new();
-            let mut unsent: Vec<(M::Key, <M::Worker as BatchWorker>::Item, u64)> = Vec::new();
-            let mut in_flight: HashMap<u64, Vec<M::Key>> = HashMap::new();
-            let mut caps: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
-            let mut next_tag = 0u64;
-            let mut ready: Vec<(M::Out, u64, isize)> = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    let cap = cap.retain_least(0).expect("a totally ordered stamp");
-                    for batch in data {
-                        for (record, time, diff) in batch.drain(..) {
-                            stats.records_in(diff);
-                            // Every record holds its time's capability until its answer is out.
-                            caps.entry(time).or_insert_with(|| (cap.delayed(&time), 0)).1 += 1;
-                            let key = map.key(&record);
-                            if let Some(answer) = memo.get(&key) {
-                                stats.cache_hit();
-                                ready.push((map.answer(&record, answer), time, diff));
-                                continue;
-                            }
-                            let queue = waiting.entry(key.clone()).or_default();
-                            if !queue.is_empty() {
-                                // The same request is already on its way.
-                                stats.cache_hit();
-                                queue.push((record, time, diff));
-                                continue;
-                            }
-                            match map.request(&record) {
-                                Ok(item) => {
-                                    unsent.push((key, item, time));
-                                    queue.push((record, time, diff));
-                                }
-                                Err(answer) => {
-                                    waiting.remove(&key);
-                                    ready.push((map.answer(&record, &answer), time, diff));
-                                    memo.insert(key, answer);
-                                }
-                            }
-                        }
-                    }
+        .unary_frontier(
+            Exchange::new(move |update: &(M::In, u64, isize)| router.route(&update.0)),
+            name,
+            move |_cap, info| {
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                let wake: Wake = Arc::new(move || {
+                    let _ = activator.activate();
                 });
-                // Full batches go now; a partial batch once no more input can come for its time.
-                let complete = |t: &u64| !frontier.frontier().less_equal(t);
-                while unsent.len() >= batch_size || (!unsent.is_empty() && unsent.iter().all(|(_, _, t)| complete(t))) {
-                    let take = unsent.len().min(batch_size);
-                    let (keys, items): (Vec<_>, Vec<_>) = unsent.drain(..take).map(|(k, item, _)| (k, item)).unzip();
-                    in_flight.insert(next_tag, keys);
-                    service.submit(next_tag, items, &reply, &wake);
-                    next_tag += 1;
-                    stats.batch();
-                }
-                while let Ok((tag, answers)) = replies.try_recv() {
-                    let keys = in_flight.remove(&tag).expect("a batch we sent");
-                    for (key, answer) in keys.into_iter().zip(answers) {
-                        if map.was_computed(&answer) {
-                            stats.computed();
-                        } else {
-                            stats.cache_hit();
+                let (reply, replies): (_, Receiver<Reply<M::Worker>>) = unbounded();
+                let mut memo: HashMap<M::Key, <M::Worker as BatchWorker>::Output> = HashMap::new();
+                let mut waiting: HashMap<M::Key, Vec<(M::In, u64, isize)>> = HashMap::new();
+                let mut unsent: Vec<(M::Key, <M::Worker as BatchWorker>::Item, u64)> = Vec::new();
+                let mut in_flight: HashMap<u64, Vec<M::Key>> = HashMap::new();
+                let mut caps: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
+                let mut next_tag = 0u64;
+                let mut ready: Vec<(M::Out, u64, isize)> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        let cap = cap.retain_least(0).expect("a totally ordered stamp");
+                        for batch in data {
+                            for (record, time, diff) in batch.drain(..) {
+                                stats.records_in(diff);
+                                // Every record holds its time's capability until its answer is out.
+                                caps.entry(time)
+                                    .or_insert_with(|| (cap.delayed(&time), 0))
+                                    .1 += 1;
+                                let key = map.key(&record);
+                                if let Some(answer) = memo.get(&key) {
+                                    stats.cache_hit();
+                                    ready.push((map.answer(&record, answer), time, diff));
+                                    continue;
+                                }
+                                let queue = waiting.entry(key.clone()).or_default();
+                                if !queue.is_empty() {
+                                    // The same request is already on its way.
+                                    stats.cache_hit();
+                                    queue.push((record, time, diff));
+                                    continue;
+                                }
+                                match map.request(&record) {
+                                    Ok(item) => {
+                                        unsent.push((key, item, time));
+                                        queue.push((record, time, diff));
+                                    }
+                                    Err(answer) => {
+                                        waiting.remove(&key);
+                                        ready.push((map.answer(&record, &answer), time, diff));
+                                        memo.insert(key, answer);
+                                    }
+                                }
+                            }
                         }
-                        for (record, time, diff) in waiting.remove(&key).unwrap_or_default() {
-                            ready.push((map.answer(&record, &answer), time, diff));
-                        }
-                        memo.insert(key, answer);
+                    });
+                    // Full batches go now; a partial batch once no more input can come for its time.
+                    let complete = |t: &u64| !frontier.frontier().less_equal(t);
+                    while unsent.len() >= batch_size
+                        || (!unsent.is_empty() && unsent.iter().all(|(_, _, t)| complete(t)))
+                    {
+                        let take = unsent.len().min(batch_size);
+                        let (keys, items): (Vec<_>, Vec<_>) =
+                            unsent.drain(..take).map(|(k, item, _)| (k, item)).unzip();
+                        in_flight.insert(next_tag, keys);
+                        service.submit(next_tag, items, &reply, &wake);
+                        next_tag += 1;
+                        stats.batch();
                     }
-                }
-                if !ready.is_empty() {
-                    ready.sort_by_key(|(_, t, _)| *t);
-                    for (out, time, diff) in ready.drain(..) {
-                        let (cap, count) = caps.get_mut(&time).expect("capability held");
-                        *count -= 1;
-                        if map.is_error(&out) {
-                            stats.error(diff);
-                        } else {
-                            stats.records_out(diff);
+                    while let Ok((tag, answers)) = replies.try_recv() {
+                        let keys = in_flight.remove(&tag).expect("a batch we sent");
+                        for (key, answer) in keys.into_iter().zip(answers) {
+                            if map.was_computed(&answer) {
+                                stats.computed();
+                            } else {
+                                stats.cache_hit();
+                            }
+                            for (record, time, diff) in waiting.remove(&key).unwrap_or_default() {
+                                ready.push((map.answer(&record, &answer), time, diff));
+                            }
+                            memo.insert(key, answer);
                         }
-                        output.session(&*cap).give((out, time, diff));
                     }
+                    if !ready.is_empty() {
+                        ready.sort_by_key(|(_, t, _)| *t);
+                        for (out, time, diff) in ready.drain(..) {
+                            let (cap, count) = caps.get_mut(&time).expect("capability held");
+                            *count -= 1;
+                            if map.is_error(&out) {
+                                stats.error(diff);
+                            } else {
+                                stats.records_out(diff);
+                            }
+                            output.session(&*cap).give((out, time, diff));
+                        }
+                    }
+                    caps.retain(|_, (_, count)| *count > 0);
                 }
-                caps.retain(|_, (_, count)| *count > 0);
-            }
-        })
+            },
+        )
         .as_collection()
 }

@@ -58,32 +58,40 @@ impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
         let mut written_any = false;
         // Every row is exchanged to worker 0, which alone writes.
         let writer = self.scope().index() == 0;
-        self.inner.sink(Exchange::new(|_: &((usize, Row), u64, isize)| 0), &name, move |(input, frontier)| {
-            input.for_each(|_cap, data| {
-                for (row, time, diff) in data.drain(..) {
-                    params.stats.records_in(diff);
-                    pending.entry(time).or_default().push((row, diff));
+        self.inner.sink(
+            Exchange::new(|_: &((usize, Row), u64, isize)| 0),
+            &name,
+            move |(input, frontier)| {
+                input.for_each(|_cap, data| {
+                    for (row, time, diff) in data.drain(..) {
+                        params.stats.records_in(diff);
+                        pending.entry(time).or_default().push((row, diff));
+                    }
+                });
+                if !writer {
+                    return;
                 }
-            });
-            if !writer {
-                return;
-            }
-            let frontier = frontier.frontier();
-            let complete: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
-            for time in complete {
-                for (row, diff) in pending.remove(&time).unwrap_or_default() {
-                    let count = state.entry(row).or_insert(0);
-                    *count += diff;
+                let frontier = frontier.frontier();
+                let complete: Vec<u64> = pending
+                    .keys()
+                    .copied()
+                    .filter(|t| !frontier.less_equal(t))
+                    .collect();
+                for time in complete {
+                    for (row, diff) in pending.remove(&time).unwrap_or_default() {
+                        let count = state.entry(row).or_insert(0);
+                        *count += diff;
+                    }
+                    state.retain(|_, count| *count != 0);
+                    write(&params, time, &state);
+                    written_any = true;
                 }
-                state.retain(|_, count| *count != 0);
-                write(&params, time, &state);
-                written_any = true;
-            }
-            if !written_any && !frontier.less_equal(&params.first_version) {
-                write(&params, params.first_version, &state);
-                written_any = true;
-            }
-        });
+                if !written_any && !frontier.less_equal(&params.first_version) {
+                    write(&params, params.first_version, &state);
+                    written_any = true;
+                }
+            },
+        );
     }
 }
 
@@ -93,8 +101,19 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
     for ((input, row), count) in state {
         tables[*input].push((row, *count));
     }
-    let rows: usize = tables.iter().flatten().map(|(_, c)| (*c).max(0) as usize).sum();
-    let mut result = write_snapshot(&params.folder, version, &params.inputs, &tables, &params.formats, params.keep_versions);
+    let rows: usize = tables
+        .iter()
+        .flatten()
+        .map(|(_, c)| (*c).max(0) as usize)
+        .sum();
+    let mut result = write_snapshot(
+        &params.folder,
+        version,
+        &params.inputs,
+        &tables,
+        &params.formats,
+        params.keep_versions,
+    );
     if let (Ok(()), Some(output)) = (&result, &params.report) {
         let synthetic = tables.iter().flatten().filter_map(|(row, _)| match row {
             Row::Synthetic(s) => Some(s),

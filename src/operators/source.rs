@@ -57,7 +57,12 @@ pub struct SourceDiff {
 
 impl SourceState {
     pub fn new(node: &str, location: SourceLocation) -> Self {
-        SourceState { node: node.to_string(), location, last: Scan::default(), digests: HashMap::new() }
+        SourceState {
+            node: node.to_string(),
+            location,
+            last: Scan::default(),
+            digests: HashMap::new(),
+        }
     }
 
     /// Rescans and returns what changed. Only entries whose id falls in this worker's share
@@ -80,8 +85,17 @@ impl SourceState {
                 diff.samples.push((old.clone(), -1));
             }
         }
-        diff.errors.extend(scan.errors.difference(&self.last.errors).map(|e| (e.clone(), 1)));
-        diff.errors.extend(self.last.errors.difference(&scan.errors).map(|e| (e.clone(), -1)));
+        diff.errors.extend(
+            scan.errors
+                .difference(&self.last.errors)
+                .map(|e| (e.clone(), 1)),
+        );
+        diff.errors.extend(
+            self.last
+                .errors
+                .difference(&scan.errors)
+                .map(|e| (e.clone(), -1)),
+        );
         self.last = scan;
         diff
     }
@@ -97,7 +111,11 @@ impl SourceState {
             Err((location, message)) => {
                 // Only one worker reports a source-wide failure.
                 if index == 0 {
-                    scan.errors.insert(ErrorRecord { node: self.node.clone(), location, message });
+                    scan.errors.insert(ErrorRecord {
+                        node: self.node.clone(),
+                        location,
+                        message,
+                    });
                 }
                 return scan;
             }
@@ -107,7 +125,11 @@ impl SourceState {
                 Ok(entry) => entry,
                 Err((location, message)) => {
                     if index == 0 {
-                        scan.errors.insert(ErrorRecord { node: self.node.clone(), location, message });
+                        scan.errors.insert(ErrorRecord {
+                            node: self.node.clone(),
+                            location,
+                            message,
+                        });
                     }
                     continue;
                 }
@@ -119,16 +141,36 @@ impl SourceState {
             match self.digest(&entry.path) {
                 Ok(digest) => {
                     if let Some(previous) = scan.samples.get(&id) {
-                        let message = format!("duplicate sample name `{}` (first at {})", entry.name, previous.path);
-                        scan.errors.insert(ErrorRecord { node: self.node.clone(), location: entry.origin, message });
+                        let message = format!(
+                            "duplicate sample name `{}` (first at {})",
+                            entry.name, previous.path
+                        );
+                        scan.errors.insert(ErrorRecord {
+                            node: self.node.clone(),
+                            location: entry.origin,
+                            message,
+                        });
                         continue;
                     }
                     let path = entry.path.to_string_lossy().into_owned();
-                    scan.samples.insert(id, Sample { id, name: entry.name, label: entry.label, path, digest });
+                    scan.samples.insert(
+                        id,
+                        Sample {
+                            id,
+                            name: entry.name,
+                            label: entry.label,
+                            path,
+                            digest,
+                        },
+                    );
                 }
                 Err(message) => {
                     let location = entry.path.display().to_string();
-                    scan.errors.insert(ErrorRecord { node: self.node.clone(), location, message });
+                    scan.errors.insert(ErrorRecord {
+                        node: self.node.clone(),
+                        location,
+                        message,
+                    });
                 }
             }
         }
@@ -138,7 +180,10 @@ impl SourceState {
     /// The digest of a file, checking once that it decodes as an image.
     fn digest(&mut self, path: &Path) -> Result<Digest, String> {
         let meta = std::fs::metadata(path).map_err(|e| format!("cannot read image: {e}"))?;
-        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        let stamp = (
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        );
         if let Some((size, modified, digest)) = self.digests.get(path) {
             if (*size, *modified) == stamp {
                 return Ok(*digest);
@@ -147,7 +192,8 @@ impl SourceState {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read image: {e}"))?;
         check_decodes(&bytes)?;
         let digest = Digest::of(&bytes);
-        self.digests.insert(path.to_path_buf(), (stamp.0, stamp.1, digest));
+        self.digests
+            .insert(path.to_path_buf(), (stamp.0, stamp.1, digest));
         Ok(digest)
     }
 }
@@ -156,32 +202,58 @@ type Listed = Result<Vec<Result<Entry, (String, String)>>, (String, String)>;
 
 fn list_image_folder(root: &Path) -> Listed {
     let read = |dir: &Path| {
-        std::fs::read_dir(dir).map_err(|e| (dir.display().to_string(), format!("cannot read image folder: {e}")))
+        std::fs::read_dir(dir).map_err(|e| {
+            (
+                dir.display().to_string(),
+                format!("cannot read image folder: {e}"),
+            )
+        })
     };
-    let mut classes: Vec<PathBuf> =
-        read(root)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut classes: Vec<PathBuf> = read(root)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     classes.sort();
     if classes.is_empty() {
-        return Err((root.display().to_string(), "image folder has no class sub-folders".into()));
+        return Err((
+            root.display().to_string(),
+            "image folder has no class sub-folders".into(),
+        ));
     }
     let mut entries = Vec::new();
     for class_dir in classes {
-        let label = class_dir.file_name().expect("a folder name").to_string_lossy().into_owned();
+        let label = class_dir
+            .file_name()
+            .expect("a folder name")
+            .to_string_lossy()
+            .into_owned();
         let mut files = Vec::new();
         collect_images(&class_dir, &mut files);
         files.sort();
         for path in files {
             let relative = path.strip_prefix(root).expect("under root");
-            let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let name = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
             let origin = path.display().to_string();
-            entries.push(Ok(Entry { name, label: label.clone(), path, origin }));
+            entries.push(Ok(Entry {
+                name,
+                label: label.clone(),
+                path,
+                origin,
+            }));
         }
     }
     Ok(entries)
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(read) = std::fs::read_dir(dir) else { return };
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in read.filter_map(|e| e.ok()) {
         let path = entry.path();
         if path.is_dir() {
@@ -206,12 +278,21 @@ struct ManifestRow {
 }
 
 fn read_manifest(file: &Path) -> Listed {
-    let text = std::fs::read_to_string(file).map_err(|e| (file.display().to_string(), format!("cannot read manifest: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        (
+            file.display().to_string(),
+            format!("cannot read manifest: {e}"),
+        )
+    })?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let is_csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let is_csv = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let mut rows: Vec<(usize, Result<ManifestRow, String>)> = Vec::new();
     if is_csv {
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         for record in reader.deserialize::<ManifestRow>() {
             let line = |e: &csv::Error| e.position().map(|p| p.line() as usize).unwrap_or(0);
             match record {
@@ -224,7 +305,10 @@ fn read_manifest(file: &Path) -> Listed {
             if line.trim().is_empty() {
                 continue;
             }
-            rows.push((i + 1, serde_json::from_str::<ManifestRow>(line).map_err(|e| e.to_string())));
+            rows.push((
+                i + 1,
+                serde_json::from_str::<ManifestRow>(line).map_err(|e| e.to_string()),
+            ));
         }
     }
     Ok(rows
@@ -234,7 +318,12 @@ fn read_manifest(file: &Path) -> Listed {
             let row = row.map_err(|e| (origin.clone(), format!("bad manifest row: {e}")))?;
             let path = base.join(&row.path);
             let name = row.id.unwrap_or(row.path);
-            Ok(Entry { name, label: row.label, path, origin })
+            Ok(Entry {
+                name,
+                label: row.label,
+                path,
+                origin,
+            })
         })
         .collect())
 }
@@ -245,7 +334,9 @@ mod tests {
 
     fn png(path: &Path, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::GrayImage::from_pixel(4, 4, image::Luma([value])).save(path).unwrap();
+        image::GrayImage::from_pixel(4, 4, image::Luma([value]))
+            .save(path)
+            .unwrap();
     }
 
     #[test]
@@ -258,7 +349,11 @@ mod tests {
         std::fs::write(root.join("shirt/broken.png"), b"\x89PNG not really").unwrap();
         let mut state = SourceState::new("train", SourceLocation::ImageFolder(root.to_path_buf()));
         let first = state.rescan(0, 1);
-        let names: Vec<_> = first.samples.iter().map(|(s, d)| (s.name.as_str(), s.label.as_str(), *d)).collect();
+        let names: Vec<_> = first
+            .samples
+            .iter()
+            .map(|(s, d)| (s.name.as_str(), s.label.as_str(), *d))
+            .collect();
         assert_eq!(names.len(), 3);
         assert!(names.contains(&("coat/a.png", "coat", 1)));
         assert!(names.contains(&("shirt/c.png", "shirt", 1)));
@@ -275,11 +370,18 @@ mod tests {
         std::fs::remove_file(root.join("shirt/broken.png")).unwrap();
         let old_b = state.last.samples[&sample_id("coat/b.png")].clone();
         let diff = state.rescan(0, 1);
-        let changes: Vec<_> = diff.samples.iter().map(|(s, d)| (s.name.as_str(), *d)).collect();
+        let changes: Vec<_> = diff
+            .samples
+            .iter()
+            .map(|(s, d)| (s.name.as_str(), *d))
+            .collect();
         assert_eq!(changes.len(), 3);
         assert!(changes.contains(&("coat/a.png", -1)));
         assert!(diff.samples.contains(&(old_b.clone(), -1)));
-        assert!(diff.samples.iter().any(|(s, d)| s.name == "coat/b.png" && *d == 1 && s.digest != old_b.digest));
+        assert!(diff
+            .samples
+            .iter()
+            .any(|(s, d)| s.name == "coat/b.png" && *d == 1 && s.digest != old_b.digest));
         assert_eq!(diff.errors.len(), 1);
         assert_eq!(diff.errors[0].1, -1);
     }
@@ -310,10 +412,18 @@ mod tests {
         let diff = SourceState::new("m", SourceLocation::Manifest(jsonl)).rescan(0, 1);
         assert_eq!(diff.samples.len(), 1);
         assert_eq!(diff.samples[0].0.id, sample_id("x1"));
-        let errors: Vec<_> = diff.errors.iter().map(|(e, _)| (e.location.clone(), e.message.clone())).collect();
+        let errors: Vec<_> = diff
+            .errors
+            .iter()
+            .map(|(e, _)| (e.location.clone(), e.message.clone()))
+            .collect();
         assert_eq!(errors.len(), 2);
-        assert!(errors.iter().any(|(l, m)| l.ends_with("m.jsonl:3") && m.contains("bad manifest row")));
-        assert!(errors.iter().any(|(l, m)| l.ends_with("missing.png") && m.contains("cannot read image")));
+        assert!(errors
+            .iter()
+            .any(|(l, m)| l.ends_with("m.jsonl:3") && m.contains("bad manifest row")));
+        assert!(errors
+            .iter()
+            .any(|(l, m)| l.ends_with("missing.png") && m.contains("cannot read image")));
 
         let csv = dir.path().join("m.csv");
         std::fs::write(&csv, "path,label\nimg/x.png,coat\n").unwrap();

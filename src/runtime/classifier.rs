@@ -36,11 +36,27 @@ impl Classifier {
         let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         let digest = Digest::of(&bytes);
         let session = onnx::open_session(&file, options)?;
-        let logits_name = meta.output("logits").map_err(|e| format!("{}: {e}", folder.join("discl.toml").display()))?.to_string();
+        let logits_name = meta
+            .output("logits")
+            .map_err(|e| format!("{}: {e}", folder.join("discl.toml").display()))?
+            .to_string();
         check_io(&session, &meta, &logits_name).map_err(|e| format!("{}: {e}", file.display()))?;
         let [channels, height, width] = meta.input_shape;
-        let spec = ImageSpec { channels, height, width, mean: meta.mean.clone(), std: meta.std.clone() };
-        Ok(Classifier { session, meta, spec, logits_name, file, digest })
+        let spec = ImageSpec {
+            channels,
+            height,
+            width,
+            mean: meta.mean.clone(),
+            std: meta.std.clone(),
+        };
+        Ok(Classifier {
+            session,
+            meta,
+            spec,
+            logits_name,
+            file,
+            digest,
+        })
     }
 
     /// The model's metadata.
@@ -62,11 +78,19 @@ impl Classifier {
         let shape = [n, c, h, w];
         let input = TensorRef::from_array_view((shape, pixels)).map_err(|e| e.to_string())?;
         let fail = |e: ort::Error| format!("{}: {e}", self.file.display());
-        let outputs = self.session.run(ort::inputs![self.meta.input.as_str() => input]).map_err(fail)?;
-        let (shape, data) = outputs[self.logits_name.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.meta.input.as_str() => input])
+            .map_err(fail)?;
+        let (shape, data) = outputs[self.logits_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
         let classes = self.meta.classes.len();
         if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != classes {
-            return Err(format!("{}: logits came back with shape {shape:?}, expected [{n}, {classes}]", self.file.display()));
+            return Err(format!(
+                "{}: logits came back with shape {shape:?}, expected [{n}, {classes}]",
+                self.file.display()
+            ));
         }
         Ok(data.chunks(classes).map(<[f32]>::to_vec).collect())
     }
@@ -74,18 +98,33 @@ impl Classifier {
 
 fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), String> {
     let inputs = onnx::inputs(session);
-    let input = inputs.iter().find(|i| i.name == meta.input).ok_or_else(|| {
-        let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
-        format!("has no input `{}` (its inputs: {names:?})", meta.input)
-    })?;
+    let input = inputs
+        .iter()
+        .find(|i| i.name == meta.input)
+        .ok_or_else(|| {
+            let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
+            format!("has no input `{}` (its inputs: {names:?})", meta.input)
+        })?;
     if input.element != "Float32" {
-        return Err(format!("input `{}` is {}, expected Float32", input.name, input.element));
+        return Err(format!(
+            "input `{}` is {}, expected Float32",
+            input.name, input.element
+        ));
     }
     let [c, h, w] = meta.input_shape;
     let wanted = [-1, c as i64, h as i64, w as i64];
-    let fits = input.shape.len() == 4 && input.shape.iter().zip(wanted).skip(1).all(|(&got, want)| got == -1 || got == want);
+    let fits = input.shape.len() == 4
+        && input
+            .shape
+            .iter()
+            .zip(wanted)
+            .skip(1)
+            .all(|(&got, want)| got == -1 || got == want);
     if !fits {
-        return Err(format!("input `{}` has shape {:?}, expected [batch, {c}, {h}, {w}]", input.name, input.shape));
+        return Err(format!(
+            "input `{}` has shape {:?}, expected [batch, {c}, {h}, {w}]",
+            input.name, input.shape
+        ));
     }
     let outputs = onnx::outputs(session);
     let output = outputs.iter().find(|o| o.name == logits).ok_or_else(|| {
@@ -95,7 +134,10 @@ fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), Str
     let classes = meta.classes.len() as i64;
     match output.shape.last() {
         Some(&n) if n == classes || n == -1 => Ok(()),
-        _ => Err(format!("output `{logits}` has shape {:?}, expected [batch, {classes}] for {classes} classes", output.shape)),
+        _ => Err(format!(
+            "output `{logits}` has shape {:?}, expected [batch, {classes}] for {classes} classes",
+            output.shape
+        )),
     }
 }
 
@@ -107,9 +149,19 @@ pub fn score_logits(logits: &[f32], label: usize) -> ClassifierOutput {
     let predicted = logits
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+            if l > best.1 {
+                (i, l)
+            } else {
+                best
+            }
+        })
         .0;
-    ClassifierOutput { p_true: (-loss).exp(), loss, predicted }
+    ClassifierOutput {
+        p_true: (-loss).exp(),
+        loss,
+        predicted,
+    }
 }
 
 /// One image to classify.
@@ -155,7 +207,10 @@ impl BatchWorker for Classifier {
                 }
             }
         }
-        results.into_iter().map(|result| result.expect("every item answered")).collect()
+        results
+            .into_iter()
+            .map(|result| result.expect("every item answered"))
+            .collect()
     }
 }
 

@@ -19,7 +19,9 @@ impl FromStr for Device {
             "cuda" => Ok(Device::Cuda(0)),
             other => match other.strip_prefix("cuda:").map(str::parse::<i32>) {
                 Some(Ok(id)) if id >= 0 => Ok(Device::Cuda(id)),
-                _ => Err(format!("unknown device `{other}` (expected \"cpu\", \"cuda\" or \"cuda:N\")")),
+                _ => Err(format!(
+                    "unknown device `{other}` (expected \"cpu\", \"cuda\" or \"cuda:N\")"
+                )),
             },
         }
     }
@@ -43,7 +45,10 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(Device::Cpu));
         assert_eq!("cuda".parse(), Ok(Device::Cuda(0)));
         assert_eq!("cuda:2".parse(), Ok(Device::Cuda(2)));
-        assert!("gpu".parse::<Device>().unwrap_err().contains("unknown device `gpu`"));
+        assert!("gpu"
+            .parse::<Device>()
+            .unwrap_err()
+            .contains("unknown device `gpu`"));
         assert!("cuda:-1".parse::<Device>().is_err());
     }
 }

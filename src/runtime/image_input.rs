@@ -28,7 +28,11 @@ impl ImageSpec {
 pub fn decode_into(bytes: &[u8], spec: &ImageSpec, out: &mut Vec<f32>) -> Result<(), String> {
     let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
     let (w, h) = (spec.width as u32, spec.height as u32);
-    let img = if img.width() != w || img.height() != h { img.resize_exact(w, h, FilterType::Triangle) } else { img };
+    let img = if img.width() != w || img.height() != h {
+        img.resize_exact(w, h, FilterType::Triangle)
+    } else {
+        img
+    };
     let plane = spec.height * spec.width;
     let start = out.len();
     out.resize(start + spec.len(), 0.0);
@@ -60,25 +64,47 @@ mod tests {
     fn png(w: u32, h: u32, value: u8) -> Vec<u8> {
         let img = image::GrayImage::from_pixel(w, h, image::Luma([value]));
         let mut bytes = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
         bytes
     }
 
     #[test]
     fn normalises_and_resizes() {
-        let spec = ImageSpec { channels: 1, height: 4, width: 4, mean: vec![0.5], std: vec![0.5] };
+        let spec = ImageSpec {
+            channels: 1,
+            height: 4,
+            width: 4,
+            mean: vec![0.5],
+            std: vec![0.5],
+        };
         let mut out = Vec::new();
         decode_into(&png(8, 8, 255), &spec, &mut out).unwrap();
         assert_eq!(out.len(), 16);
         assert!(out.iter().all(|v| (*v - 1.0).abs() < 1e-6));
-        let rgb = ImageSpec { channels: 3, height: 2, width: 2, mean: vec![0.0; 3], std: vec![1.0; 3] };
+        let rgb = ImageSpec {
+            channels: 3,
+            height: 2,
+            width: 2,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+        };
         decode_into(&png(2, 2, 0), &rgb, &mut out).unwrap();
         assert_eq!(out.len(), 16 + 12);
     }
 
     #[test]
     fn corrupt_bytes_are_an_error() {
-        let spec = ImageSpec { channels: 1, height: 4, width: 4, mean: vec![0.0], std: vec![1.0] };
+        let spec = ImageSpec {
+            channels: 1,
+            height: 4,
+            width: 4,
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
         let mut bytes = png(4, 4, 9);
         bytes.truncate(20);
         let err = decode_into(&bytes, &spec, &mut Vec::new()).unwrap_err();

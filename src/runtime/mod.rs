@@ -2,8 +2,8 @@
 //! decoding, and the inference service that runs batches on threads of its own.
 
 pub mod classifier;
-pub mod diffusion;
 pub mod device;
+pub mod diffusion;
 pub mod image_input;
 pub mod model_meta;
 pub mod onnx;

@@ -36,19 +36,26 @@ impl ModelMeta {
     /// Reads `<folder>/discl.toml` and checks it is self-consistent.
     pub fn load(folder: &Path) -> Result<(ModelMeta, PathBuf), String> {
         let file = folder.join(META_FILE);
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let meta: ModelMeta = toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
-        meta.check().map_err(|e| format!("{}: {e}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let meta: ModelMeta =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
+        meta.check()
+            .map_err(|e| format!("{}: {e}", file.display()))?;
         Ok((meta, file))
     }
 
     fn check(&self) -> Result<(), String> {
         let channels = self.input_shape[0];
         if channels != 1 && channels != 3 {
-            return Err(format!("input_shape has {channels} channels; 1 (grey) or 3 (RGB) are supported"));
+            return Err(format!(
+                "input_shape has {channels} channels; 1 (grey) or 3 (RGB) are supported"
+            ));
         }
         if self.mean.len() != channels || self.std.len() != channels {
-            return Err(format!("mean and std need {channels} values each, one per channel"));
+            return Err(format!(
+                "mean and std need {channels} values each, one per channel"
+            ));
         }
         if self.std.iter().any(|s| *s <= 0.0) {
             return Err("std values must be positive".into());
@@ -58,7 +65,11 @@ impl ModelMeta {
         }
         if let Some(names) = &self.display_names {
             if names.len() != self.classes.len() {
-                return Err(format!("display_names has {} names for {} classes", names.len(), self.classes.len()));
+                return Err(format!(
+                    "display_names has {} names for {} classes",
+                    names.len(),
+                    self.classes.len()
+                ));
             }
         }
         Ok(())
@@ -66,7 +77,10 @@ impl ModelMeta {
 
     /// The output name for a role, or an error naming the missing role.
     pub fn output(&self, role: &str) -> Result<&str, String> {
-        self.outputs.get(role).map(String::as_str).ok_or_else(|| format!("[outputs] has no `{role}` entry"))
+        self.outputs
+            .get(role)
+            .map(String::as_str)
+            .ok_or_else(|| format!("[outputs] has no `{role}` entry"))
     }
 
     /// Index of a class name.
@@ -102,7 +116,10 @@ logits = "logits"
         let (meta, _) = ModelMeta::load(dir.path()).unwrap();
         assert_eq!(meta.class_index("b"), Some(1));
         assert_eq!(meta.output("logits").unwrap(), "logits");
-        assert!(meta.output("features").unwrap_err().contains("no `features`"));
+        assert!(meta
+            .output("features")
+            .unwrap_err()
+            .contains("no `features`"));
     }
 
     #[test]

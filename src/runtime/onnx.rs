@@ -21,7 +21,10 @@ pub fn environment() -> Result<&'static ort::environment::Environment, String> {
             let library = library_path()?;
             let builder = ort::init_from(&library)
                 .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
-            builder.with_name("discl").build().map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+            builder
+                .with_name("discl")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -52,7 +55,11 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: Device::Cpu, fallback_to_cpu: false, intra_threads: 1 }
+        SessionOptions {
+            device: Device::Cpu,
+            fallback_to_cpu: false,
+            intra_threads: 1,
+        }
     }
 }
 
@@ -103,8 +110,14 @@ fn declare(outlet: &ort::value::Outlet) -> TensorDecl {
     let dtype = outlet.dtype();
     TensorDecl {
         name: outlet.name().to_string(),
-        element: dtype.tensor_type().map(|t| format!("{t:?}")).unwrap_or_else(|| format!("{dtype:?}")),
-        shape: dtype.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default(),
+        element: dtype
+            .tensor_type()
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_else(|| format!("{dtype:?}")),
+        shape: dtype
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default(),
     }
 }
 

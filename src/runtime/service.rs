@@ -85,14 +85,27 @@ impl<W: BatchWorker> InferenceService<W> {
                     .expect("spawn inference thread")
             })
             .collect();
-        InferenceService { sender: Some(sender), threads, stats }
+        InferenceService {
+            sender: Some(sender),
+            threads,
+            stats,
+        }
     }
 
     /// Queues a batch; its outputs (one per item, in order) arrive on `reply` under `tag`,
     /// then `wake` is called. Never blocks.
     pub fn submit(&self, tag: u64, items: Vec<W::Item>, reply: &Sender<Reply<W>>, wake: &Wake) {
-        let job = Job { tag, items, reply: reply.clone(), wake: Arc::clone(wake) };
-        self.sender.as_ref().expect("service running").send(job).expect("inference threads alive");
+        let job = Job {
+            tag,
+            items,
+            reply: reply.clone(),
+            wake: Arc::clone(wake),
+        };
+        self.sender
+            .as_ref()
+            .expect("service running")
+            .send(job)
+            .expect("inference threads alive");
     }
 
     /// The service's counters.
@@ -105,9 +118,13 @@ fn serve<W: BatchWorker>(mut worker: W, jobs: Receiver<Job<W>>, stats: Arc<Servi
     while let Ok(job) = jobs.recv() {
         let started = Instant::now();
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.items.fetch_add(job.items.len() as u64, Ordering::Relaxed);
+        stats
+            .items
+            .fetch_add(job.items.len() as u64, Ordering::Relaxed);
         let outputs = worker.run(job.items, &stats);
-        stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats
+            .busy_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // The caller may have gone away (a failed run); nothing to do then.
         if job.reply.send((job.tag, outputs)).is_ok() {
             (job.wake)();

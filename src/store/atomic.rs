@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// A temporary sibling name for `target` that is unique to this process.
 pub fn temp_sibling(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -39,7 +42,9 @@ pub fn write_file_with(target: &Path, bytes: &[u8], sync: bool) -> Result<(), St
 
 /// Fsyncs a folder so renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Points the symlink `link` at `target` (a sibling name) atomically.

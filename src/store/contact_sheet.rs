@@ -13,28 +13,54 @@ const GAP: u32 = 2;
 const MIN_TILE: u32 = 64;
 
 /// Writes a sheet for every source image among `synthetic` (paths relative to `output`).
-pub fn write_contact_sheets<'a>(output: &Path, synthetic: impl Iterator<Item = &'a Synthetic>) -> Result<(), String> {
+pub fn write_contact_sheets<'a>(
+    output: &Path,
+    synthetic: impl Iterator<Item = &'a Synthetic>,
+) -> Result<(), String> {
     let mut by_source: BTreeMap<(&str, u64), BTreeMap<(u16, u32), &Synthetic>> = BTreeMap::new();
     for s in synthetic {
-        by_source.entry((s.source.as_str(), s.key.sample)).or_default().insert((s.key.level, s.key.seed), s);
+        by_source
+            .entry((s.source.as_str(), s.key.sample))
+            .or_default()
+            .insert((s.key.level, s.key.seed), s);
     }
     for ((source, sample), images) in by_source {
-        let stem = Path::new(source).file_stem().map_or("sample".into(), |s| s.to_string_lossy().into_owned());
-        let target = output.join("report/spectrum").join(format!("{stem}-{sample:016x}.png"));
+        let stem = Path::new(source)
+            .file_stem()
+            .map_or("sample".into(), |s| s.to_string_lossy().into_owned());
+        let target = output
+            .join("report/spectrum")
+            .join(format!("{stem}-{sample:016x}.png"));
         let sheet = sheet(output, source, &images)?;
         let mut bytes = Vec::new();
-        sheet.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| e.to_string())?;
+        sheet
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| e.to_string())?;
         write_file(&target, &bytes)?;
     }
     Ok(())
 }
 
 fn load(path: &Path) -> Result<RgbImage, String> {
-    image::open(path).map(|i| i.to_rgb8()).map_err(|e| format!("{}: {e}", path.display()))
+    image::open(path)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn sheet(output: &Path, source: &str, images: &BTreeMap<(u16, u32), &Synthetic>) -> Result<RgbImage, String> {
-    let levels: Vec<u16> = images.keys().map(|(l, _)| *l).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+fn sheet(
+    output: &Path,
+    source: &str,
+    images: &BTreeMap<(u16, u32), &Synthetic>,
+) -> Result<RgbImage, String> {
+    let levels: Vec<u16> = images
+        .keys()
+        .map(|(l, _)| *l)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let seeds = images.keys().map(|(_, s)| *s + 1).max().unwrap_or(1);
     let first = load(&output.join(&images.values().next().expect("non-empty").path))?;
     let (w, h) = first.dimensions();
@@ -42,12 +68,23 @@ fn sheet(output: &Path, source: &str, images: &BTreeMap<(u16, u32), &Synthetic>)
     let (tw, th) = (w * scale, h * scale);
     let cols = seeds;
     let rows = levels.len() as u32 + 1;
-    let mut sheet = RgbImage::from_pixel(cols * (tw + GAP) + GAP, rows * (th + GAP) + GAP, image::Rgb([255, 255, 255]));
+    let mut sheet = RgbImage::from_pixel(
+        cols * (tw + GAP) + GAP,
+        rows * (th + GAP) + GAP,
+        image::Rgb([255, 255, 255]),
+    );
     let mut place = |img: &RgbImage, row: u32, col: u32| {
         let tile = imageops::resize(img, tw, th, imageops::FilterType::Nearest);
-        imageops::replace(&mut sheet, &tile, (GAP + col * (tw + GAP)) as i64, (GAP + row * (th + GAP)) as i64);
+        imageops::replace(
+            &mut sheet,
+            &tile,
+            (GAP + col * (tw + GAP)) as i64,
+            (GAP + row * (th + GAP)) as i64,
+        );
     };
-    let real = image::open(source).map(DynamicImage::into_rgb8).map_err(|e| format!("{source}: {e}"))?;
+    let real = image::open(source)
+        .map(DynamicImage::into_rgb8)
+        .map_err(|e| format!("{source}: {e}"))?;
     place(&real, 0, 0);
     for ((level, seed), s) in images {
         let row = 1 + levels.iter().position(|l| l == level).expect("listed") as u32;

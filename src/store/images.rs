@@ -31,21 +31,34 @@ impl ImageStore {
     /// Opens (or creates) the store under `output`.
     pub fn open(output: &Path) -> Result<ImageStore, String> {
         let index = output.join("state/synthetic.redb");
-        std::fs::create_dir_all(index.parent().expect("state folder")).map_err(|e| format!("{}: {e}", index.display()))?;
-        let db = Database::create(&index).map_err(|e| format!("{}: cannot open image index: {e}", index.display()))?;
-        let txn = db.begin_write().map_err(|e| format!("{}: {e}", index.display()))?;
-        txn.open_table(IMAGES).map_err(|e| format!("{}: {e}", index.display()))?;
-        txn.commit().map_err(|e| format!("{}: {e}", index.display()))?;
-        Ok(ImageStore { root: output.to_path_buf(), db })
+        std::fs::create_dir_all(index.parent().expect("state folder"))
+            .map_err(|e| format!("{}: {e}", index.display()))?;
+        let db = Database::create(&index)
+            .map_err(|e| format!("{}: cannot open image index: {e}", index.display()))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| format!("{}: {e}", index.display()))?;
+        txn.open_table(IMAGES)
+            .map_err(|e| format!("{}: {e}", index.display()))?;
+        txn.commit()
+            .map_err(|e| format!("{}: {e}", index.display()))?;
+        Ok(ImageStore {
+            root: output.to_path_buf(),
+            db,
+        })
     }
 
     /// The stored image for a content key, if it exists and its file is still there.
     pub fn get(&self, key: &Digest) -> Result<Option<StoredImage>, String> {
         let txn = self.db.begin_read().map_err(|e| e.to_string())?;
         let table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
-        let Some(value) = table.get(key.0.as_slice()).map_err(|e| e.to_string())? else { return Ok(None) };
-        let stored: StoredImage = bincode::deserialize(value.value()).map_err(|e| format!("corrupt image index entry: {e}"))?;
-        let intact = std::fs::read(self.root.join(&stored.file)).is_ok_and(|bytes| Digest::of(&bytes) == stored.digest);
+        let Some(value) = table.get(key.0.as_slice()).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let stored: StoredImage = bincode::deserialize(value.value())
+            .map_err(|e| format!("corrupt image index entry: {e}"))?;
+        let intact = std::fs::read(self.root.join(&stored.file))
+            .is_ok_and(|bytes| Digest::of(&bytes) == stored.digest);
         Ok(intact.then_some(stored))
     }
 
@@ -61,14 +74,19 @@ impl ImageStore {
             let hex = key.to_hex();
             let file = format!("synthetic/{}/{hex}.png", &hex[..2]);
             write_file_with(&self.root.join(&file), png, false)?;
-            stored.push(StoredImage { file, digest: Digest::of(png) });
+            stored.push(StoredImage {
+                file,
+                digest: Digest::of(png),
+            });
         }
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         {
             let mut table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
             for ((key, _), entry) in images.iter().zip(&stored) {
                 let bytes = bincode::serialize(entry).expect("serialisable");
-                table.insert(key.0.as_slice(), bytes.as_slice()).map_err(|e| e.to_string())?;
+                table
+                    .insert(key.0.as_slice(), bytes.as_slice())
+                    .map_err(|e| e.to_string())?;
             }
         }
         txn.commit().map_err(|e| e.to_string())?;
@@ -103,7 +121,12 @@ mod tests {
         assert_eq!(store.get(&key).unwrap(), None);
         std::fs::remove_file(store.path(&found)).unwrap();
         assert_eq!(store.get(&key).unwrap(), None);
-        let many = store.put_many(&[(Digest::of(b"a"), b"1".to_vec()), (Digest::of(b"b"), b"2".to_vec())]).unwrap();
+        let many = store
+            .put_many(&[
+                (Digest::of(b"a"), b"1".to_vec()),
+                (Digest::of(b"b"), b"2".to_vec()),
+            ])
+            .unwrap();
         assert_eq!(many.len(), 2);
         assert_eq!(store.get(&Digest::of(b"b")).unwrap(), Some(many[1].clone()));
     }

@@ -64,18 +64,27 @@ pub fn write_snapshot(
     fs::create_dir_all(&staging).map_err(|e| fail(&staging, e))?;
     let mut counts = serde_json::Map::new();
     for (input, rows) in inputs.iter().zip(tables) {
-        let rows: Vec<&Row> = rows.iter().flat_map(|(row, count)| std::iter::repeat_n(*row, (*count).max(0) as usize)).collect();
+        let rows: Vec<&Row> = rows
+            .iter()
+            .flat_map(|(row, count)| std::iter::repeat_n(*row, (*count).max(0) as usize))
+            .collect();
         counts.insert(input.clone(), rows.len().into());
         for format in formats {
             let bytes = match format {
                 ManifestFormat::Jsonl => jsonl(&rows),
                 ManifestFormat::Parquet => parquet(&rows)?,
             };
-            write_file(&staging.join(format!("{input}.{}", format.extension())), &bytes)?;
+            write_file(
+                &staging.join(format!("{input}.{}", format.extension())),
+                &bytes,
+            )?;
         }
     }
     let info = serde_json::json!({ "version": version, "rows": counts });
-    write_file(&staging.join("_snapshot.json"), &serde_json::to_vec_pretty(&info).expect("json"))?;
+    write_file(
+        &staging.join("_snapshot.json"),
+        &serde_json::to_vec_pretty(&info).expect("json"),
+    )?;
     if target.exists() {
         fs::remove_dir_all(&target).map_err(|e| fail(&target, e))?;
     }
@@ -156,8 +165,14 @@ fn parquet(rows: &[&Row]) -> Result<Vec<u8>, String> {
             ("path", text(&|r| synthetic(r).path)),
             ("digest", text(&|r| synthetic(r).digest.to_hex())),
             ("source", text(&|r| synthetic(r).source)),
-            ("text_score", f32s(&|r| score_or_nan(synthetic(r).text_score))),
-            ("image_score", f32s(&|r| score_or_nan(synthetic(r).image_score))),
+            (
+                "text_score",
+                f32s(&|r| score_or_nan(synthetic(r).text_score)),
+            ),
+            (
+                "image_score",
+                f32s(&|r| score_or_nan(synthetic(r).image_score)),
+            ),
         ]),
         Some(Row::Error(_)) | None => encode(&[
             ("node", text(&|r| error(r).node)),
@@ -175,8 +190,20 @@ mod tests {
     #[test]
     fn snapshots_are_versioned_current_and_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Row::Sample(Sample { id: 7, name: "c/a.png".into(), label: "c".into(), path: "/x/c/a.png".into(), digest: Digest::of(b"a") });
-        let e = Row::Score(Score { sample: 7, checkpoint: 0, p_true: Value(0.5), loss: Value(0.7), predicted: "c".into() });
+        let s = Row::Sample(Sample {
+            id: 7,
+            name: "c/a.png".into(),
+            label: "c".into(),
+            path: "/x/c/a.png".into(),
+            digest: Digest::of(b"a"),
+        });
+        let e = Row::Score(Score {
+            sample: 7,
+            checkpoint: 0,
+            p_true: Value(0.5),
+            loss: Value(0.7),
+            predicted: "c".into(),
+        });
         let inputs = vec!["samples".to_string(), "scores".to_string()];
         let formats = [ManifestFormat::Jsonl, ManifestFormat::Parquet];
         for version in 0..4 {
@@ -191,10 +218,15 @@ mod tests {
         assert_eq!(row["label"], "c");
         assert_eq!(row["digest"], Digest::of(b"a").to_hex());
         assert!(current.join("scores.parquet").exists());
-        let info: serde_json::Value = serde_json::from_str(&fs::read_to_string(current.join("_snapshot.json")).unwrap()).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(current.join("_snapshot.json")).unwrap())
+                .unwrap();
         assert_eq!(info["version"], 3);
         assert_eq!(info["rows"]["samples"], 2);
-        let mut left: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
         assert_eq!(left, vec!["current", "v000002", "v000003"]);
     }

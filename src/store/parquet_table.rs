@@ -27,14 +27,29 @@ impl Column {
 
 /// Encodes named columns of equal length as a Parquet file.
 pub fn encode(columns: &[(&str, Column)]) -> Result<Vec<u8>, String> {
-    let fields: String = columns.iter().map(|(name, c)| c.schema(name)).collect::<Vec<_>>().join(" ");
-    let schema = Arc::new(parse_message_type(&format!("message manifest {{ {fields} }}")).map_err(|e| e.to_string())?);
-    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
+    let fields: String = columns
+        .iter()
+        .map(|(name, c)| c.schema(name))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let schema = Arc::new(
+        parse_message_type(&format!("message manifest {{ {fields} }}"))
+            .map_err(|e| e.to_string())?,
+    );
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
     let mut bytes = Vec::new();
-    let mut writer = SerializedFileWriter::new(&mut bytes, schema, props).map_err(|e| e.to_string())?;
+    let mut writer =
+        SerializedFileWriter::new(&mut bytes, schema, props).map_err(|e| e.to_string())?;
     let mut group = writer.next_row_group().map_err(|e| e.to_string())?;
     for (_, column) in columns {
-        let mut out = group.next_column().map_err(|e| e.to_string())?.expect("a column per schema field");
+        let mut out = group
+            .next_column()
+            .map_err(|e| e.to_string())?
+            .expect("a column per schema field");
         let written = match column {
             Column::U64(values) => {
                 let values: Vec<i64> = values.iter().map(|v| *v as i64).collect();
@@ -42,8 +57,10 @@ pub fn encode(columns: &[(&str, Column)]) -> Result<Vec<u8>, String> {
             }
             Column::F32(values) => out.typed::<FloatType>().write_batch(values, None, None),
             Column::Text(values) => {
-                let values: Vec<ByteArray> = values.iter().map(|v| ByteArray::from(v.as_str())).collect();
-                out.typed::<ByteArrayType>().write_batch(&values, None, None)
+                let values: Vec<ByteArray> =
+                    values.iter().map(|v| ByteArray::from(v.as_str())).collect();
+                out.typed::<ByteArrayType>()
+                    .write_batch(&values, None, None)
             }
         };
         written.map_err(|e| e.to_string())?;
@@ -69,8 +86,15 @@ mod tests {
         .unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
-        let rows: Vec<String> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap().to_string()).collect();
-        assert_eq!(rows[0], format!("{{id: {}, p: 0.5, name: \"a\"}}", u64::MAX));
+        let rows: Vec<String> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap().to_string())
+            .collect();
+        assert_eq!(
+            rows[0],
+            format!("{{id: {}, p: 0.5, name: \"a\"}}", u64::MAX)
+        );
         assert_eq!(rows[1], "{id: 3, p: 0.25, name: \"bé\"}");
     }
 }

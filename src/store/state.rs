@@ -46,7 +46,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = RunState::load(dir.path()).unwrap();
         assert_eq!(state.next_version(), 0);
-        RunState { last_version: Some(4) }.save(dir.path()).unwrap();
+        RunState {
+            last_version: Some(4),
+        }
+        .save(dir.path())
+        .unwrap();
         assert_eq!(RunState::load(dir.path()).unwrap().next_version(), 5);
         std::fs::write(dir.path().join(FILE), "{").unwrap();
         assert!(RunState::load(dir.path()).unwrap_err().contains("run.json"));

@@ -63,7 +63,12 @@ struct Item {
 
 impl Generator {
     pub fn new(model: DiffusionModel) -> Self {
-        Generator { model, schedules: HashMap::new(), prompts: HashMap::new(), latents: HashMap::new() }
+        Generator {
+            model,
+            schedules: HashMap::new(),
+            prompts: HashMap::new(),
+            latents: HashMap::new(),
+        }
     }
 
     fn schedule(&mut self, kind: SchedulerKind, steps: usize) -> Result<Arc<Schedule>, String> {
@@ -85,18 +90,32 @@ impl Generator {
         let steps = schedule.num_inference_steps();
         let init = steps * (1000 - level as usize) / 1000;
         if level >= 1000 {
-            return Err(format!("guidance level {} is outside [0, 1)", level as f64 / 1000.0));
+            return Err(format!(
+                "guidance level {} is outside [0, 1)",
+                level as f64 / 1000.0
+            ));
         }
         if init == 0 {
-            return Err(format!("λ = {} leaves no denoising step out of {steps}: use more steps or a lower level", level as f64 / 1000.0));
+            return Err(format!(
+                "λ = {} leaves no denoising step out of {steps}: use more steps or a lower level",
+                level as f64 / 1000.0
+            ));
         }
         Ok((steps - init) * schedule.order())
     }
 
     /// Makes every requested image; returns each as CHW floats in [-1, 1] (not yet clamped).
-    pub fn generate(&mut self, requests: &[ImageRequest], settings: &GenerationSettings, stats: &ServiceStats) -> Result<Vec<Vec<f32>>, String> {
+    pub fn generate(
+        &mut self,
+        requests: &[ImageRequest],
+        settings: &GenerationSettings,
+        stats: &ServiceStats,
+    ) -> Result<Vec<Vec<f32>>, String> {
         let latent_len = self.model.latent_len();
-        let noises = requests.iter().map(|r| gaussian(&r.noise, latent_len)).collect();
+        let noises = requests
+            .iter()
+            .map(|r| gaussian(&r.noise, latent_len))
+            .collect();
         self.generate_from_noise(requests, noises, settings, stats)
     }
 
@@ -124,31 +143,53 @@ impl Generator {
             }
             self.encode_prompts(prompts)?;
         }
-        let sources: Vec<(Digest, Arc<Vec<f32>>)> = requests.iter().filter(|r| r.level > 0).filter_map(|r| r.source.clone()).collect();
+        let sources: Vec<(Digest, Arc<Vec<f32>>)> = requests
+            .iter()
+            .filter(|r| r.level > 0)
+            .filter_map(|r| r.source.clone())
+            .collect();
         self.encode_sources(sources)?;
 
         let latent_len = self.model.latent_len();
         let mut items = Vec::with_capacity(requests.len());
         for (request, mut x) in requests.iter().zip(noises) {
             if x.len() != latent_len {
-                return Err(format!("noise has {} values, the latent {latent_len}", x.len()));
+                return Err(format!(
+                    "noise has {} values, the latent {latent_len}",
+                    x.len()
+                ));
             }
             let start = Self::start_index(&schedule, request.level)?;
             let state = schedule.start_at(start).map_err(|e| e.to_string())?;
             if request.level == 0 {
                 schedule.init_noise(&mut x);
             } else {
-                let (digest, _) = request.source.as_ref().ok_or("a level above 0 needs a source image")?;
+                let (digest, _) = request
+                    .source
+                    .as_ref()
+                    .ok_or("a level above 0 needs a source image")?;
                 let z0 = &self.latents[digest];
                 let mut noised = z0.as_ref().clone();
-                schedule.add_noise(&state, &mut noised, &x).map_err(|e| e.to_string())?;
+                schedule
+                    .add_noise(&state, &mut noised, &x)
+                    .map_err(|e| e.to_string())?;
                 x = noised;
             }
-            items.push(Item { state, x, condition: request.condition.clone() });
+            items.push(Item {
+                state,
+                x,
+                condition: request.condition.clone(),
+            });
         }
 
         while let Some(group) = self.next_group(&schedule, &items, settings.batch_size) {
-            self.denoise(&schedule, &mut items, &group, settings.guidance_scale, stats)?;
+            self.denoise(
+                &schedule,
+                &mut items,
+                &group,
+                settings.guidance_scale,
+                stats,
+            )?;
         }
         let latents: Vec<Vec<f32>> = items.into_iter().map(|i| i.x).collect();
         self.decode(latents, settings.batch_size)
@@ -157,9 +198,15 @@ impl Generator {
     /// The items for the next UNet call: those at the latest pending timestep, and, when the
     /// UNet takes a timestep per item, others after them, up to the batch size.
     fn next_group(&self, schedule: &Schedule, items: &[Item], batch: usize) -> Option<Vec<usize>> {
-        let mut pending: Vec<(f32, usize)> =
-            items.iter().enumerate().filter_map(|(i, item)| schedule.timestep(&item.state).map(|t| (t, i))).collect();
-        let first = pending.iter().map(|(t, _)| *t).fold(f32::NEG_INFINITY, f32::max);
+        let mut pending: Vec<(f32, usize)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| schedule.timestep(&item.state).map(|t| (t, i)))
+            .collect();
+        let first = pending
+            .iter()
+            .map(|(t, _)| *t)
+            .fold(f32::NEG_INFINITY, f32::max);
         if pending.is_empty() {
             return None;
         }
@@ -167,10 +214,23 @@ impl Generator {
             pending.retain(|(t, _)| t.to_bits() == first.to_bits());
         }
         pending.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        Some(pending.into_iter().take(batch.max(1)).map(|(_, i)| i).collect())
+        Some(
+            pending
+                .into_iter()
+                .take(batch.max(1))
+                .map(|(_, i)| i)
+                .collect(),
+        )
     }
 
-    fn denoise(&mut self, schedule: &Schedule, items: &mut [Item], group: &[usize], w: f32, stats: &ServiceStats) -> Result<(), String> {
+    fn denoise(
+        &mut self,
+        schedule: &Schedule,
+        items: &mut [Item],
+        group: &[usize],
+        w: f32,
+        stats: &ServiceStats,
+    ) -> Result<(), String> {
         let model = &mut self.model;
         let guided = w > 1.0;
         let n = group.len();
@@ -182,20 +242,34 @@ impl Generator {
             let item = &items[i];
             let t = schedule.timestep(&item.state).expect("pending");
             let row = if guided { n + k } else { k };
-            schedule.scale_model_input(&item.state, &item.x, &mut sample[row * len..(row + 1) * len]).map_err(|e| e.to_string())?;
+            schedule
+                .scale_model_input(
+                    &item.state,
+                    &item.x,
+                    &mut sample[row * len..(row + 1) * len],
+                )
+                .map_err(|e| e.to_string())?;
             if guided {
                 let (uncond, cond) = sample.split_at_mut(n * len);
                 uncond[k * len..(k + 1) * len].copy_from_slice(&cond[k * len..(k + 1) * len]);
             }
             times.push(t);
         }
-        let row_times: Vec<f32> = if guided { times.iter().chain(times.iter()).copied().collect() } else { times.clone() };
+        let row_times: Vec<f32> = if guided {
+            times.iter().chain(times.iter()).copied().collect()
+        } else {
+            times.clone()
+        };
         let [c, h, wd] = model.latent_shape;
         let io = model.unet_io.clone();
         let fail = |e: ort::Error| format!("{}: {e}", model.unet_file.display());
-        let sample_tensor = TensorRef::from_array_view(([rows, c, h, wd], sample.as_slice())).map_err(fail)?;
+        let sample_tensor =
+            TensorRef::from_array_view(([rows, c, h, wd], sample.as_slice())).map_err(fail)?;
         let (t_f32, t_i64): (Vec<f32>, Vec<i64>) = match io.timestep_shape {
-            TimestepShape::PerItem => (row_times.clone(), row_times.iter().map(|t| t.round() as i64).collect()),
+            TimestepShape::PerItem => (
+                row_times.clone(),
+                row_times.iter().map(|t| t.round() as i64).collect(),
+            ),
             _ => (vec![row_times[0]], vec![row_times[0].round() as i64]),
         };
         let t_shape: Vec<usize> = match io.timestep_shape {
@@ -204,9 +278,13 @@ impl Generator {
             TimestepShape::PerItem => vec![rows],
         };
         let timestep = if io.timestep_is_int {
-            TensorRef::from_array_view((t_shape.clone(), t_i64.as_slice())).map_err(fail)?.into_dyn()
+            TensorRef::from_array_view((t_shape.clone(), t_i64.as_slice()))
+                .map_err(fail)?
+                .into_dyn()
         } else {
-            TensorRef::from_array_view((t_shape.clone(), t_f32.as_slice())).map_err(fail)?.into_dyn()
+            TensorRef::from_array_view((t_shape.clone(), t_f32.as_slice()))
+                .map_err(fail)?
+                .into_dyn()
         };
         // The condition rows: the unguided half first, as diffusers orders them.
         let mut labels: Vec<i64> = Vec::new();
@@ -219,10 +297,14 @@ impl Generator {
                 for &i in group {
                     match items[i].condition {
                         Condition::Class(label) => labels.push(label),
-                        Condition::Prompt(_) => return Err("a class-conditional model was given a prompt".into()),
+                        Condition::Prompt(_) => {
+                            return Err("a class-conditional model was given a prompt".into())
+                        }
                     }
                 }
-                TensorRef::from_array_view(([rows], labels.as_slice())).map_err(fail)?.into_dyn()
+                TensorRef::from_array_view(([rows], labels.as_slice()))
+                    .map_err(fail)?
+                    .into_dyn()
             }
             Conditioning::Text(text) => {
                 if guided {
@@ -231,12 +313,16 @@ impl Generator {
                 for &i in group {
                     match &items[i].condition {
                         Condition::Prompt(p) => hidden.extend_from_slice(&self.prompts[p]),
-                        Condition::Class(_) => return Err("a text-conditioned model was given a class label".into()),
+                        Condition::Class(_) => {
+                            return Err("a text-conditioned model was given a class label".into())
+                        }
                     }
                 }
                 let seq = text.tokenizer.max_length;
                 let width = hidden.len() / rows / seq;
-                TensorRef::from_array_view(([rows, seq, width], hidden.as_slice())).map_err(fail)?.into_dyn()
+                TensorRef::from_array_view(([rows, seq, width], hidden.as_slice()))
+                    .map_err(fail)?
+                    .into_dyn()
             }
         };
         stats.model_call();
@@ -244,15 +330,26 @@ impl Generator {
             .unet
             .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => condition])
             .map_err(fail)?;
-        let eps = out[io.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?.1.to_vec();
+        let eps = out[io.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?
+            .1
+            .to_vec();
         drop(out);
         if eps.len() != rows * len {
-            return Err(format!("{}: UNet returned {} values for {rows} items of {len}", model.unet_file.display(), eps.len()));
+            return Err(format!(
+                "{}: UNet returned {} values for {rows} items of {len}",
+                model.unet_file.display(),
+                eps.len()
+            ));
         }
         let mut guided_eps = vec![0.0f32; len];
         for (k, &i) in group.iter().enumerate() {
             let out = if guided {
-                let (u, c) = (&eps[k * len..(k + 1) * len], &eps[(n + k) * len..(n + k + 1) * len]);
+                let (u, c) = (
+                    &eps[k * len..(k + 1) * len],
+                    &eps[(n + k) * len..(n + k + 1) * len],
+                );
                 for j in 0..len {
                     guided_eps[j] = u[j] + w * (c[j] - u[j]);
                 }
@@ -261,14 +358,21 @@ impl Generator {
                 &eps[k * len..(k + 1) * len]
             };
             let item = &mut items[i];
-            schedule.step(&mut item.state, out, &mut item.x).map_err(|e| e.to_string())?;
+            schedule
+                .step(&mut item.state, out, &mut item.x)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 
     fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), String> {
-        let Conditioning::Text(text) = &mut self.model.conditioning else { return Ok(()) };
-        let mut missing: Vec<String> = prompts.into_iter().filter(|p| !self.prompts.contains_key(p)).collect();
+        let Conditioning::Text(text) = &mut self.model.conditioning else {
+            return Ok(());
+        };
+        let mut missing: Vec<String> = prompts
+            .into_iter()
+            .filter(|p| !self.prompts.contains_key(p))
+            .collect();
         missing.sort();
         missing.dedup();
         if missing.is_empty() {
@@ -284,15 +388,22 @@ impl Generator {
         let out = if text.input_is_int32 {
             let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
             let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
-            text.session.run(ort::inputs![text.input.as_str() => input]).map_err(fail)?
+            text.session
+                .run(ort::inputs![text.input.as_str() => input])
+                .map_err(fail)?
         } else {
             let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
-            text.session.run(ort::inputs![text.input.as_str() => input]).map_err(fail)?
+            text.session
+                .run(ort::inputs![text.input.as_str() => input])
+                .map_err(fail)?
         };
-        let (_, hidden) = out[text.output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        let (_, hidden) = out[text.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
         let per = hidden.len() / missing.len();
         for (k, prompt) in missing.into_iter().enumerate() {
-            self.prompts.insert(prompt, Arc::new(hidden[k * per..(k + 1) * per].to_vec()));
+            self.prompts
+                .insert(prompt, Arc::new(hidden[k * per..(k + 1) * per].to_vec()));
         }
         Ok(())
     }
@@ -312,7 +423,11 @@ impl Generator {
         }
         let image_len = self.model.image_len();
         if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {
-            return Err(format!("source image has {} values, the model takes {:?}", image.len(), self.model.image_shape));
+            return Err(format!(
+                "source image has {} values, the model takes {:?}",
+                image.len(),
+                self.model.image_shape
+            ));
         }
         let Some(vae) = &mut self.model.vae else {
             for (digest, image) in missing {
@@ -323,36 +438,71 @@ impl Generator {
         let [c, h, w] = self.model.image_shape;
         let latent_len = self.model.latent_shape.iter().product::<usize>();
         let fail = |e: ort::Error| format!("{}: {e}", vae.encoder_file.display());
-        let pixels: Vec<f32> = missing.iter().flat_map(|(_, image)| image.iter().copied()).collect();
-        let input = TensorRef::from_array_view(([missing.len(), c, h, w], pixels.as_slice())).map_err(fail)?;
-        let out = vae.encoder.run(ort::inputs![vae.encoder_input.as_str() => input]).map_err(fail)?;
-        let (_, data) = out[vae.encoder_output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+        let pixels: Vec<f32> = missing
+            .iter()
+            .flat_map(|(_, image)| image.iter().copied())
+            .collect();
+        let input = TensorRef::from_array_view(([missing.len(), c, h, w], pixels.as_slice()))
+            .map_err(fail)?;
+        let out = vae
+            .encoder
+            .run(ort::inputs![vae.encoder_input.as_str() => input])
+            .map_err(fail)?;
+        let (_, data) = out[vae.encoder_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
         // latent_parameters hold the mean then the log-variance: take the mean (deterministic).
         let per = data.len() / missing.len();
-        let expected = if vae.encoder_gives_parameters { 2 * latent_len } else { latent_len };
+        let expected = if vae.encoder_gives_parameters {
+            2 * latent_len
+        } else {
+            latent_len
+        };
         if per != expected {
-            return Err(format!("{}: encoder gave {per} values per image, expected {expected}", vae.encoder_file.display()));
+            return Err(format!(
+                "{}: encoder gave {per} values per image, expected {expected}",
+                vae.encoder_file.display()
+            ));
         }
         for (k, (digest, _)) in missing.into_iter().enumerate() {
             let mean = &data[k * per..k * per + latent_len];
-            self.latents.insert(digest, Arc::new(mean.iter().map(|v| v * vae.scaling_factor).collect()));
+            self.latents.insert(
+                digest,
+                Arc::new(mean.iter().map(|v| v * vae.scaling_factor).collect()),
+            );
         }
         Ok(())
     }
 
     fn decode(&mut self, latents: Vec<Vec<f32>>, batch: usize) -> Result<Vec<Vec<f32>>, String> {
-        let Some(vae) = &mut self.model.vae else { return Ok(latents) };
+        let Some(vae) = &mut self.model.vae else {
+            return Ok(latents);
+        };
         let [c, h, w] = self.model.latent_shape;
         let image_len = self.model.image_shape.iter().product::<usize>();
         let fail = |e: ort::Error| format!("{}: {e}", vae.decoder_file.display());
         let mut images = Vec::with_capacity(latents.len());
         for chunk in latents.chunks(batch.max(1)) {
-            let scaled: Vec<f32> = chunk.iter().flat_map(|l| l.iter().map(|v| v / vae.scaling_factor)).collect();
-            let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice())).map_err(fail)?;
-            let out = vae.decoder.run(ort::inputs![vae.decoder_input.as_str() => input]).map_err(fail)?;
-            let (_, data) = out[vae.decoder_output.as_str()].try_extract_tensor::<f32>().map_err(fail)?;
+            let scaled: Vec<f32> = chunk
+                .iter()
+                .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
+                .collect();
+            let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice()))
+                .map_err(fail)?;
+            let out = vae
+                .decoder
+                .run(ort::inputs![vae.decoder_input.as_str() => input])
+                .map_err(fail)?;
+            let (_, data) = out[vae.decoder_output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(fail)?;
             if data.len() != chunk.len() * image_len {
-                return Err(format!("{}: decoder gave {} values for {} images of {image_len}", vae.decoder_file.display(), data.len(), chunk.len()));
+                return Err(format!(
+                    "{}: decoder gave {} values for {} images of {image_len}",
+                    vae.decoder_file.display(),
+                    data.len(),
+                    chunk.len()
+                ));
             }
             images.extend(data.chunks(image_len).map(<[f32]>::to_vec));
         }
@@ -368,11 +518,17 @@ pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     let mut cursor = std::io::Cursor::new(&mut bytes);
     let result = match c {
-        1 => image::GrayImage::from_fn(w as u32, h as u32, |x, y| image::Luma([byte(image[y as usize * w + x as usize])]))
-            .write_to(&mut cursor, image::ImageFormat::Png),
+        1 => image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([byte(image[y as usize * w + x as usize])])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png),
         3 => image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let i = y as usize * w + x as usize;
-            image::Rgb([byte(image[i]), byte(image[plane + i]), byte(image[2 * plane + i])])
+            image::Rgb([
+                byte(image[i]),
+                byte(image[plane + i]),
+                byte(image[2 * plane + i]),
+            ])
         })
         .write_to(&mut cursor, image::ImageFormat::Png),
         other => return Err(format!("cannot write a {other}-channel image as PNG")),

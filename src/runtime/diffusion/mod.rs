@@ -7,6 +7,6 @@ pub mod model;
 pub mod noise;
 pub mod tokenizer;
 
-pub use img2img::{GenerationSettings, ImageRequest, Condition};
+pub use img2img::{Condition, GenerationSettings, ImageRequest};
 pub use model::DiffusionModel;
 pub use noise::NoiseKey;

@@ -40,7 +40,9 @@ pub struct UnetIo {
 pub enum Conditioning {
     Text(TextEncoder),
     /// Class labels; `null_class` is the unconditional label used for guidance.
-    Class { null_class: i64 },
+    Class {
+        null_class: i64,
+    },
 }
 
 /// The text encoder and its tokenizer.
@@ -91,7 +93,9 @@ fn read_json(file: &Path) -> Result<Json, String> {
 }
 
 fn find<'a>(decls: &'a [TensorDecl], names: &[&str]) -> Option<&'a TensorDecl> {
-    names.iter().find_map(|n| decls.iter().find(|d| d.name == *n))
+    names
+        .iter()
+        .find_map(|n| decls.iter().find(|d| d.name == *n))
 }
 
 fn names(decls: &[TensorDecl]) -> Vec<&str> {
@@ -103,20 +107,31 @@ impl DiffusionModel {
     pub fn open(folder: &Path, options: &SessionOptions) -> Result<DiffusionModel, String> {
         let index_file = folder.join("model_index.json");
         if !index_file.is_file() {
-            return Err(format!("{}: missing (not a diffusers model folder)", index_file.display()));
+            return Err(format!(
+                "{}: missing (not a diffusers model folder)",
+                index_file.display()
+            ));
         }
         read_json(&index_file)?;
         let scheduler_file = folder.join("scheduler/scheduler_config.json");
         if !scheduler_file.is_file() {
-            return Err(format!("{}: missing scheduler config", scheduler_file.display()));
+            return Err(format!(
+                "{}: missing scheduler config",
+                scheduler_file.display()
+            ));
         }
-        let scheduler_config =
-            SchedulerConfig::from_file(&scheduler_file).map_err(|e| format!("{}: {e}", scheduler_file.display()))?;
+        let scheduler_config = SchedulerConfig::from_file(&scheduler_file)
+            .map_err(|e| format!("{}: {e}", scheduler_file.display()))?;
 
         let mut hasher = blake3::Hasher::new();
         let mut hash_file = |file: &Path| -> Result<(), String> {
             let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            hasher.update(file.strip_prefix(folder).unwrap_or(file).to_string_lossy().as_bytes());
+            hasher.update(
+                file.strip_prefix(folder)
+                    .unwrap_or(file)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
             hasher.update(&(bytes.len() as u64).to_le_bytes());
             hasher.update(&bytes);
             Ok(())
@@ -130,16 +145,27 @@ impl DiffusionModel {
         let unet_io = unet_io(&unet).map_err(|e| format!("{}: {e}", unet_file.display()))?;
         let in_channels = unet_config["in_channels"].as_u64().unwrap_or(4) as usize;
         let (h, w) = match &unet_config["sample_size"] {
-            Json::Number(n) => (n.as_u64().unwrap_or(0) as usize, n.as_u64().unwrap_or(0) as usize),
-            Json::Array(a) if a.len() == 2 => (a[0].as_u64().unwrap_or(0) as usize, a[1].as_u64().unwrap_or(0) as usize),
+            Json::Number(n) => (
+                n.as_u64().unwrap_or(0) as usize,
+                n.as_u64().unwrap_or(0) as usize,
+            ),
+            Json::Array(a) if a.len() == 2 => (
+                a[0].as_u64().unwrap_or(0) as usize,
+                a[1].as_u64().unwrap_or(0) as usize,
+            ),
             _ => (0, 0),
         };
         if h == 0 || w == 0 {
-            return Err(format!("{}: no usable sample_size", folder.join("unet/config.json").display()));
+            return Err(format!(
+                "{}: no usable sample_size",
+                folder.join("unet/config.json").display()
+            ));
         }
         let latent_shape = [in_channels, h, w];
 
-        let vae = if folder.join("vae_decoder/model.onnx").exists() || folder.join("vae_encoder/model.onnx").exists() {
+        let vae = if folder.join("vae_decoder/model.onnx").exists()
+            || folder.join("vae_encoder/model.onnx").exists()
+        {
             let encoder_file = folder.join("vae_encoder/model.onnx");
             let decoder_file = folder.join("vae_decoder/model.onnx");
             hash_file(&encoder_file)?;
@@ -151,7 +177,10 @@ impl DiffusionModel {
         let image_shape = match &vae {
             Some(_) => {
                 let config = read_json(&folder.join("vae_decoder/config.json"))?;
-                let blocks = config["block_out_channels"].as_array().map_or(1, Vec::len).max(1);
+                let blocks = config["block_out_channels"]
+                    .as_array()
+                    .map_or(1, Vec::len)
+                    .max(1);
                 let factor = 1usize << (blocks - 1);
                 let channels = config["out_channels"].as_u64().unwrap_or(3) as usize;
                 [channels, h * factor, w * factor]
@@ -161,9 +190,14 @@ impl DiffusionModel {
 
         let conditioning = if unet_io.condition == "class_labels" {
             let classes = unet_config["num_class_embeds"].as_i64().ok_or_else(|| {
-                format!("{}: class-conditional UNet without num_class_embeds", folder.join("unet/config.json").display())
+                format!(
+                    "{}: class-conditional UNet without num_class_embeds",
+                    folder.join("unet/config.json").display()
+                )
             })?;
-            Conditioning::Class { null_class: classes - 1 }
+            Conditioning::Class {
+                null_class: classes - 1,
+            }
         } else {
             let file = folder.join("text_encoder/model.onnx");
             hash_file(&file)?;
@@ -196,22 +230,44 @@ impl DiffusionModel {
 fn unet_io(session: &Session) -> Result<UnetIo, String> {
     let inputs = onnx::inputs(session);
     let outputs = onnx::outputs(session);
-    let sample = find(&inputs, &["sample"]).ok_or_else(|| format!("UNet has no `sample` input (its inputs: {:?})", names(&inputs)))?;
+    let sample = find(&inputs, &["sample"]).ok_or_else(|| {
+        format!(
+            "UNet has no `sample` input (its inputs: {:?})",
+            names(&inputs)
+        )
+    })?;
     if sample.element != "Float32" || sample.shape.len() != 4 {
-        return Err(format!("UNet input `sample` is {} {:?}, expected Float32 [batch, channels, height, width]", sample.element, sample.shape));
+        return Err(format!(
+            "UNet input `sample` is {} {:?}, expected Float32 [batch, channels, height, width]",
+            sample.element, sample.shape
+        ));
     }
-    let timestep = find(&inputs, &["timestep", "timesteps", "t"])
-        .ok_or_else(|| format!("UNet has no `timestep` input (its inputs: {:?})", names(&inputs)))?;
+    let timestep = find(&inputs, &["timestep", "timesteps", "t"]).ok_or_else(|| {
+        format!(
+            "UNet has no `timestep` input (its inputs: {:?})",
+            names(&inputs)
+        )
+    })?;
     let timestep_shape = match timestep.shape.as_slice() {
         [] => TimestepShape::Scalar,
         [1] => TimestepShape::One,
         [_] => TimestepShape::PerItem,
-        other => return Err(format!("UNet input `{}` has shape {other:?}, expected a scalar, [1] or [batch]", timestep.name)),
+        other => {
+            return Err(format!(
+                "UNet input `{}` has shape {other:?}, expected a scalar, [1] or [batch]",
+                timestep.name
+            ))
+        }
     };
     let timestep_is_int = match timestep.element.as_str() {
         "Int64" => true,
         "Float32" => false,
-        other => return Err(format!("UNet input `{}` is {other}, expected Int64 or Float32", timestep.name)),
+        other => {
+            return Err(format!(
+                "UNet input `{}` is {other}, expected Int64 or Float32",
+                timestep.name
+            ))
+        }
     };
     let condition = if let Some(c) = find(&inputs, &["encoder_hidden_states"]) {
         if c.element != "Float32" || c.shape.len() != 3 {
@@ -220,17 +276,33 @@ fn unet_io(session: &Session) -> Result<UnetIo, String> {
         c.name.clone()
     } else if let Some(c) = find(&inputs, &["class_labels"]) {
         if c.element != "Int64" {
-            return Err(format!("UNet input `class_labels` is {}, expected Int64", c.element));
+            return Err(format!(
+                "UNet input `class_labels` is {}, expected Int64",
+                c.element
+            ));
         }
         c.name.clone()
     } else {
-        return Err(format!("UNet has neither `encoder_hidden_states` nor `class_labels` (its inputs: {:?})", names(&inputs)));
+        return Err(format!(
+            "UNet has neither `encoder_hidden_states` nor `class_labels` (its inputs: {:?})",
+            names(&inputs)
+        ));
     };
-    let known = [sample.name.as_str(), timestep.name.as_str(), condition.as_str()];
+    let known = [
+        sample.name.as_str(),
+        timestep.name.as_str(),
+        condition.as_str(),
+    ];
     if let Some(extra) = inputs.iter().find(|i| !known.contains(&i.name.as_str())) {
-        return Err(format!("UNet input `{}` is not one discl can feed (inputs: {:?})", extra.name, names(&inputs)));
+        return Err(format!(
+            "UNet input `{}` is not one discl can feed (inputs: {:?})",
+            extra.name,
+            names(&inputs)
+        ));
     }
-    let output = find(&outputs, &["out_sample", "sample"]).or(outputs.first()).ok_or("UNet has no outputs")?;
+    let output = find(&outputs, &["out_sample", "sample"])
+        .or(outputs.first())
+        .ok_or("UNet has no outputs")?;
     Ok(UnetIo {
         sample: sample.name.clone(),
         timestep: timestep.name.clone(),
@@ -241,20 +313,48 @@ fn unet_io(session: &Session) -> Result<UnetIo, String> {
     })
 }
 
-fn open_vae(folder: &Path, encoder_file: PathBuf, decoder_file: PathBuf, options: &SessionOptions) -> Result<Vae, String> {
+fn open_vae(
+    folder: &Path,
+    encoder_file: PathBuf,
+    decoder_file: PathBuf,
+    options: &SessionOptions,
+) -> Result<Vae, String> {
     let encoder = onnx::open_session(&encoder_file, options)?;
     let decoder = onnx::open_session(&decoder_file, options)?;
     let (ein, eout) = (onnx::inputs(&encoder), onnx::outputs(&encoder));
     let fail = |file: &Path, message: String| format!("{}: {message}", file.display());
-    let encoder_input = find(&ein, &["sample"]).ok_or_else(|| fail(&encoder_file, format!("no `sample` input (inputs: {:?})", names(&ein))))?;
-    let (encoder_output, encoder_gives_parameters) = match (find(&eout, &["latent_parameters"]), find(&eout, &["latent_sample"])) {
+    let encoder_input = find(&ein, &["sample"]).ok_or_else(|| {
+        fail(
+            &encoder_file,
+            format!("no `sample` input (inputs: {:?})", names(&ein)),
+        )
+    })?;
+    let (encoder_output, encoder_gives_parameters) = match (
+        find(&eout, &["latent_parameters"]),
+        find(&eout, &["latent_sample"]),
+    ) {
         (Some(p), _) => (p.name.clone(), true),
         (None, Some(s)) => (s.name.clone(), false),
-        _ => return Err(fail(&encoder_file, format!("no `latent_parameters` or `latent_sample` output (outputs: {:?})", names(&eout)))),
+        _ => {
+            return Err(fail(
+                &encoder_file,
+                format!(
+                    "no `latent_parameters` or `latent_sample` output (outputs: {:?})",
+                    names(&eout)
+                ),
+            ))
+        }
     };
     let (din, dout) = (onnx::inputs(&decoder), onnx::outputs(&decoder));
-    let decoder_input = find(&din, &["latent_sample"]).ok_or_else(|| fail(&decoder_file, format!("no `latent_sample` input (inputs: {:?})", names(&din))))?;
-    let decoder_output = find(&dout, &["sample"]).or(dout.first()).ok_or_else(|| fail(&decoder_file, "no outputs".into()))?;
+    let decoder_input = find(&din, &["latent_sample"]).ok_or_else(|| {
+        fail(
+            &decoder_file,
+            format!("no `latent_sample` input (inputs: {:?})", names(&din)),
+        )
+    })?;
+    let decoder_output = find(&dout, &["sample"])
+        .or(dout.first())
+        .ok_or_else(|| fail(&decoder_file, "no outputs".into()))?;
     let mut scaling_factor = 0.18215;
     for config in ["vae_encoder/config.json", "vae_decoder/config.json"] {
         let file = folder.join(config);
@@ -278,19 +378,50 @@ fn open_vae(folder: &Path, encoder_file: PathBuf, decoder_file: PathBuf, options
     })
 }
 
-fn open_text_encoder(folder: &Path, file: PathBuf, options: &SessionOptions) -> Result<TextEncoder, String> {
+fn open_text_encoder(
+    folder: &Path,
+    file: PathBuf,
+    options: &SessionOptions,
+) -> Result<TextEncoder, String> {
     if !file.exists() {
-        return Err(format!("{}: missing (the UNet takes encoder_hidden_states, so a text encoder is needed)", file.display()));
+        return Err(format!(
+            "{}: missing (the UNet takes encoder_hidden_states, so a text encoder is needed)",
+            file.display()
+        ));
     }
     let tokenizer = ClipTokenizer::from_folder(&folder.join("tokenizer"))?;
     let session = onnx::open_session(&file, options)?;
     let (inputs, outputs) = (onnx::inputs(&session), onnx::outputs(&session));
-    let input = find(&inputs, &["input_ids"]).ok_or_else(|| format!("{}: no `input_ids` input (inputs: {:?})", file.display(), names(&inputs)))?;
+    let input = find(&inputs, &["input_ids"]).ok_or_else(|| {
+        format!(
+            "{}: no `input_ids` input (inputs: {:?})",
+            file.display(),
+            names(&inputs)
+        )
+    })?;
     let input_is_int32 = match input.element.as_str() {
         "Int64" => false,
         "Int32" => true,
-        other => return Err(format!("{}: `input_ids` is {other}, expected Int64 or Int32", file.display())),
+        other => {
+            return Err(format!(
+                "{}: `input_ids` is {other}, expected Int64 or Int32",
+                file.display()
+            ))
+        }
     };
-    let output = find(&outputs, &["last_hidden_state"]).ok_or_else(|| format!("{}: no `last_hidden_state` output (outputs: {:?})", file.display(), names(&outputs)))?;
-    Ok(TextEncoder { input: input.name.clone(), input_is_int32, output: output.name.clone(), session, tokenizer, file })
+    let output = find(&outputs, &["last_hidden_state"]).ok_or_else(|| {
+        format!(
+            "{}: no `last_hidden_state` output (outputs: {:?})",
+            file.display(),
+            names(&outputs)
+        )
+    })?;
+    Ok(TextEncoder {
+        input: input.name.clone(),
+        input_is_int32,
+        output: output.name.clone(),
+        session,
+        tokenizer,
+        file,
+    })
 }

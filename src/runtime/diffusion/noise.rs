@@ -49,7 +49,12 @@ mod tests {
     use super::*;
 
     fn key(seed_index: u32) -> NoiseKey {
-        NoiseKey { pipeline_seed: 7, sample: 42, level: 500, seed_index }
+        NoiseKey {
+            pipeline_seed: 7,
+            sample: 42,
+            level: 500,
+            seed_index,
+        }
     }
 
     #[test]
@@ -60,7 +65,16 @@ mod tests {
         // A prefix of a longer draw is the shorter draw: the stream is counter-based.
         assert_eq!(&gaussian(&key(0), 4000)[..1001], &a[..]);
         assert_ne!(a, gaussian(&key(1), 1001));
-        assert_ne!(a, gaussian(&NoiseKey { level: 300, ..key(0) }, 1001));
+        assert_ne!(
+            a,
+            gaussian(
+                &NoiseKey {
+                    level: 300,
+                    ..key(0)
+                },
+                1001
+            )
+        );
     }
 
     #[test]

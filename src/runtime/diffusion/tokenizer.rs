@@ -46,7 +46,8 @@ impl ClipTokenizer {
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let file = folder.join(name);
             if let Ok(text) = std::fs::read_to_string(&file) {
-                let json: Json = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                let json: Json =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
                 if let Some(n) = json["model_max_length"].as_u64().filter(|n| *n < 100_000) {
                     max_length = n as usize;
                 }
@@ -71,26 +72,49 @@ impl ClipTokenizer {
             .build()
             .map_err(fail)?;
         let mut tokenizer = Tokenizer::new(bpe);
-        tokenizer.with_normalizer(Some(Normalizers::new(vec![
-            NFC.into(),
-            Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ").map_err(fail)?.into(),
-            Lowercase.into(),
-        ])))
-        .map_err(fail)?;
+        tokenizer
+            .with_normalizer(Some(Normalizers::new(vec![
+                NFC.into(),
+                Replace::new(
+                    tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()),
+                    " ",
+                )
+                .map_err(fail)?
+                .into(),
+                Lowercase.into(),
+            ])))
+            .map_err(fail)?;
         tokenizer.with_pre_tokenizer(Some(PreTokenizers::new(vec![
-            Split::new(SplitPattern::Regex(CLIP_PATTERN.into()), SplitDelimiterBehavior::Removed, true).map_err(fail)?.into(),
+            Split::new(
+                SplitPattern::Regex(CLIP_PATTERN.into()),
+                SplitDelimiterBehavior::Removed,
+                true,
+            )
+            .map_err(fail)?
+            .into(),
             ByteLevel::new(false, true, true).into(),
         ])));
         let id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| format!("{}: token `{token}` is not in vocab.json", folder.display()))
+            tokenizer.token_to_id(token).ok_or_else(|| {
+                format!("{}: token `{token}` is not in vocab.json", folder.display())
+            })
         };
         let (bos, eos, pad) = (id(&bos_token)?, id(&eos_token)?, id(&pad_token)?);
-        Ok(ClipTokenizer { tokenizer, bos, eos, pad, max_length })
+        Ok(ClipTokenizer {
+            tokenizer,
+            bos,
+            eos,
+            pad,
+            max_length,
+        })
     }
 
     /// Token ids of `prompt`: BOS, at most `max_length - 2` tokens, EOS, then padding.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, String> {
-        let encoding = self.tokenizer.encode(prompt.trim(), false).map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
+        let encoding = self
+            .tokenizer
+            .encode(prompt.trim(), false)
+            .map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
         let mut ids = Vec::with_capacity(self.max_length);
         ids.push(self.bos);
         ids.extend(encoding.get_ids().iter().take(self.max_length - 2));
