@@ -1,0 +1,87 @@
+//! The embedding API: build a pipeline from a graph file or a string, check it, run it once,
+//! or start it and refresh it as data and feedback change, and read the summary. Timely and
+//! differential stay behind this facade.
+
+mod prepare;
+mod running;
+mod summary;
+
+pub use running::RunningPipeline;
+pub use summary::{write_summary, RunSummary};
+
+use crate::graph::{check_resources, compile, dot, Compiled, GraphError, GraphFile};
+use crate::store::state::RunState;
+use std::path::Path;
+
+/// Why a pipeline could not be built or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The graph file has errors; every one is listed.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Graph(Vec<GraphError>),
+    /// The run failed.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Timely's own arguments: `-w` workers, `-n` processes, `-p` this process, `-h` hostfile.
+    pub timely_args: Vec<String>,
+    /// Show a progress spinner (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// A compiled pipeline.
+pub struct Pipeline {
+    compiled: Compiled,
+}
+
+impl Pipeline {
+    /// Reads and compiles a graph file (structure only; no model is loaded).
+    pub fn from_file(path: &Path) -> Result<Pipeline, PipelineError> {
+        let graph = GraphFile::read(path).map_err(PipelineError::Graph)?;
+        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+    }
+
+    /// Compiles graph-file text; `name` stands for the file in errors.
+    pub fn from_toml(name: &str, text: &str) -> Result<Pipeline, PipelineError> {
+        let graph = GraphFile::parse(name, text).map_err(PipelineError::Graph)?;
+        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+    }
+
+    /// Checks files and models too (loads every model once).
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        check_resources(&self.compiled).map(drop).map_err(PipelineError::Graph)
+    }
+
+    /// The graph as Graphviz DOT.
+    pub fn dot(&self) -> String {
+        dot::to_dot(&self.compiled)
+    }
+
+    /// The compiled graph.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// Loads every model, starts the inference services and the timely workers; nothing is
+    /// read until the first [`RunningPipeline::refresh`].
+    pub fn start(&self, options: &RunOptions) -> Result<RunningPipeline, PipelineError> {
+        let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
+        let output = &self.compiled.pipeline.output;
+        let first_version = RunState::load(output).map_err(PipelineError::Run)?.next_version();
+        let shared = prepare::prepare(&self.compiled, resources, first_version).map_err(PipelineError::Run)?;
+        let config = timely::Config::from_args(options.timely_args.iter().cloned()).map_err(PipelineError::Run)?;
+        RunningPipeline::start(shared, config, options.progress)
+    }
+
+    /// Runs the pipeline once: one version from everything the sources and feedback hold.
+    pub fn run(&self, options: &RunOptions) -> Result<RunSummary, PipelineError> {
+        let mut running = self.start(options)?;
+        running.refresh()?;
+        running.stop()
+    }
+}

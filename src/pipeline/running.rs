@@ -1,0 +1,245 @@
+//! A started pipeline: timely workers waiting for commands. Each `refresh` makes every worker
+//! rescan its sources and feedback folders, push what changed at a new version, and step
+//! until that version is complete everywhere — so each sink writes one consistent snapshot
+//! per version that changed something. `stop` closes the inputs, drains and joins.
+
+use super::summary::{progress_message, spinner, RunSummary};
+use super::PipelineError;
+use crate::graph::build::{build, Shared, WorkerHandles};
+use crate::store::state::RunState;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use timely::communication::initialize::WorkerGuards;
+use timely::worker::Worker;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Command {
+    Idle,
+    Refresh(u64),
+    Stop,
+}
+
+#[derive(Debug)]
+struct ControlState {
+    /// Bumped for every command, so each worker runs each command once.
+    seq: u64,
+    command: Command,
+    /// Local workers that finished the current command.
+    done: usize,
+}
+
+/// The commands the controller gives the workers of this process.
+struct Control {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control { state: Mutex::new(ControlState { seq: 0, command: Command::Idle, done: 0 }), changed: Condvar::new() }
+    }
+    fn issue(&self, command: Command) {
+        let mut state = self.state.lock().expect("control");
+        state.seq += 1;
+        state.command = command;
+        state.done = 0;
+        self.changed.notify_all();
+    }
+    fn next(&self, seen: &mut u64) -> Option<Command> {
+        let state = self.state.lock().expect("control");
+        (state.seq > *seen).then(|| {
+            *seen = state.seq;
+            state.command
+        })
+    }
+    fn finished(&self) {
+        self.state.lock().expect("control").done += 1;
+        self.changed.notify_all();
+    }
+}
+
+/// A running pipeline (see the module header).
+pub struct RunningPipeline {
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+    guards: Option<WorkerGuards<()>>,
+    local_workers: usize,
+    next_version: u64,
+    versions: Vec<u64>,
+    started: Instant,
+}
+
+impl RunningPipeline {
+    pub(super) fn start(shared: Shared, config: timely::Config, progress: bool) -> Result<RunningPipeline, PipelineError> {
+        use timely::CommunicationConfig as C;
+        let local_workers = match &config.communication {
+            C::Thread => 1,
+            C::Process(n) | C::ProcessBinary(n) => *n,
+            C::Cluster { threads, .. } => *threads,
+        };
+        let next_version = shared.first_version;
+        let shared = Arc::new(shared);
+        let control = Arc::new(Control::new());
+        let (worker_shared, worker_control) = (Arc::clone(&shared), Arc::clone(&control));
+        let guards = timely::execute(config, move |worker| serve(worker, &worker_shared, &worker_control, progress))
+            .map_err(PipelineError::Run)?;
+        Ok(RunningPipeline { shared, control, guards: Some(guards), local_workers, next_version, versions: Vec::new(), started: Instant::now() })
+    }
+
+    /// Rescans every source and feedback folder and computes the new version; returns it once
+    /// every sink has written it (sinks write only versions that changed something).
+    pub fn refresh(&mut self) -> Result<u64, PipelineError> {
+        let version = self.next_version;
+        self.control.issue(Command::Refresh(version));
+        self.wait_for_workers()?;
+        self.next_version += 1;
+        self.commit()?;
+        Ok(version)
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary::collect(&self.shared, self.versions.clone(), self.started.elapsed().as_secs_f64())
+    }
+
+    /// Closes the inputs, lets the dataflow drain, joins the workers; returns the summary.
+    pub fn stop(mut self) -> Result<RunSummary, PipelineError> {
+        self.control.issue(Command::Stop);
+        if let Some(guards) = self.guards.take() {
+            for result in guards.join() {
+                result.map_err(|e| PipelineError::Run(format!("a worker failed: {e}")))?;
+            }
+        }
+        self.commit()?;
+        Ok(self.summary())
+    }
+
+    fn wait_for_workers(&self) -> Result<(), PipelineError> {
+        let mut state = self.control.state.lock().expect("control");
+        while state.done < self.local_workers {
+            let (next, _) = self.control.changed.wait_timeout(state, Duration::from_millis(100)).expect("control");
+            state = next;
+            let crashed = self.guards.as_ref().is_some_and(|g| g.guards().iter().any(|h| h.is_finished()));
+            if crashed && state.done < self.local_workers {
+                return Err(PipelineError::Run("a worker stopped unexpectedly (see the message above)".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the versions the sinks wrote and persists the last one.
+    fn commit(&mut self) -> Result<(), PipelineError> {
+        let mut versions = Vec::new();
+        for (sink, log) in &self.shared.sink_logs {
+            let log = log.lock().expect("sink log");
+            if let Some(error) = &log.error {
+                return Err(PipelineError::Run(format!("sink `{sink}` could not write: {error}")));
+            }
+            versions.extend(log.versions.iter().copied());
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        if versions != self.versions {
+            // Only the process that holds worker 0 writes; others have nothing to commit.
+            if let Some(last) = versions.last() {
+                let output = &self.shared.compiled.pipeline.output;
+                RunState { last_version: Some(*last) }.save(output).map_err(PipelineError::Run)?;
+            }
+            self.versions = versions;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        if let Some(guards) = self.guards.take() {
+            self.control.issue(Command::Stop);
+            drop(guards.join());
+        }
+    }
+}
+
+/// One worker's life: build the dataflow, then run commands until told to stop.
+fn serve(worker: &mut Worker, shared: &Shared, control: &Control, progress: bool) {
+    let mut handles = worker.dataflow::<u64, _, _>(|scope| build(scope, shared));
+    let mut seen = 0;
+    loop {
+        match control.next(&mut seen) {
+            None | Some(Command::Idle) => {
+                // Keep the dataflow moving for workers elsewhere while waiting.
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+            Some(Command::Refresh(version)) => {
+                feed(worker.index(), worker.peers(), &mut handles, shared, version);
+                let probe = handles.probe.clone();
+                step_while(worker, shared, progress, || probe.less_equal(&version));
+                control.finished();
+            }
+            Some(Command::Stop) => {
+                let probe = handles.probe.clone();
+                drop(handles);
+                step_while(worker, shared, progress, || !probe.done());
+                control.finished();
+                return;
+            }
+        }
+    }
+}
+
+fn step_while(worker: &mut Worker, shared: &Shared, progress: bool, mut busy: impl FnMut() -> bool) {
+    let bar = (progress && worker.index() == 0).then(|| spinner(&shared.compiled.pipeline.name));
+    while busy() {
+        worker.step_or_park(Some(Duration::from_millis(20)));
+        if let Some(bar) = &bar {
+            bar.set_message(progress_message(shared));
+            bar.tick();
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+/// Pushes what changed in sources and feedback at `version`, then advances every input past it.
+fn feed(index: usize, peers: usize, handles: &mut WorkerHandles, shared: &Shared, version: u64) {
+    handles.errors.advance_to(version);
+    for source in &mut handles.sources {
+        source.input.advance_to(version);
+        let started = Instant::now();
+        let diff = source.state.rescan(index, peers);
+        let stats = &shared.stats[&source.node];
+        stats.busy_since(started);
+        for (sample, d) in diff.samples {
+            stats.records_out(d);
+            source.input.update_at(sample, version, d);
+        }
+        for (error, d) in diff.errors {
+            stats.error(d);
+            handles.errors.update_at(error, version, d);
+        }
+        source.input.advance_to(version + 1);
+        source.input.flush();
+    }
+    for feedback in &mut handles.feedback {
+        feedback.input.advance_to(version);
+        // Feedback files are small: one worker reads them and the dataflow spreads them.
+        if index == 0 {
+            let started = Instant::now();
+            let diff = feedback.state.rescan();
+            let stats = &shared.stats[&feedback.node];
+            stats.busy_since(started);
+            for (score, d) in diff.scores {
+                feedback.input.update_at(score, version, d);
+            }
+            for (error, d) in diff.errors {
+                stats.error(d);
+                handles.errors.update_at(error, version, d);
+            }
+        }
+        feedback.input.advance_to(version + 1);
+        feedback.input.flush();
+    }
+    handles.errors.advance_to(version + 1);
+    handles.errors.flush();
+}
