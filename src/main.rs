@@ -1,10 +1,13 @@
 //! The `discl` command line: run, validate and draw pipelines.
 
 use clap::{Parser, Subcommand};
-use discl::pipeline::{write_summary, Pipeline, RunOptions};
+use discl::pipeline::{write_summary, Pipeline, PipelineError, RunOptions, RunSummary};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,13 @@ enum Command {
         /// Write the run summary (per node: records, errors, model calls, seconds) here.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Keep running: rescan sources and feedback every `--interval` seconds and write a
+        /// new snapshot whenever something changed; Ctrl-C stops cleanly.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between rescans in watch mode.
+        #[arg(long, default_value_t = 5.0)]
+        interval: f64,
         /// Timely workers in this process.
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
@@ -39,21 +49,55 @@ enum Command {
     Graph { file: PathBuf },
 }
 
+/// Refreshes until Ctrl-C, printing a line for every version that wrote something.
+fn watch_pipeline(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    interval: f64,
+) -> Result<RunSummary, PipelineError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| PipelineError::Run(format!("cannot catch Ctrl-C: {e}")))?;
+    let mut running = pipeline.start(options)?;
+    let mut written = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let version = running.refresh()?;
+        let summary = running.summary();
+        if summary.versions_written.len() > written {
+            written = summary.versions_written.len();
+            println!("version {version}: {}", summary.line());
+        }
+        let until = Instant::now() + Duration::from_secs_f64(interval.max(0.0));
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    running.stop()
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run {
             file,
             summary_json,
+            watch,
+            interval,
             workers,
             timely,
         } => {
             let result = Pipeline::from_file(&file).and_then(|pipeline| {
                 let mut timely_args = vec!["-w".to_string(), workers.to_string()];
                 timely_args.extend(timely);
-                pipeline.run(&RunOptions {
+                let options = RunOptions {
                     timely_args,
                     progress: std::io::stderr().is_terminal(),
-                })
+                };
+                if watch {
+                    watch_pipeline(&pipeline, &options, interval)
+                } else {
+                    pipeline.run(&options)
+                }
             });
             match result {
                 Ok(summary) => {

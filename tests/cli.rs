@@ -193,3 +193,62 @@ fn cuda_without_a_gpu_is_a_clear_error_unless_fallback_is_allowed() {
     let (code, _, stderr) = discl(&["validate", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn watch_mode_writes_a_snapshot_per_change_and_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let images = copy_fixture(dir.path());
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        pipeline_text(
+            dir.path(),
+            &images,
+            &classifier(),
+            "[{ misclassified = true }]",
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_discl"))
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--watch",
+            "--interval",
+            "0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("version 0: tiny: version(s) [0]"),
+        "{first}"
+    );
+    // A trainer checkpoint arrives: the next refresh writes a new version.
+    std::fs::create_dir_all(dir.path().join("feedback")).unwrap();
+    std::fs::write(
+        dir.path().join("feedback/checkpoint-1.jsonl"),
+        "{\"sample\": \"bag/none.png\", \"p_true\": 0.5, \"predicted\": \"bag\"}\n",
+    )
+    .unwrap();
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.contains("version(s) [0, "), "{second}");
+    assert!(
+        second.ends_with("1 error record(s)"),
+        "the unknown sample is reported: {second}"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let last = lines.last().unwrap().unwrap();
+    assert!(last.starts_with("tiny: version(s) [0, "), "{last}");
+    assert!(child.wait().unwrap().success());
+    let errors =
+        std::fs::read_to_string(dir.path().join("out/errors/current/errors.jsonl")).unwrap();
+    assert!(errors.contains("feedback names unknown sample"), "{errors}");
+}

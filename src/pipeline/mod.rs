@@ -43,18 +43,24 @@ impl Pipeline {
     /// Reads and compiles a graph file (structure only; no model is loaded).
     pub fn from_file(path: &Path) -> Result<Pipeline, PipelineError> {
         let graph = GraphFile::read(path).map_err(PipelineError::Graph)?;
-        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+        Ok(Pipeline {
+            compiled: compile(graph).map_err(PipelineError::Graph)?,
+        })
     }
 
     /// Compiles graph-file text; `name` stands for the file in errors.
     pub fn from_toml(name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         let graph = GraphFile::parse(name, text).map_err(PipelineError::Graph)?;
-        Ok(Pipeline { compiled: compile(graph).map_err(PipelineError::Graph)? })
+        Ok(Pipeline {
+            compiled: compile(graph).map_err(PipelineError::Graph)?,
+        })
     }
 
     /// Checks files and models too (loads every model once).
     pub fn validate(&self) -> Result<(), PipelineError> {
-        check_resources(&self.compiled).map(drop).map_err(PipelineError::Graph)
+        check_resources(&self.compiled)
+            .map(drop)
+            .map_err(PipelineError::Graph)
     }
 
     /// The graph as Graphviz DOT.
@@ -72,9 +78,13 @@ impl Pipeline {
     pub fn start(&self, options: &RunOptions) -> Result<RunningPipeline, PipelineError> {
         let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
         let output = &self.compiled.pipeline.output;
-        let first_version = RunState::load(output).map_err(PipelineError::Run)?.next_version();
-        let shared = prepare::prepare(&self.compiled, resources, first_version).map_err(PipelineError::Run)?;
-        let config = timely::Config::from_args(options.timely_args.iter().cloned()).map_err(PipelineError::Run)?;
+        let first_version = RunState::load(output)
+            .map_err(PipelineError::Run)?
+            .next_version();
+        let shared = prepare::prepare(&self.compiled, resources, first_version)
+            .map_err(PipelineError::Run)?;
+        let config = timely::Config::from_args(options.timely_args.iter().cloned())
+            .map_err(PipelineError::Run)?;
         RunningPipeline::start(shared, config, options.progress)
     }
 

@@ -14,16 +14,26 @@ use indexmap::IndexMap;
 use std::sync::{Arc, Mutex};
 
 /// Starts the services a compiled graph needs and gathers what its workers share.
-pub fn prepare(compiled: &Compiled, resources: Resources, first_version: u64) -> Result<Shared, String> {
+pub fn prepare(
+    compiled: &Compiled,
+    resources: Resources,
+    first_version: u64,
+) -> Result<Shared, String> {
     let output = compiled.pipeline.output.clone();
     let mut services = IndexMap::new();
     let mut classes = IndexMap::new();
     for (model, sessions) in resources.classifiers {
         classes.insert(model.clone(), Arc::new(sessions[0].meta().classes.clone()));
-        services.insert(model.clone(), Arc::new(InferenceService::start(&model, sessions)));
+        services.insert(
+            model.clone(),
+            Arc::new(InferenceService::start(&model, sessions)),
+        );
     }
-    let mut stats: IndexMap<String, Arc<NodeStats>> =
-        compiled.nodes.keys().map(|n| (n.clone(), Arc::new(NodeStats::default()))).collect();
+    let mut stats: IndexMap<String, Arc<NodeStats>> = compiled
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), Arc::new(NodeStats::default())))
+        .collect();
     stats.insert(ERRORS_SINK.into(), Arc::new(NodeStats::default()));
     let mut generators = IndexMap::new();
     if !resources.generators.is_empty() {
@@ -31,13 +41,20 @@ pub fn prepare(compiled: &Compiled, resources: Resources, first_version: u64) ->
         for (node, generator) in resources.generators {
             let model_digest = generator.models[0].digest;
             // Jobs large enough to batch across levels, small enough to keep every session busy.
-            let job_size = (generator.settings.batch_size * 8 / generator.models.len()).max(generator.settings.batch_size);
+            let job_size = (generator.settings.batch_size * 8 / generator.models.len())
+                .max(generator.settings.batch_size);
             let workers = generator
                 .models
                 .into_iter()
-                .map(|model| GenerateWorker { generator: Generator::new(model), settings: generator.settings.clone(), store: Arc::clone(&store) })
+                .map(|model| GenerateWorker {
+                    generator: Generator::new(model),
+                    settings: generator.settings.clone(),
+                    store: Arc::clone(&store),
+                })
                 .collect();
-            let OpConfig::Generate(config) = &compiled.nodes[&node].op else { unreachable!("a generate node") };
+            let OpConfig::Generate(config) = &compiled.nodes[&node].op else {
+                unreachable!("a generate node")
+            };
             let prompts = match (&config.prompt, &config.prompts) {
                 (_, Some(lists)) => Prompts::PerClass(lists.clone()),
                 (Some(template), None) => Prompts::Template(template.clone()),
@@ -67,5 +84,13 @@ pub fn prepare(compiled: &Compiled, resources: Resources, first_version: u64) ->
         .map(|n| (n.name.clone(), Arc::default()))
         .collect();
     sink_logs.insert(ERRORS_SINK.into(), Arc::default());
-    Ok(Shared { compiled: compiled.clone(), generators, services, classes, stats, sink_logs, first_version })
+    Ok(Shared {
+        compiled: compiled.clone(),
+        generators,
+        services,
+        classes,
+        stats,
+        sink_logs,
+        first_version,
+    })
 }

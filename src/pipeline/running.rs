@@ -36,7 +36,14 @@ struct Control {
 
 impl Control {
     fn new() -> Self {
-        Control { state: Mutex::new(ControlState { seq: 0, command: Command::Idle, done: 0 }), changed: Condvar::new() }
+        Control {
+            state: Mutex::new(ControlState {
+                seq: 0,
+                command: Command::Idle,
+                done: 0,
+            }),
+            changed: Condvar::new(),
+        }
     }
     fn issue(&self, command: Command) {
         let mut state = self.state.lock().expect("control");
@@ -70,7 +77,11 @@ pub struct RunningPipeline {
 }
 
 impl RunningPipeline {
-    pub(super) fn start(shared: Shared, config: timely::Config, progress: bool) -> Result<RunningPipeline, PipelineError> {
+    pub(super) fn start(
+        shared: Shared,
+        config: timely::Config,
+        progress: bool,
+    ) -> Result<RunningPipeline, PipelineError> {
         use timely::CommunicationConfig as C;
         let local_workers = match &config.communication {
             C::Thread => 1,
@@ -81,9 +92,19 @@ impl RunningPipeline {
         let shared = Arc::new(shared);
         let control = Arc::new(Control::new());
         let (worker_shared, worker_control) = (Arc::clone(&shared), Arc::clone(&control));
-        let guards = timely::execute(config, move |worker| serve(worker, &worker_shared, &worker_control, progress))
-            .map_err(PipelineError::Run)?;
-        Ok(RunningPipeline { shared, control, guards: Some(guards), local_workers, next_version, versions: Vec::new(), started: Instant::now() })
+        let guards = timely::execute(config, move |worker| {
+            serve(worker, &worker_shared, &worker_control, progress)
+        })
+        .map_err(PipelineError::Run)?;
+        Ok(RunningPipeline {
+            shared,
+            control,
+            guards: Some(guards),
+            local_workers,
+            next_version,
+            versions: Vec::new(),
+            started: Instant::now(),
+        })
     }
 
     /// Rescans every source and feedback folder and computes the new version; returns it once
@@ -99,7 +120,11 @@ impl RunningPipeline {
 
     /// The summary so far.
     pub fn summary(&self) -> RunSummary {
-        RunSummary::collect(&self.shared, self.versions.clone(), self.started.elapsed().as_secs_f64())
+        RunSummary::collect(
+            &self.shared,
+            self.versions.clone(),
+            self.started.elapsed().as_secs_f64(),
+        )
     }
 
     /// Closes the inputs, lets the dataflow drain, joins the workers; returns the summary.
@@ -117,11 +142,20 @@ impl RunningPipeline {
     fn wait_for_workers(&self) -> Result<(), PipelineError> {
         let mut state = self.control.state.lock().expect("control");
         while state.done < self.local_workers {
-            let (next, _) = self.control.changed.wait_timeout(state, Duration::from_millis(100)).expect("control");
+            let (next, _) = self
+                .control
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .expect("control");
             state = next;
-            let crashed = self.guards.as_ref().is_some_and(|g| g.guards().iter().any(|h| h.is_finished()));
+            let crashed = self
+                .guards
+                .as_ref()
+                .is_some_and(|g| g.guards().iter().any(|h| h.is_finished()));
             if crashed && state.done < self.local_workers {
-                return Err(PipelineError::Run("a worker stopped unexpectedly (see the message above)".into()));
+                return Err(PipelineError::Run(
+                    "a worker stopped unexpectedly (see the message above)".into(),
+                ));
             }
         }
         Ok(())
@@ -133,7 +167,9 @@ impl RunningPipeline {
         for (sink, log) in &self.shared.sink_logs {
             let log = log.lock().expect("sink log");
             if let Some(error) = &log.error {
-                return Err(PipelineError::Run(format!("sink `{sink}` could not write: {error}")));
+                return Err(PipelineError::Run(format!(
+                    "sink `{sink}` could not write: {error}"
+                )));
             }
             versions.extend(log.versions.iter().copied());
         }
@@ -143,7 +179,11 @@ impl RunningPipeline {
             // Only the process that holds worker 0 writes; others have nothing to commit.
             if let Some(last) = versions.last() {
                 let output = &self.shared.compiled.pipeline.output;
-                RunState { last_version: Some(*last) }.save(output).map_err(PipelineError::Run)?;
+                RunState {
+                    last_version: Some(*last),
+                }
+                .save(output)
+                .map_err(PipelineError::Run)?;
             }
             self.versions = versions;
         }
@@ -171,7 +211,13 @@ fn serve(worker: &mut Worker, shared: &Shared, control: &Control, progress: bool
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
             Some(Command::Refresh(version)) => {
-                feed(worker.index(), worker.peers(), &mut handles, shared, version);
+                feed(
+                    worker.index(),
+                    worker.peers(),
+                    &mut handles,
+                    shared,
+                    version,
+                );
                 let probe = handles.probe.clone();
                 step_while(worker, shared, progress, || probe.less_equal(&version));
                 control.finished();
@@ -187,7 +233,12 @@ fn serve(worker: &mut Worker, shared: &Shared, control: &Control, progress: bool
     }
 }
 
-fn step_while(worker: &mut Worker, shared: &Shared, progress: bool, mut busy: impl FnMut() -> bool) {
+fn step_while(
+    worker: &mut Worker,
+    shared: &Shared,
+    progress: bool,
+    mut busy: impl FnMut() -> bool,
+) {
     let bar = (progress && worker.index() == 0).then(|| spinner(&shared.compiled.pipeline.name));
     while busy() {
         worker.step_or_park(Some(Duration::from_millis(20)));

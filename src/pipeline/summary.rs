@@ -28,16 +28,30 @@ impl RunSummary {
             .iter()
             .map(|(name, stats)| {
                 let service = match shared.compiled.nodes.get(name).map(|n| &n.op) {
-                    Some(OpConfig::Classify(c)) => Some(shared.services[&c.model].stats().snapshot()),
-                    Some(OpConfig::Generate(_)) => Some(shared.generators[name].service.stats().snapshot()),
+                    Some(OpConfig::Classify(c)) => {
+                        Some(shared.services[&c.model].stats().snapshot())
+                    }
+                    Some(OpConfig::Generate(_)) => {
+                        Some(shared.generators[name].service.stats().snapshot())
+                    }
                     _ => None,
                 };
-                let (model_calls, busy) = service.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
+                let (model_calls, busy) =
+                    service.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
                 (name.clone(), stats.summary(model_calls, busy))
             })
             .collect();
-        let errors = shared.sink_logs[ERRORS_SINK].lock().expect("sink log").last_rows as u64;
-        RunSummary { pipeline: shared.compiled.pipeline.name.clone(), versions_written, nodes, errors, seconds }
+        let errors = shared.sink_logs[ERRORS_SINK]
+            .lock()
+            .expect("sink log")
+            .last_rows as u64;
+        RunSummary {
+            pipeline: shared.compiled.pipeline.name.clone(),
+            versions_written,
+            nodes,
+            errors,
+            seconds,
+        }
     }
 
     /// One plain line for logs.
@@ -61,13 +75,19 @@ impl RunSummary {
 
 /// Writes a summary as JSON, atomically.
 pub fn write_summary(summary: &RunSummary, path: &Path) -> Result<(), String> {
-    write_file(path, &serde_json::to_vec_pretty(summary).expect("summary serialises"))
+    write_file(
+        path,
+        &serde_json::to_vec_pretty(summary).expect("summary serialises"),
+    )
 }
 
 /// A spinner on a terminal (the caller only makes one when stderr is one).
 pub fn spinner(name: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}").expect("template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}")
+            .expect("template"),
+    );
     bar.set_prefix(name.to_string());
     bar
 }
@@ -77,7 +97,13 @@ pub fn progress_message(shared: &Shared) -> String {
     shared
         .stats
         .iter()
-        .filter(|(name, _)| shared.compiled.nodes.get(*name).is_some_and(|n| !matches!(n.op, OpConfig::Sink(_))))
+        .filter(|(name, _)| {
+            shared
+                .compiled
+                .nodes
+                .get(*name)
+                .is_some_and(|n| !matches!(n.op, OpConfig::Sink(_)))
+        })
         .map(|(name, stats)| format!("{name} {}", stats.summary(0, 0.0).records_out))
         .collect::<Vec<_>>()
         .join(" · ")
