@@ -19,7 +19,7 @@ use differential_dataflow::VecCollection;
 use indexmap::IndexMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::probe::{Handle as ProbeHandle, Probe};
 use timely::dataflow::Scope;
 
 /// What every worker of a process shares: the graph, model services and counters.
@@ -176,8 +176,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                     .enumerate()
                     .map(|(i, input)| outputs[input].rows(i))
                     .collect();
-                let rows =
-                    differential_dataflow::collection::concatenate(scope, rows).probe_with(&probe);
+                let rows = differential_dataflow::collection::concatenate(scope, rows);
                 rows.sink_manifests(SinkParams {
                     node: name.clone(),
                     folder: output_root.join(&name),
@@ -188,7 +187,8 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                     report: Some(output_root.clone()),
                     stats,
                     written: Arc::clone(&shared.sink_logs[&name]),
-                });
+                })
+                .probe_with(&probe);
                 Output::Nothing
             }
         };
@@ -196,9 +196,8 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
     }
 
     let errors = differential_dataflow::collection::concatenate(scope, errors)
-        .map(|e| (0usize, Row::Error(e)))
-        .probe_with(&probe);
-    errors.sink_manifests(SinkParams {
+        .map(|e| (0usize, Row::Error(e)));
+    let written = errors.sink_manifests(SinkParams {
         node: ERRORS_SINK.into(),
         folder: output_root.join(ERRORS_SINK),
         inputs: vec![ERRORS_SINK.into()],
@@ -209,6 +208,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         stats: Arc::clone(&shared.stats[ERRORS_SINK]),
         written: Arc::clone(&shared.sink_logs[ERRORS_SINK]),
     });
+    written.probe_with(&probe);
     WorkerHandles {
         sources,
         feedback,

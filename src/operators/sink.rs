@@ -11,8 +11,11 @@ use differential_dataflow::VecCollection;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
 
 /// How a `sink` node writes.
 #[derive(Clone)]
@@ -45,53 +48,64 @@ pub struct SinkLog {
 }
 
 /// Adds `sink` to collections of (input index, row).
-pub trait SinkExt {
-    /// Writes snapshots of the collection, split into one file per input index.
-    fn sink_manifests(self, params: SinkParams);
+pub trait SinkExt<'scope> {
+    /// Writes snapshots of the collection, split into one file per input index. The returned
+    /// stream carries no data; its frontier passes a version once that snapshot is written.
+    fn sink_manifests(self, params: SinkParams) -> Stream<'scope, u64, Vec<()>>;
 }
 
-impl<'scope> SinkExt for VecCollection<'scope, u64, (usize, Row)> {
-    fn sink_manifests(self, params: SinkParams) {
+impl<'scope> SinkExt<'scope> for VecCollection<'scope, u64, (usize, Row)> {
+    fn sink_manifests(self, params: SinkParams) -> Stream<'scope, u64, Vec<()>> {
         let name = format!("sink:{}", params.node);
         let mut pending: BTreeMap<u64, Vec<((usize, Row), isize)>> = BTreeMap::new();
+        // Capabilities for the times not yet written: the sink's (empty) output, which the run
+        // probes, cannot pass a version until its snapshot is on disk.
+        let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         let mut state: BTreeMap<(usize, Row), isize> = BTreeMap::new();
-        let mut written_any = false;
         // Every row is exchanged to worker 0, which alone writes.
         let writer = self.scope().index() == 0;
-        self.inner.sink(
-            Exchange::new(|_: &((usize, Row), u64, isize)| 0),
-            &name,
-            move |(input, frontier)| {
-                input.for_each(|_cap, data| {
-                    for (row, time, diff) in data.drain(..) {
-                        params.stats.records_in(diff);
-                        pending.entry(time).or_default().push((row, diff));
+        let done: Stream<'scope, u64, Vec<()>> = self
+            .inner
+            .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|_: &((usize, Row), u64, isize)| 0),
+                &name,
+                move |initial, _info| {
+                    // The first version is written even if it is empty.
+                    let mut first = writer.then(|| initial.delayed(&params.first_version));
+                    move |(input, frontier), _output| {
+                        input.for_each_stamp(|cap, data| {
+                            let cap = cap.retain_least(0).expect("a totally ordered stamp");
+                            for batch in data {
+                                for (row, time, diff) in batch.drain(..) {
+                                    params.stats.records_in(diff);
+                                    held.entry(time).or_insert_with(|| cap.delayed(&time));
+                                    pending.entry(time).or_default().push((row, diff));
+                                }
+                            }
+                        });
+                        let frontier = frontier.frontier();
+                        let complete: Vec<u64> = pending
+                            .keys()
+                            .copied()
+                            .filter(|t| !frontier.less_equal(t))
+                            .collect();
+                        for time in complete {
+                            for (row, diff) in pending.remove(&time).unwrap_or_default() {
+                                *state.entry(row).or_insert(0) += diff;
+                            }
+                            state.retain(|_, count| *count != 0);
+                            write(&params, time, &state);
+                            held.remove(&time);
+                            first = None;
+                        }
+                        if first.is_some() && !frontier.less_equal(&params.first_version) {
+                            write(&params, params.first_version, &state);
+                            first = None;
+                        }
                     }
-                });
-                if !writer {
-                    return;
-                }
-                let frontier = frontier.frontier();
-                let complete: Vec<u64> = pending
-                    .keys()
-                    .copied()
-                    .filter(|t| !frontier.less_equal(t))
-                    .collect();
-                for time in complete {
-                    for (row, diff) in pending.remove(&time).unwrap_or_default() {
-                        let count = state.entry(row).or_insert(0);
-                        *count += diff;
-                    }
-                    state.retain(|_, count| *count != 0);
-                    write(&params, time, &state);
-                    written_any = true;
-                }
-                if !written_any && !frontier.less_equal(&params.first_version) {
-                    write(&params, params.first_version, &state);
-                    written_any = true;
-                }
-            },
-        );
+                },
+            );
+        done
     }
 }
 
