@@ -4,7 +4,7 @@
 //! disk and models whose inputs and outputs fit what their op needs.
 
 use super::config::{GenerateConfig, OpConfig};
-use super::spec::{backticked, GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
+use super::spec::{GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
 use crate::operators::generate::ClassNames;
 use crate::record::RecordKind;
 use crate::runtime::diffusion::model::Conditioning;
@@ -34,6 +34,11 @@ pub struct Compiled {
     pub nodes: IndexMap<String, CompiledNode>,
 }
 
+/// Every `back-ticked` word of a message, in order.
+fn all_backticked(message: &str) -> impl Iterator<Item = &str> {
+    message.split('`').skip(1).step_by(2)
+}
+
 /// Phases 1–3. No file other than the graph file is touched.
 pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
     let file = graph.file.clone();
@@ -57,7 +62,11 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
                 let line = if message.starts_with("unknown op") {
                     node.line_of("op")
                 } else {
-                    backticked(&message).map_or(node.line, |field| node.line_of(field))
+                    // The first back-ticked word that is a field of the node (serde names
+                    // the bad value first for an unknown variant).
+                    all_backticked(&message)
+                        .find(|word| node.field_lines.contains_key(*word))
+                        .map_or(node.line, |field| node.line_of(field))
                 };
                 errors.push(err(line, name, message));
             }
@@ -77,6 +86,13 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         };
         if let Err((message, field)) = checked {
             errors.push(err(node.line_of(field), name, message));
+        }
+        if matches!(config, OpConfig::Sink(_)) && super::spec::RESERVED.contains(&name.as_str()) {
+            errors.push(err(
+                node.line,
+                name,
+                format!("a sink cannot be named `{name}`: the run writes its own `{name}/` folder"),
+            ));
         }
         if let Some(model) = config.model() {
             if !graph.models.contains_key(model) {

@@ -26,6 +26,9 @@ impl fmt::Display for GraphError {
     }
 }
 
+/// Names of folders the run itself writes under the output folder; no sink may take them.
+pub const RESERVED: &[&str] = &["errors", "state", "synthetic", "report"];
+
 /// `[pipeline]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +183,18 @@ impl GraphFile {
         for (name, value) in table(values.get("nodes")) {
             let line = lines.key(&["nodes", name]);
             let label = format!("node `{name}`");
+            // Node names become folder names under the output folder.
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                errors.push(error(
+                    line,
+                    Some(&label),
+                    "node names may use only letters, digits, `_` and `-`".into(),
+                ));
+            }
             let Some(fields) = value.as_table() else {
                 errors.push(error(line, Some(&label), "a node must be a table".into()));
                 continue;
@@ -356,6 +371,20 @@ mod tests {
         assert_eq!(
             shown[4],
             "p.toml:14: node `b`: `inputs` must be a list of node names"
+        );
+    }
+
+    #[test]
+    fn node_names_must_be_folder_safe() {
+        let text = "[pipeline]\nname = \"p\"\noutput = \"out\"\n[nodes.\"../x\"]\nop = \"sink\"\n";
+        let errors: Vec<String> = GraphFile::parse("p.toml", text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            errors,
+            vec!["p.toml:4: node `../x`: node names may use only letters, digits, `_` and `-`"]
         );
     }
 

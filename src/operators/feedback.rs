@@ -81,8 +81,18 @@ impl FeedbackState {
     fn read_all(&self) -> (BTreeSet<LocatedScore>, BTreeSet<ErrorRecord>) {
         let mut scores = BTreeSet::new();
         let mut errors = BTreeSet::new();
-        let Ok(entries) = std::fs::read_dir(&self.folder) else {
-            return (scores, errors);
+        let entries = match std::fs::read_dir(&self.folder) {
+            Ok(entries) => entries,
+            // No folder yet: the trainer has not written anything.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (scores, errors),
+            Err(e) => {
+                // Unreadable now: keep what was read before instead of retracting it all.
+                errors.insert(self.error(
+                    self.folder.display().to_string(),
+                    format!("cannot read feedback folder: {e}"),
+                ));
+                return (self.last_scores.clone(), errors);
+            }
         };
         let mut files: Vec<(u64, PathBuf)> = entries
             .filter_map(|e| e.ok())

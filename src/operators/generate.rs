@@ -143,6 +143,12 @@ impl GenerateParams {
         h.update(&key.seed.to_le_bytes());
         h.update(&(key.prompt.len() as u64).to_le_bytes());
         h.update(key.prompt.as_bytes());
+        // Class-conditional models are conditioned on the class index, not the prompt text.
+        let class = self
+            .class_conditional
+            .then(|| self.classes.names.iter().position(|c| *c == sample.label))
+            .flatten();
+        h.update(&class.map_or(u64::MAX, |i| i as u64).to_le_bytes());
         h.update(self.settings.scheduler.class_name().as_bytes());
         h.update(&(self.settings.steps as u64).to_le_bytes());
         h.update(&self.settings.guidance_scale.to_le_bytes());
@@ -245,6 +251,10 @@ pub struct GenerateWorker {
 impl BatchWorker for GenerateWorker {
     type Item = GenerateItem;
     type Output = GenerateAnswer;
+
+    fn failed(message: &str) -> GenerateAnswer {
+        Err(message.to_string())
+    }
 
     fn run(&mut self, items: Vec<GenerateItem>, stats: &ServiceStats) -> Vec<GenerateAnswer> {
         let mut answers: Vec<Option<GenerateAnswer>> = (0..items.len()).map(|_| None).collect();

@@ -1,7 +1,7 @@
 //! The shape every model-backed operator shares: for each input record, a memoized answer
 //! computed in batches on an inference service. The operator holds a capability for every
-//! time with an answer outstanding, sends full batches at once and a partial batch once its
-//! time is complete, and is woken by the service. An answer is computed once per memo key:
+//! time with an answer outstanding, sends full batches at once and the rest of a time once
+//! that time is complete, and is woken by the service. An answer is computed once per memo key:
 //! a retraction, or the same record again, is answered from the memo without a model call.
 
 use crate::operators::stats::NodeStats;
@@ -118,14 +118,23 @@ where
                             }
                         }
                     });
-                    // Full batches go now; a partial batch once no more input can come for its time.
-                    let complete = |t: &u64| !frontier.frontier().less_equal(t);
-                    while unsent.len() >= batch_size
-                        || (!unsent.is_empty() && unsent.iter().all(|(_, _, t)| complete(t)))
-                    {
-                        let take = unsent.len().min(batch_size);
-                        let (keys, items): (Vec<_>, Vec<_>) =
-                            unsent.drain(..take).map(|(k, item, _)| (k, item)).unzip();
+                    // Full batches go now; the rest of a time once no more input can come for it.
+                    let frontier = frontier.frontier();
+                    let (complete, open): (Vec<_>, Vec<_>) = unsent
+                        .drain(..)
+                        .partition(|(_, _, t)| !frontier.less_equal(t));
+                    unsent = open;
+                    let mut ready_to_send = complete;
+                    while unsent.len() >= batch_size {
+                        ready_to_send.extend(unsent.drain(..batch_size));
+                    }
+                    let mut ready_to_send = ready_to_send.into_iter().peekable();
+                    while ready_to_send.peek().is_some() {
+                        let (keys, items): (Vec<_>, Vec<_>) = ready_to_send
+                            .by_ref()
+                            .take(batch_size.max(1))
+                            .map(|(k, item, _)| (k, item))
+                            .unzip();
                         in_flight.insert(next_tag, keys);
                         service.submit(next_tag, items, &reply, &wake);
                         next_tag += 1;

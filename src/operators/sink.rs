@@ -120,7 +120,7 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
         .flatten()
         .map(|(_, c)| (*c).max(0) as usize)
         .sum();
-    let mut result = write_snapshot(
+    let result = write_snapshot(
         &params.folder,
         version,
         &params.inputs,
@@ -133,7 +133,13 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
             Row::Synthetic(s) => Some(s),
             _ => None,
         });
-        result = write_contact_sheets(output, synthetic);
+        // Pictures are a report: failing to draw one does not undo a committed snapshot.
+        if let Err(e) = write_contact_sheets(output, synthetic) {
+            eprintln!(
+                "warning: sink `{}`: contact sheets for version {version} not written: {e}",
+                params.node
+            );
+        }
     }
     params.stats.busy_since(started);
     let mut log = params.written.lock().expect("sink log");

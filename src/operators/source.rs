@@ -46,6 +46,8 @@ pub struct SourceState {
     last: Scan,
     /// (size, modified) → digest, so rescans do not re-read unchanged files.
     digests: HashMap<PathBuf, (u64, SystemTime, Digest)>,
+    /// Why the whole source could not be read at the last scan, if it could not.
+    unreadable: Option<ErrorRecord>,
 }
 
 /// Updates of one rescan.
@@ -62,13 +64,28 @@ impl SourceState {
             location,
             last: Scan::default(),
             digests: HashMap::new(),
+            unreadable: None,
         }
     }
 
     /// Rescans and returns what changed. Only entries whose id falls in this worker's share
     /// (`id % peers == index`) are read, so workers split the hashing and decoding.
     pub fn rescan(&mut self, index: usize, peers: usize) -> SourceDiff {
-        let scan = self.scan(index, peers);
+        let Some(scan) = self.scan(index, peers) else {
+            // The whole source is unreadable (moved, unmounted): report it and keep what was
+            // there, rather than retracting every sample until it comes back.
+            let error = self.unreadable.clone().filter(|_| index == 0);
+            let mut diff = SourceDiff::default();
+            diff.errors.extend(
+                error
+                    .iter()
+                    .filter(|e| !self.last.errors.contains(e))
+                    .map(|e| (e.clone(), 1)),
+            );
+            self.last.errors.extend(error);
+            return diff;
+        };
+        self.unreadable = None;
         let mut diff = SourceDiff::default();
         for (id, sample) in &scan.samples {
             match self.last.samples.get(id) {
@@ -100,7 +117,7 @@ impl SourceState {
         diff
     }
 
-    fn scan(&mut self, index: usize, peers: usize) -> Scan {
+    fn scan(&mut self, index: usize, peers: usize) -> Option<Scan> {
         let mut scan = Scan::default();
         let entries = match &self.location {
             SourceLocation::ImageFolder(root) => list_image_folder(root),
@@ -109,15 +126,12 @@ impl SourceState {
         let entries = match entries {
             Ok(entries) => entries,
             Err((location, message)) => {
-                // Only one worker reports a source-wide failure.
-                if index == 0 {
-                    scan.errors.insert(ErrorRecord {
-                        node: self.node.clone(),
-                        location,
-                        message,
-                    });
-                }
-                return scan;
+                self.unreadable = Some(ErrorRecord {
+                    node: self.node.clone(),
+                    location,
+                    message,
+                });
+                return None;
             }
         };
         for entry in entries {
@@ -174,7 +188,7 @@ impl SourceState {
                 }
             }
         }
-        scan
+        Some(scan)
     }
 
     /// The digest of a file, checking once that it decodes as an image.
@@ -256,7 +270,8 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for entry in read.filter_map(|e| e.ok()) {
         let path = entry.path();
-        if path.is_dir() {
+        // Links to folders are not followed: a link back up would never end.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             collect_images(&path, out);
         } else if path
             .extension()
@@ -293,11 +308,30 @@ fn read_manifest(file: &Path) -> Listed {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
-        for record in reader.deserialize::<ManifestRow>() {
-            let line = |e: &csv::Error| e.position().map(|p| p.line() as usize).unwrap_or(0);
-            match record {
-                Ok(row) => rows.push((rows.len() + 2, Ok(row))),
-                Err(e) => rows.push((line(&e), Err(e.to_string()))),
+        let line = |e: &csv::Error| e.position().map_or(0, |p| p.line() as usize);
+        let headers = reader.headers().cloned().map_err(|e| {
+            (
+                format!("{}:{}", file.display(), line(&e)),
+                format!("bad manifest header: {e}"),
+            )
+        })?;
+        let mut record = csv::StringRecord::new();
+        loop {
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {
+                    let at = record.position().map_or(0, |p| p.line() as usize);
+                    rows.push((
+                        at,
+                        record
+                            .deserialize::<ManifestRow>(Some(&headers))
+                            .map_err(|e| e.to_string()),
+                    ));
+                }
+                Err(e) => {
+                    rows.push((line(&e), Err(e.to_string())));
+                    break;
+                }
             }
         }
     } else {
@@ -387,6 +421,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_source_keeps_its_samples_and_reports_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        png(&root.join("coat/a.png"), 1);
+        let mut state = SourceState::new("train", SourceLocation::ImageFolder(root.clone()));
+        assert_eq!(state.rescan(0, 1).samples.len(), 1);
+        std::fs::rename(&root, dir.path().join("moved")).unwrap();
+        let diff = state.rescan(0, 1);
+        assert!(diff.samples.is_empty(), "nothing is retracted: {diff:?}");
+        assert_eq!(diff.errors.len(), 1);
+        assert!(diff.errors[0]
+            .0
+            .message
+            .contains("cannot read image folder"));
+        assert_eq!(state.rescan(0, 1), SourceDiff::default(), "reported once");
+    }
+
+    #[test]
     fn workers_split_the_samples() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..20 {
@@ -427,8 +479,16 @@ mod tests {
 
         let csv = dir.path().join("m.csv");
         std::fs::write(&csv, "path,label\nimg/x.png,coat\n").unwrap();
-        let diff = SourceState::new("m", SourceLocation::Manifest(csv)).rescan(0, 1);
+        let diff = SourceState::new("m", SourceLocation::Manifest(csv.clone())).rescan(0, 1);
         assert_eq!(diff.samples[0].0.name, "img/x.png");
+        std::fs::write(&csv, "path,label\n\nimg/x.png,coat\nimg/x.png\n").unwrap();
+        let diff = SourceState::new("m", SourceLocation::Manifest(csv)).rescan(0, 1);
+        assert!(
+            diff.errors
+                .iter()
+                .any(|(e, _)| e.location.ends_with("m.csv:4")),
+            "{diff:?}"
+        );
         assert_eq!(diff.samples[0].0.label, "coat");
     }
 }

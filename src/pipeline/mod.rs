@@ -34,6 +34,32 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
+/// One past the highest `vNNNNNN` snapshot folder under any folder of `output`.
+fn next_unused_version(output: &Path) -> u64 {
+    let versions = |dir: std::path::PathBuf| -> Vec<u64> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix('v')?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    std::fs::read_dir(output)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .flat_map(|e| versions(e.path()))
+        .max()
+        .map_or(0, |v| v + 1)
+}
+
 /// A compiled pipeline.
 pub struct Pipeline {
     compiled: Compiled,
@@ -78,9 +104,11 @@ impl Pipeline {
     pub fn start(&self, options: &RunOptions) -> Result<RunningPipeline, PipelineError> {
         let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
         let output = &self.compiled.pipeline.output;
-        let first_version = RunState::load(output)
+        let saved = RunState::load(output)
             .map_err(PipelineError::Run)?
             .next_version();
+        // Never reuse a version a crashed run wrote without committing it.
+        let first_version = saved.max(next_unused_version(output));
         let shared = prepare::prepare(&self.compiled, resources, first_version)
             .map_err(PipelineError::Run)?;
         let config = timely::Config::from_args(options.timely_args.iter().cloned())

@@ -120,6 +120,12 @@ fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), Str
             .zip(wanted)
             .skip(1)
             .all(|(&got, want)| got == -1 || got == want);
+    if fits && input.shape[0] != -1 {
+        return Err(format!(
+            "input `{}` has a fixed batch of {}; export the model with a dynamic batch dimension",
+            input.name, input.shape[0]
+        ));
+    }
     if !fits {
         return Err(format!(
             "input `{}` has shape {:?}, expected [batch, {c}, {h}, {w}]",
@@ -178,6 +184,10 @@ pub type ClassifyResult = Result<ClassifierOutput, String>;
 impl BatchWorker for Classifier {
     type Item = ClassifyItem;
     type Output = ClassifyResult;
+
+    fn failed(message: &str) -> ClassifyResult {
+        Err(message.to_string())
+    }
 
     fn run(&mut self, items: Vec<ClassifyItem>, stats: &ServiceStats) -> Vec<ClassifyResult> {
         let mut pixels = Vec::with_capacity(items.len() * self.spec.len());

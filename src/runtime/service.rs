@@ -14,6 +14,8 @@ pub trait BatchWorker: Send + 'static {
     type Output: Send + 'static;
     /// Runs one batch; `stats` is for counting model calls.
     fn run(&mut self, items: Vec<Self::Item>, stats: &ServiceStats) -> Vec<Self::Output>;
+    /// The answer for an item whose batch failed outright (the worker panicked).
+    fn failed(message: &str) -> Self::Output;
 }
 
 /// Counters a service keeps while it runs.
@@ -121,7 +123,20 @@ fn serve<W: BatchWorker>(mut worker: W, jobs: Receiver<Job<W>>, stats: Arc<Servi
         stats
             .items
             .fetch_add(job.items.len() as u64, Ordering::Relaxed);
-        let outputs = worker.run(job.items, &stats);
+        let n = job.items.len();
+        // A panic must not strand the caller waiting for a reply: every item gets an error.
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            worker.run(job.items, &stats)
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown cause");
+            let message = format!("the inference service failed on this batch: {why}");
+            (0..n).map(|_| W::failed(&message)).collect()
+        });
         stats
             .busy_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -152,7 +167,11 @@ mod tests {
         type Output = u32;
         fn run(&mut self, items: Vec<u32>, stats: &ServiceStats) -> Vec<u32> {
             stats.model_call();
+            assert!(!items.contains(&13), "unlucky");
             items.into_iter().map(|x| 2 * x).collect()
+        }
+        fn failed(_: &str) -> u32 {
+            u32::MAX
         }
     }
 
@@ -170,11 +189,14 @@ mod tests {
         let mut got: Vec<(u64, Vec<u32>)> = vec![rx.recv().unwrap(), rx.recv().unwrap()];
         got.sort();
         assert_eq!(got, vec![(7, vec![2, 4, 6]), (8, vec![20])]);
+        // A panicking batch is answered, item by item, with the failure answer.
+        service.submit(9, vec![12, 13], &tx, &wake);
+        assert_eq!(rx.recv().unwrap(), (9, vec![u32::MAX, u32::MAX]));
         let stats = Arc::clone(service.stats());
         drop(service);
-        assert_eq!(woken.load(Ordering::SeqCst), 2);
-        assert_eq!(stats.snapshot().0, 2);
-        assert_eq!(stats.snapshot().1, 4);
-        assert_eq!(stats.snapshot().2, 2);
+        assert_eq!(woken.load(Ordering::SeqCst), 3);
+        assert_eq!(stats.snapshot().0, 3);
+        assert_eq!(stats.snapshot().1, 6);
+        assert_eq!(stats.snapshot().2, 3);
     }
 }

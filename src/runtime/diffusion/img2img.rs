@@ -409,6 +409,10 @@ impl Generator {
     }
 
     fn encode_sources(&mut self, sources: Vec<(Digest, Arc<Vec<f32>>)>) -> Result<(), String> {
+        // Evict before deciding what is missing, so nothing this batch needs is dropped.
+        if self.latents.len() + sources.len() > LATENT_CACHE {
+            self.latents.clear();
+        }
         let mut missing: Vec<(Digest, Arc<Vec<f32>>)> = Vec::new();
         for (digest, image) in sources {
             if !self.latents.contains_key(&digest) && !missing.iter().any(|(d, _)| *d == digest) {
@@ -417,9 +421,6 @@ impl Generator {
         }
         if missing.is_empty() {
             return Ok(());
-        }
-        if self.latents.len() + missing.len() > LATENT_CACHE {
-            self.latents.clear();
         }
         let image_len = self.model.image_len();
         if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {

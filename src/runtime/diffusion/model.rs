@@ -123,23 +123,7 @@ impl DiffusionModel {
         let scheduler_config = SchedulerConfig::from_file(&scheduler_file)
             .map_err(|e| format!("{}: {e}", scheduler_file.display()))?;
 
-        let mut hasher = blake3::Hasher::new();
-        let mut hash_file = |file: &Path| -> Result<(), String> {
-            let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            hasher.update(
-                file.strip_prefix(folder)
-                    .unwrap_or(file)
-                    .to_string_lossy()
-                    .as_bytes(),
-            );
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(&bytes);
-            Ok(())
-        };
-        hash_file(&scheduler_file)?;
-
         let unet_file = folder.join("unet/model.onnx");
-        hash_file(&unet_file)?;
         let unet = onnx::open_session(&unet_file, options)?;
         let unet_config = read_json(&folder.join("unet/config.json"))?;
         let unet_io = unet_io(&unet).map_err(|e| format!("{}: {e}", unet_file.display()))?;
@@ -168,8 +152,6 @@ impl DiffusionModel {
         {
             let encoder_file = folder.join("vae_encoder/model.onnx");
             let decoder_file = folder.join("vae_decoder/model.onnx");
-            hash_file(&encoder_file)?;
-            hash_file(&decoder_file)?;
             Some(open_vae(folder, encoder_file, decoder_file, options)?)
         } else {
             None
@@ -187,6 +169,13 @@ impl DiffusionModel {
             }
             None => latent_shape,
         };
+        if image_shape[0] != 1 && image_shape[0] != 3 {
+            return Err(format!(
+                "{}: images with {} channels; 1 (grey) or 3 (RGB) are supported",
+                folder.display(),
+                image_shape[0]
+            ));
+        }
 
         let conditioning = if unet_io.condition == "class_labels" {
             let classes = unet_config["num_class_embeds"].as_i64().ok_or_else(|| {
@@ -200,12 +189,11 @@ impl DiffusionModel {
             }
         } else {
             let file = folder.join("text_encoder/model.onnx");
-            hash_file(&file)?;
             Conditioning::Text(open_text_encoder(folder, file, options)?)
         };
         Ok(DiffusionModel {
             folder: folder.to_path_buf(),
-            digest: Digest(*hasher.finalize().as_bytes()),
+            digest: folder_digest(folder)?,
             scheduler_config,
             unet,
             unet_io,
@@ -225,6 +213,49 @@ impl DiffusionModel {
     pub fn image_len(&self) -> usize {
         self.image_shape.iter().product()
     }
+}
+
+/// A hash of every file under the model folder (path and bytes, in sorted order, streamed):
+/// weights, external data, configs and tokenizer alike, so any change makes new memo keys.
+fn folder_digest(folder: &Path) -> Result<Digest, String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+            if kind.is_dir() {
+                walk(&entry.path(), out)?;
+            } else {
+                out.push(entry.path());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(folder, &mut files)?;
+    files.sort();
+    let mut hasher = blake3::Hasher::new();
+    for file in files {
+        let relative = file
+            .strip_prefix(folder)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
+        // Documentation does not change what a model computes.
+        if relative.ends_with(".md") {
+            continue;
+        }
+        let mut reader =
+            std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        hasher.update(relative.as_bytes());
+        hasher.update(&[0]);
+        hasher
+            .update_reader(&mut reader)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    Ok(Digest(*hasher.finalize().as_bytes()))
 }
 
 fn unet_io(session: &Session) -> Result<UnetIo, String> {

@@ -48,7 +48,10 @@ impl ClipTokenizer {
             if let Ok(text) = std::fs::read_to_string(&file) {
                 let json: Json =
                     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-                if let Some(n) = json["model_max_length"].as_u64().filter(|n| *n < 100_000) {
+                if let Some(n) = json["model_max_length"]
+                    .as_u64()
+                    .filter(|n| (3..100_000).contains(n))
+                {
                     max_length = n as usize;
                 }
                 if config.is_null() {
