@@ -9,8 +9,9 @@ use std::fs;
 use std::path::Path;
 
 /// A row of any record kind a sink can write.
+/// Tagged when serialised (bincode, between processes, cannot read untagged enums); the
+/// manifests write the inner record alone.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
-#[serde(untagged)]
 pub enum Row {
     Sample(Sample),
     Score(Score),
@@ -113,7 +114,13 @@ fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), String> {
 fn jsonl(rows: &[&Row]) -> Vec<u8> {
     let mut out = Vec::new();
     for row in rows {
-        serde_json::to_writer(&mut out, row).expect("rows serialise");
+        let written = match row {
+            Row::Sample(r) => serde_json::to_writer(&mut out, r),
+            Row::Score(r) => serde_json::to_writer(&mut out, r),
+            Row::Synthetic(r) => serde_json::to_writer(&mut out, r),
+            Row::Error(r) => serde_json::to_writer(&mut out, r),
+        };
+        written.expect("rows serialise");
         out.push(b'\n');
     }
     out
@@ -186,6 +193,21 @@ fn parquet(rows: &[&Row]) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use crate::record::{Digest, Value};
+
+    #[test]
+    fn rows_cross_processes_through_bincode() {
+        let row = Row::Score(Score {
+            sample: 1,
+            checkpoint: 2,
+            p_true: Value(0.5),
+            loss: Value(0.7),
+            predicted: "c".into(),
+        });
+        let back: Row = bincode::deserialize(&bincode::serialize(&(3usize, row.clone())).unwrap())
+            .map(|(_, r): (usize, Row)| r)
+            .unwrap();
+        assert_eq!(back, row);
+    }
 
     #[test]
     fn snapshots_are_versioned_current_and_pruned() {
