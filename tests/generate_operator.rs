@@ -52,7 +52,7 @@ fn retractions_never_call_the_model() {
         scheduler: SchedulerKind::Ddim,
         batch_size: 4,
     };
-    let store = Arc::new(ImageStore::open(dir.path()).unwrap());
+    let store = Arc::new(ImageStore::open(dir.path(), 0).unwrap());
     let worker = GenerateWorker {
         generator: Generator::new(model),
         settings: settings.clone(),

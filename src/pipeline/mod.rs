@@ -109,9 +109,13 @@ impl Pipeline {
             .next_version();
         // Never reuse a version a crashed run wrote without committing it.
         let first_version = saved.max(next_unused_version(output));
-        let shared = prepare::prepare(&self.compiled, resources, first_version)
-            .map_err(PipelineError::Run)?;
         let config = timely::Config::from_args(options.timely_args.iter().cloned())
+            .map_err(PipelineError::Run)?;
+        let process = match &config.communication {
+            timely::CommunicationConfig::Cluster { process, .. } => *process,
+            _ => 0,
+        };
+        let shared = prepare::prepare(&self.compiled, resources, first_version, process)
             .map_err(PipelineError::Run)?;
         RunningPipeline::start(shared, config, options.progress)
     }

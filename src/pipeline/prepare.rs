@@ -13,11 +13,13 @@ use crate::store::images::ImageStore;
 use indexmap::IndexMap;
 use std::sync::{Arc, Mutex};
 
-/// Starts the services a compiled graph needs and gathers what its workers share.
+/// Starts the services a compiled graph needs and gathers what its workers share; `process`
+/// is this process's index in a timely cluster (0 alone).
 pub fn prepare(
     compiled: &Compiled,
     resources: Resources,
     first_version: u64,
+    process: usize,
 ) -> Result<Shared, String> {
     let output = compiled.pipeline.output.clone();
     let mut services = IndexMap::new();
@@ -37,7 +39,7 @@ pub fn prepare(
     stats.insert(ERRORS_SINK.into(), Arc::new(NodeStats::default()));
     let mut generators = IndexMap::new();
     if !resources.generators.is_empty() {
-        let store = Arc::new(ImageStore::open(&output)?);
+        let store = Arc::new(ImageStore::open(&output, process)?);
         for (node, generator) in resources.generators {
             let model_digest = generator.models[0].digest;
             // Jobs large enough to batch across levels, small enough to keep every session busy.

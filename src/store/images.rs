@@ -28,9 +28,13 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// Opens (or creates) the store under `output`.
-    pub fn open(output: &Path) -> Result<ImageStore, String> {
-        let index = output.join("state/synthetic.redb");
+    /// Opens (or creates) the store under `output`. Each process of a timely cluster keeps
+    /// its own index (the database is locked by one process), over the shared image folder.
+    pub fn open(output: &Path, process: usize) -> Result<ImageStore, String> {
+        let index = match process {
+            0 => output.join("state/synthetic.redb"),
+            p => output.join(format!("state/synthetic-p{p}.redb")),
+        };
         std::fs::create_dir_all(index.parent().expect("state folder"))
             .map_err(|e| format!("{}: {e}", index.display()))?;
         let db = Database::create(&index)
@@ -108,12 +112,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Digest::of(b"content key");
         {
-            let store = ImageStore::open(dir.path()).unwrap();
+            let store = ImageStore::open(dir.path(), 0).unwrap();
             assert_eq!(store.get(&key).unwrap(), None);
             let stored = store.put(&key, b"png bytes").unwrap();
             assert_eq!(std::fs::read(store.path(&stored)).unwrap(), b"png bytes");
         }
-        let store = ImageStore::open(dir.path()).unwrap();
+        let store = ImageStore::open(dir.path(), 0).unwrap();
         let found = store.get(&key).unwrap().unwrap();
         assert_eq!(found.digest, Digest::of(b"png bytes"));
         // An index entry whose file was damaged or is gone is not a hit.
