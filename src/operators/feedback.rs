@@ -5,8 +5,9 @@
 
 use crate::record::{sample_id, ErrorRecord, Sample, Score, Value};
 use differential_dataflow::VecCollection;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// A feedback score and the `file:line` it came from.
 pub type LocatedScore = (Score, String);
@@ -35,7 +36,11 @@ pub struct FeedbackState {
     folder: PathBuf,
     last_scores: BTreeSet<LocatedScore>,
     last_errors: BTreeSet<ErrorRecord>,
+    /// What each file held at its (size, modified time), so rescans parse only changed files.
+    parsed: HashMap<PathBuf, ParsedFile>,
 }
+
+type ParsedFile = ((u64, SystemTime), Vec<LocatedScore>, Vec<ErrorRecord>);
 
 /// Updates of one rescan.
 #[derive(Debug, Default, PartialEq)]
@@ -51,6 +56,7 @@ impl FeedbackState {
             folder,
             last_scores: BTreeSet::new(),
             last_errors: BTreeSet::new(),
+            parsed: HashMap::new(),
         }
     }
 
@@ -78,7 +84,7 @@ impl FeedbackState {
         diff
     }
 
-    fn read_all(&self) -> (BTreeSet<LocatedScore>, BTreeSet<ErrorRecord>) {
+    fn read_all(&mut self) -> (BTreeSet<LocatedScore>, BTreeSet<ErrorRecord>) {
         let mut scores = BTreeSet::new();
         let mut errors = BTreeSet::new();
         let entries = match std::fs::read_dir(&self.folder) {
@@ -100,31 +106,50 @@ impl FeedbackState {
             .filter_map(|p| checkpoint_of(&p).map(|c| (c, p)))
             .collect();
         files.sort();
+        let mut parsed = HashMap::new();
         for (checkpoint, file) in files {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(text) => text,
-                Err(e) => {
-                    errors.insert(self.error(
-                        file.display().to_string(),
-                        format!("cannot read feedback: {e}"),
-                    ));
-                    continue;
+            let stamp = std::fs::metadata(&file)
+                .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            let entry = match (stamp, self.parsed.remove(&file)) {
+                (Ok(stamp), Some(cached)) if cached.0 == stamp => cached,
+                (stamp, _) => {
+                    let (file_scores, file_errors) = self.parse_file(&file, checkpoint);
+                    (
+                        stamp.unwrap_or((0, SystemTime::UNIX_EPOCH)),
+                        file_scores,
+                        file_errors,
+                    )
                 }
             };
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let location = format!("{}:{}", file.display(), i + 1);
-                match parse_line(line, checkpoint) {
-                    Ok(score) => {
-                        scores.insert((score, location));
-                    }
-                    Err(message) => {
-                        errors.insert(self.error(location, message));
-                    }
-                }
+            scores.extend(entry.1.iter().cloned());
+            errors.extend(entry.2.iter().cloned());
+            parsed.insert(file, entry);
+        }
+        self.parsed = parsed;
+        (scores, errors)
+    }
+
+    fn parse_file(&self, file: &Path, checkpoint: u64) -> (Vec<LocatedScore>, Vec<ErrorRecord>) {
+        let (mut scores, mut errors) = (Vec::new(), Vec::new());
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                errors.push(self.error(
+                    file.display().to_string(),
+                    format!("cannot read feedback: {e}"),
+                ));
+                return (scores, errors);
+            }
+        };
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let location = format!("{}:{}", file.display(), i + 1);
+            match parse_line(line, checkpoint) {
+                Ok(score) => scores.push((score, location)),
+                Err(message) => errors.push(self.error(location, message)),
             }
         }
         (scores, errors)

@@ -5,10 +5,11 @@
 //! files for a version appear together, by renaming a finished folder into place.
 
 use crate::operators::stats::NodeStats;
+use crate::record::Digest;
 use crate::store::contact_sheet::write_contact_sheets;
 use crate::store::manifest::{write_snapshot, ManifestFormat, Row};
 use differential_dataflow::VecCollection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use timely::container::CapacityContainerBuilder;
@@ -62,6 +63,7 @@ impl<'scope> SinkExt<'scope> for VecCollection<'scope, u64, (usize, Row)> {
         // probes, cannot pass a version until its snapshot is on disk.
         let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         let mut state: BTreeMap<(usize, Row), isize> = BTreeMap::new();
+        let mut drawn = HashMap::new();
         // Every row is exchanged to worker 0, which alone writes.
         let writer = self.scope().index() == 0;
         let done: Stream<'scope, u64, Vec<()>> = self
@@ -94,12 +96,12 @@ impl<'scope> SinkExt<'scope> for VecCollection<'scope, u64, (usize, Row)> {
                                 *state.entry(row).or_insert(0) += diff;
                             }
                             state.retain(|_, count| *count != 0);
-                            write(&params, time, &state);
+                            write(&params, time, &state, &mut drawn);
                             held.remove(&time);
                             first = None;
                         }
                         if first.is_some() && !frontier.less_equal(&params.first_version) {
-                            write(&params, params.first_version, &state);
+                            write(&params, params.first_version, &state, &mut drawn);
                             first = None;
                         }
                     }
@@ -109,7 +111,12 @@ impl<'scope> SinkExt<'scope> for VecCollection<'scope, u64, (usize, Row)> {
     }
 }
 
-fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize>) {
+fn write(
+    params: &SinkParams,
+    version: u64,
+    state: &BTreeMap<(usize, Row), isize>,
+    drawn: &mut HashMap<(String, u64), Digest>,
+) {
     let started = std::time::Instant::now();
     let mut tables: Vec<Vec<(&Row, isize)>> = vec![Vec::new(); params.inputs.len()];
     for ((input, row), count) in state {
@@ -134,7 +141,7 @@ fn write(params: &SinkParams, version: u64, state: &BTreeMap<(usize, Row), isize
             _ => None,
         });
         // Pictures are a report: failing to draw one does not undo a committed snapshot.
-        if let Err(e) = write_contact_sheets(output, synthetic) {
+        if let Err(e) = write_contact_sheets(output, synthetic, drawn) {
             eprintln!(
                 "warning: sink `{}`: contact sheets for version {version} not written: {e}",
                 params.node

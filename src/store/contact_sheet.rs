@@ -4,18 +4,21 @@
 //! seed. Small images are scaled up (nearest neighbour) so a person can see them.
 
 use super::atomic::write_file;
-use crate::record::Synthetic;
+use crate::record::{Digest, Synthetic};
 use image::{imageops, DynamicImage, RgbImage};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
 const GAP: u32 = 2;
 const MIN_TILE: u32 = 64;
 
 /// Writes a sheet for every source image among `synthetic` (paths relative to `output`).
+/// `drawn` remembers what each sheet showed, so only sheets whose images changed are redrawn.
 pub fn write_contact_sheets<'a>(
     output: &Path,
     synthetic: impl Iterator<Item = &'a Synthetic>,
+    drawn: &mut HashMap<(String, u64), Digest>,
 ) -> Result<(), String> {
     let mut by_source: BTreeMap<(&str, u64), BTreeMap<(u16, u32), &Synthetic>> = BTreeMap::new();
     for s in synthetic {
@@ -25,6 +28,17 @@ pub fn write_contact_sheets<'a>(
             .insert((s.key.level, s.key.seed), s);
     }
     for ((source, sample), images) in by_source {
+        let mut content = blake3::Hasher::new();
+        content.update(source.as_bytes());
+        for ((level, seed), s) in &images {
+            content.update(&level.to_le_bytes());
+            content.update(&seed.to_le_bytes());
+            content.update(&s.digest.0);
+        }
+        let content = Digest(*content.finalize().as_bytes());
+        if drawn.get(&(source.to_string(), sample)) == Some(&content) {
+            continue;
+        }
         let stem = Path::new(source)
             .file_stem()
             .map_or("sample".into(), |s| s.to_string_lossy().into_owned());
@@ -40,6 +54,7 @@ pub fn write_contact_sheets<'a>(
             )
             .map_err(|e| e.to_string())?;
         write_file(&target, &bytes)?;
+        drawn.insert((source.to_string(), sample), content);
     }
     Ok(())
 }
