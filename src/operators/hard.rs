@@ -151,13 +151,11 @@ mod tests {
     }
 
     type Updates = Vec<(String, u64, isize)>;
+    /// One time of a test script: sample and score updates.
+    type Step = (u64, Vec<(Sample, isize)>, Vec<(Score, isize)>);
 
     /// Runs `hard` over scripted updates; returns the output diffs as (name, time, diff), sorted.
-    fn run(
-        rules: Vec<HardSampleRule>,
-        combine: Combine,
-        script: Vec<(u64, Vec<(Sample, isize)>, Vec<(Score, isize)>)>,
-    ) -> Updates {
+    fn run(rules: Vec<HardSampleRule>, combine: Combine, script: Vec<Step>) -> Updates {
         let captured = timely::execute_directly(move |worker| {
             let (mut samples, mut scores, captured) = worker.dataflow::<u64, _, _>(|scope| {
                 let (si, s) = scope.new_collection::<Sample, isize>();

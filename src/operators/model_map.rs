@@ -47,6 +47,16 @@ pub trait ModelMap: 'static {
     }
 }
 
+/// An input update waiting for its answer.
+type Update<M> = (<M as ModelMap>::In, u64, isize);
+
+/// A request not yet sent: its memo key, the item and its time.
+type Unsent<M> = (
+    <M as ModelMap>::Key,
+    <<M as ModelMap>::Worker as BatchWorker>::Item,
+    u64,
+);
+
 /// Runs `map` over `input`.
 pub fn model_map<'scope, M>(
     input: VecCollection<'scope, u64, M::In>,
@@ -75,8 +85,8 @@ where
                 });
                 let (reply, replies): (_, Receiver<Reply<M::Worker>>) = unbounded();
                 let mut memo: HashMap<M::Key, <M::Worker as BatchWorker>::Output> = HashMap::new();
-                let mut waiting: HashMap<M::Key, Vec<(M::In, u64, isize)>> = HashMap::new();
-                let mut unsent: Vec<(M::Key, <M::Worker as BatchWorker>::Item, u64)> = Vec::new();
+                let mut waiting: HashMap<M::Key, Vec<Update<M>>> = HashMap::new();
+                let mut unsent: Vec<Unsent<M>> = Vec::new();
                 let mut in_flight: HashMap<u64, Vec<M::Key>> = HashMap::new();
                 let mut caps: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
                 let mut next_tag = 0u64;

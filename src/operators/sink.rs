@@ -18,6 +18,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+/// A row of input `usize` and its change.
+type Update = ((usize, Row), isize);
+
 /// How a `sink` node writes.
 #[derive(Clone)]
 pub struct SinkParams {
@@ -58,7 +61,7 @@ pub trait SinkExt<'scope> {
 impl<'scope> SinkExt<'scope> for VecCollection<'scope, u64, (usize, Row)> {
     fn sink_manifests(self, params: SinkParams) -> Stream<'scope, u64, Vec<()>> {
         let name = format!("sink:{}", params.node);
-        let mut pending: BTreeMap<u64, Vec<((usize, Row), isize)>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Vec<Update>> = BTreeMap::new();
         // Capabilities for the times not yet written: the sink's (empty) output, which the run
         // probes, cannot pass a version until its snapshot is on disk.
         let mut held: BTreeMap<u64, Capability<u64>> = BTreeMap::new();

@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 const GAP: u32 = 2;
+
+/// One source's synthetic images by (level, seed).
+type Spectrum<'a> = BTreeMap<(u16, u32), &'a Synthetic>;
 const MIN_TILE: u32 = 64;
 
 /// Writes a sheet for every source image among `synthetic` (paths relative to `output`).
@@ -20,7 +23,7 @@ pub fn write_contact_sheets<'a>(
     synthetic: impl Iterator<Item = &'a Synthetic>,
     drawn: &mut HashMap<(String, u64), Digest>,
 ) -> Result<(), String> {
-    let mut by_source: BTreeMap<(&str, u64), BTreeMap<(u16, u32), &Synthetic>> = BTreeMap::new();
+    let mut by_source: BTreeMap<(&str, u64), Spectrum> = BTreeMap::new();
     for s in synthetic {
         by_source
             .entry((s.source.as_str(), s.key.sample))

@@ -38,7 +38,7 @@ pub struct UnetIo {
 
 /// What the UNet is conditioned on.
 pub enum Conditioning {
-    Text(TextEncoder),
+    Text(Box<TextEncoder>),
     /// Class labels; `null_class` is the unconditional label used for guidance.
     Class {
         null_class: i64,
@@ -189,7 +189,7 @@ impl DiffusionModel {
             }
         } else {
             let file = folder.join("text_encoder/model.onnx");
-            Conditioning::Text(open_text_encoder(folder, file, options)?)
+            Conditioning::Text(Box::new(open_text_encoder(folder, file, options)?))
         };
         Ok(DiffusionModel {
             folder: folder.to_path_buf(),
