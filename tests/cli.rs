@@ -117,18 +117,7 @@ fn validate_loads_models_and_names_a_model_that_does_not_fit() {
 #[test]
 fn graph_prints_dot_and_run_writes_a_summary() {
     let dir = tempfile::tempdir().unwrap();
-    let images = copy_fixture(dir.path());
-    let file = dir.path().join("p.toml");
-    std::fs::write(
-        &file,
-        pipeline_text(
-            dir.path(),
-            &images,
-            &classifier(),
-            "[{ misclassified = true }]",
-        ),
-    )
-    .unwrap();
+    let file = write_pipeline(dir.path(), "[{ misclassified = true }]");
     let (code, dot, _) = discl(&["graph", file.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(dot.starts_with("digraph \"tiny\" {"));
@@ -198,18 +187,7 @@ fn cuda_without_a_gpu_is_a_clear_error_unless_fallback_is_allowed() {
 fn watch_mode_writes_a_snapshot_per_change_and_stops_cleanly_on_ctrl_c() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let images = copy_fixture(dir.path());
-    let file = dir.path().join("p.toml");
-    std::fs::write(
-        &file,
-        pipeline_text(
-            dir.path(),
-            &images,
-            &classifier(),
-            "[{ misclassified = true }]",
-        ),
-    )
-    .unwrap();
+    let file = write_pipeline(dir.path(), "[{ misclassified = true }]");
     let mut child = Command::new(env!("CARGO_BIN_EXE_discl"))
         .args([
             "run",

@@ -59,20 +59,7 @@ fn retractions_never_call_the_model() {
         store,
     };
     let service = Arc::new(InferenceService::start("gen", vec![worker]));
-    let names: Vec<String> = [
-        "tshirt-top",
-        "trouser",
-        "pullover",
-        "dress",
-        "coat",
-        "sandal",
-        "shirt",
-        "sneaker",
-        "bag",
-        "ankle-boot",
-    ]
-    .map(String::from)
-    .to_vec();
+    let names: Vec<String> = CLASSES.map(String::from).to_vec();
     let stats = Arc::new(NodeStats::default());
     let params = GenerateParams {
         node: "synthetic".into(),

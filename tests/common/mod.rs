@@ -6,6 +6,28 @@ use std::path::{Path, PathBuf};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Fashion-MNIST's classes (folder names) in label order.
+pub const CLASSES: [&str; 10] = [
+    "tshirt-top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+];
+
+/// Copies the fixture into `dir` and writes `dir/p.toml` (see [`pipeline_text`]); returns it.
+pub fn write_pipeline(dir: &Path, rules: &str) -> PathBuf {
+    let images = copy_fixture(dir);
+    let file = dir.join("p.toml");
+    std::fs::write(&file, pipeline_text(dir, &images, &classifier(), rules)).unwrap();
+    file
+}
+
 /// The shipped tiny image set (12 official test images per class).
 pub fn fixture() -> PathBuf {
     Path::new(REPO).join("tests/fixtures/fashion-tiny")
