@@ -118,3 +118,78 @@ fn refreshes_recompute_only_what_changed() {
         Some("v000002")
     );
 }
+
+#[test]
+fn records_pushed_through_the_api_enter_at_the_next_refresh_and_retract() {
+    use discl::record::{sample_id, Digest, Sample, Score, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let images = copy_fixture(dir.path());
+    let text = pipeline_text(
+        dir.path(),
+        &images,
+        &classifier(),
+        "[{ p_true_below = 0.5 }]",
+    );
+    let pipeline = Pipeline::from_toml("push.toml", &text).unwrap();
+    let mut running = pipeline.start(&RunOptions::default()).unwrap();
+    running.refresh().unwrap();
+    let hard_before = names(&running.snapshot("manifests", "hard").unwrap());
+
+    // A trouser the model is sure of, made hard by a pushed trainer score.
+    let trouser = std::fs::read_dir(images.join("trouser"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = format!("trouser/{}", trouser.file_name().unwrap().to_str().unwrap());
+    assert!(!hard_before.contains(&name));
+    let score = Score {
+        sample: sample_id(&name),
+        checkpoint: 5,
+        p_true: Value(0.1),
+        loss: Value(2.3),
+        predicted: "dress".into(),
+    };
+    running
+        .push_feedback("trainer", [(score.clone(), 1)])
+        .unwrap();
+    // A sample pushed directly, from a file outside the folder.
+    let extra = dir.path().join("extra.png");
+    std::fs::copy(&trouser, &extra).unwrap();
+    let sample = Sample {
+        id: sample_id("api/extra.png"),
+        name: "api/extra.png".into(),
+        label: "trouser".into(),
+        path: extra.display().to_string(),
+        digest: Digest::of(&std::fs::read(&extra).unwrap()),
+    };
+    running
+        .push_samples("train", [(sample.clone(), 1)])
+        .unwrap();
+    running.refresh().unwrap();
+    assert!(names(&running.snapshot("manifests", "hard").unwrap()).contains(&name));
+    assert_eq!(running.snapshot("manifests", "train").unwrap().len(), 121);
+    assert_eq!(
+        running.snapshot("manifests", "scores").unwrap().len(),
+        121,
+        "the pushed sample was classified"
+    );
+
+    // Retracting both puts everything back as it was.
+    running.push_feedback("trainer", [(score, -1)]).unwrap();
+    running.push_samples("train", [(sample, -1)]).unwrap();
+    running.refresh().unwrap();
+    assert_eq!(
+        names(&running.snapshot("manifests", "hard").unwrap()),
+        hard_before
+    );
+    assert_eq!(running.snapshot("manifests", "train").unwrap().len(), 120);
+
+    let err = running.push_samples("trainer", []).unwrap_err().to_string();
+    assert_eq!(err, "node `trainer` is not a source");
+    let err = running.snapshot("nowhere", "hard").unwrap_err().to_string();
+    assert_eq!(err, "no node `nowhere` in this pipeline");
+    let summary = running.stop().unwrap();
+    assert_eq!(summary.versions_written.len(), 3);
+}

@@ -6,6 +6,8 @@
 use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
 use crate::graph::build::{build, Shared, WorkerHandles};
+use crate::graph::config::OpConfig;
+use crate::record::{Sample, Score};
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +30,17 @@ struct ControlState {
     done: usize,
 }
 
+/// Records pushed through the API, waiting for the next refresh (by node name).
+#[derive(Default)]
+struct Pushed {
+    samples: Vec<(String, Sample, isize)>,
+    feedback: Vec<(String, Score, isize)>,
+}
+
 /// The commands the controller gives the workers of this process.
 struct Control {
     state: Mutex<ControlState>,
+    pushed: Mutex<Pushed>,
     changed: Condvar,
 }
 
@@ -42,6 +52,7 @@ impl Control {
                 command: Command::Idle,
                 done: 0,
             }),
+            pushed: Mutex::default(),
             changed: Condvar::new(),
         }
     }
@@ -93,7 +104,13 @@ impl RunningPipeline {
         let control = Arc::new(Control::new());
         let (worker_shared, worker_control) = (Arc::clone(&shared), Arc::clone(&control));
         let guards = timely::execute(config, move |worker| {
-            serve(worker, &worker_shared, &worker_control, progress)
+            serve(
+                worker,
+                &worker_shared,
+                &worker_control,
+                progress,
+                local_workers,
+            )
         })
         .map_err(PipelineError::Run)?;
         Ok(RunningPipeline {
@@ -116,6 +133,82 @@ impl RunningPipeline {
         self.next_version += 1;
         self.commit()?;
         Ok(version)
+    }
+
+    /// Queues sample updates (+1 insert, -1 retract) for a `source` node; they enter the
+    /// dataflow at the next refresh, beside what the node's folder or manifest holds.
+    pub fn push_samples(
+        &self,
+        source: &str,
+        updates: impl IntoIterator<Item = (Sample, isize)>,
+    ) -> Result<(), PipelineError> {
+        self.expect_op(source, |op| matches!(op, OpConfig::Source(_)), "source")?;
+        let mut pushed = self.control.pushed.lock().expect("pushed");
+        pushed
+            .samples
+            .extend(updates.into_iter().map(|(s, d)| (source.to_string(), s, d)));
+        Ok(())
+    }
+
+    /// Queues trainer scores (+1 / -1) for a `feedback` node, as if read from its folder;
+    /// unknown samples are reported as `api:<node>`.
+    pub fn push_feedback(
+        &self,
+        feedback: &str,
+        updates: impl IntoIterator<Item = (Score, isize)>,
+    ) -> Result<(), PipelineError> {
+        self.expect_op(
+            feedback,
+            |op| matches!(op, OpConfig::Feedback(_)),
+            "feedback",
+        )?;
+        let mut pushed = self.control.pushed.lock().expect("pushed");
+        pushed.feedback.extend(
+            updates
+                .into_iter()
+                .map(|(s, d)| (feedback.to_string(), s, d)),
+        );
+        Ok(())
+    }
+
+    /// The rows of one input of a sink's current snapshot, as JSON values.
+    pub fn snapshot(
+        &self,
+        sink: &str,
+        input: &str,
+    ) -> Result<Vec<serde_json::Value>, PipelineError> {
+        self.expect_op(sink, |op| matches!(op, OpConfig::Sink(_)), "sink")?;
+        let file = self
+            .shared
+            .compiled
+            .pipeline
+            .output
+            .join(sink)
+            .join("current")
+            .join(format!("{input}.jsonl"));
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| PipelineError::Run(format!("{}: {e}", file.display())))?;
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .map_err(|e| PipelineError::Run(format!("{}: {e}", file.display())))
+            })
+            .collect()
+    }
+
+    fn expect_op(
+        &self,
+        node: &str,
+        is: impl Fn(&OpConfig) -> bool,
+        what: &str,
+    ) -> Result<(), PipelineError> {
+        match self.shared.compiled.nodes.get(node) {
+            Some(n) if is(&n.op) => Ok(()),
+            Some(_) => Err(PipelineError::Run(format!("node `{node}` is not a {what}"))),
+            None => Err(PipelineError::Run(format!(
+                "no node `{node}` in this pipeline"
+            ))),
+        }
     }
 
     /// The summary so far.
@@ -201,7 +294,13 @@ impl Drop for RunningPipeline {
 }
 
 /// One worker's life: build the dataflow, then run commands until told to stop.
-fn serve(worker: &mut Worker, shared: &Shared, control: &Control, progress: bool) {
+fn serve(
+    worker: &mut Worker,
+    shared: &Shared,
+    control: &Control,
+    progress: bool,
+    local_workers: usize,
+) {
     let mut handles = worker.dataflow::<u64, _, _>(|scope| build(scope, shared));
     let mut seen = 0;
     loop {
@@ -211,12 +310,17 @@ fn serve(worker: &mut Worker, shared: &Shared, control: &Control, progress: bool
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
             Some(Command::Refresh(version)) => {
+                // The first worker of each process takes what was pushed through the API.
+                let pushed = (worker.index() % local_workers.max(1) == 0)
+                    .then(|| std::mem::take(&mut *control.pushed.lock().expect("pushed")))
+                    .unwrap_or_default();
                 feed(
                     worker.index(),
                     worker.peers(),
                     &mut handles,
                     shared,
                     version,
+                    pushed,
                 );
                 let probe = handles.probe.clone();
                 step_while(worker, shared, progress, || probe.less_equal(&version));
@@ -253,8 +357,30 @@ fn step_while(
 }
 
 /// Pushes what changed in sources and feedback at `version`, then advances every input past it.
-fn feed(index: usize, peers: usize, handles: &mut WorkerHandles, shared: &Shared, version: u64) {
+fn feed(
+    index: usize,
+    peers: usize,
+    handles: &mut WorkerHandles,
+    shared: &Shared,
+    version: u64,
+    pushed: Pushed,
+) {
     handles.errors.advance_to(version);
+    for (node, sample, d) in pushed.samples {
+        if let Some(source) = handles.sources.iter_mut().find(|s| s.node == node) {
+            source.input.advance_to(version);
+            shared.stats[&node].records_out(d);
+            source.input.update_at(sample, version, d);
+        }
+    }
+    for (node, score, d) in pushed.feedback {
+        if let Some(feedback) = handles.feedback.iter_mut().find(|f| f.node == node) {
+            feedback.input.advance_to(version);
+            feedback
+                .input
+                .update_at((score, format!("api:{node}")), version, d);
+        }
+    }
     for source in &mut handles.sources {
         source.input.advance_to(version);
         let started = Instant::now();
