@@ -273,10 +273,25 @@ fn bad_generation_input_is_named() {
         "{err}"
     );
 
-    let err = validate(
-        &pipeline(&out, "tiny-pixel-unet", "levels = [0.5]")
-            .replace("classes_from = \"cnn\"\n", ""),
-    );
+    // Without `classes_from` the generator's own discl.toml names its classes…
+    let text =
+        pipeline(&out, "tiny-pixel-unet", "levels = [0.5]").replace("classes_from = \"cnn\"\n", "");
+    assert_eq!(validate(&text), "");
+    // …and a folder without one must be told.
+    let bare = dir.path().join("bare");
+    for file in [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "unet/config.json",
+        "unet/model.onnx",
+    ] {
+        std::fs::create_dir_all(bare.join(file).parent().unwrap()).unwrap();
+        std::fs::copy(tiny.join(file), bare.join(file)).unwrap();
+    }
+    let err = validate(&text.replace(
+        &format!("{REPO}/models/tiny-pixel-unet"),
+        bare.to_str().unwrap(),
+    ));
     assert!(
         err.contains(
             "node `synthetic`: the generator is class-conditional (10 classes): name them"

@@ -60,6 +60,12 @@ def main():
     os.makedirs(os.path.join(args.out, "unet"), exist_ok=True)
     unet.save_config(os.path.join(args.out, "unet"))
     uc.make_ddim_scheduler().save_config(os.path.join(args.out, "scheduler"))
+    with open(os.path.join(args.out, "discl.toml"), "w") as f:
+        f.write("# discl's metadata for a class-conditional generator: class label i is classes[i];\n"
+                "# label 10 (one past the last) is the null class used for classifier-free guidance.\n"
+                'kind = "generator"\n'
+                "classes = [" + ", ".join('"%s"' % c for c in common.CLASSES) + "]\n"
+                "display_names = [" + ", ".join('"%s"' % c for c in common.DISPLAY) + "]\n")
     with open(os.path.join(args.out, "model_index.json"), "w") as f:
         json.dump({"_class_name": "DDIMPipeline", "_diffusers_version": diffusers.__version__,
                    "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)

@@ -4,6 +4,7 @@
 Fashion-MNIST generator that training/export_unet.py writes to models/fashion-unet/:
 
   model_index.json                  DDIMPipeline(unet: UNet2DModel, scheduler: DDIMScheduler)
+  discl.toml                        class names in class-label order (10 = null class)
   scheduler/scheduler_config.json   DDIMScheduler, linear betas 1e-4..0.02, 1000 steps, epsilon, steps_offset 0,
                                     timestep_spacing leading, clip_sample false, set_alpha_to_one false
   unet/config.json                  the UNet2DModel config (num_class_embeds 11)
@@ -91,6 +92,14 @@ def main():
     (out / "unet").mkdir(parents=True)
     unet.save_config(str(out / "unet"))
     make_scheduler().save_config(str(out / "scheduler"))
+    classes = ["tshirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+    display = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    with open(out / "discl.toml", "w") as f:
+        f.write("# discl's metadata for a class-conditional generator: class label i is classes[i];\n"
+                "# label 10 (one past the last) is the null class used for classifier-free guidance.\n"
+                'kind = "generator"\n'
+                "classes = [" + ", ".join('"%s"' % c for c in classes) + "]\n"
+                "display_names = [" + ", ".join('"%s"' % c for c in display) + "]\n")
     with open(out / "model_index.json", "w") as f:
         json.dump({"_class_name": "DDIMPipeline", "_diffusers_version": diffusers.__version__,
                    "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)

@@ -482,16 +482,20 @@ fn open_generator(
             names: names.clone(),
             display: names.clone(),
         },
-        (None, None) => ClassNames {
-            names: Vec::new(),
-            display: Vec::new(),
-        },
+        // A generator may name its own classes in a `discl.toml` beside its configs.
+        (None, None) => model.class_names.clone().map_or(
+            ClassNames {
+                names: Vec::new(),
+                display: Vec::new(),
+            },
+            |(names, display)| ClassNames { names, display },
+        ),
     };
     let class_conditional = matches!(model.conditioning, Conditioning::Class { .. });
     if let Conditioning::Class { null_class } = model.conditioning {
         if classes.names.len() as i64 != null_class {
             let message = if classes.names.is_empty() {
-                format!("the generator is class-conditional ({null_class} classes): name them with `classes_from` or `classes`")
+                format!("the generator is class-conditional ({null_class} classes): name them with `classes_from`, `classes` or a `discl.toml` in the model folder")
             } else {
                 format!(
                     "{} classes named, but the generator has {null_class} (plus the null class)",

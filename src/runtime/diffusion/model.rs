@@ -85,6 +85,45 @@ pub struct DiffusionModel {
     pub image_shape: [usize; 3],
     pub vae: Option<Vae>,
     pub conditioning: Conditioning,
+    /// Class names and display names from an optional `discl.toml` in the folder
+    /// (class-conditional generators: class label i is `classes[i]`).
+    pub class_names: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// The optional `discl.toml` of a generator folder.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorMeta {
+    kind: String,
+    classes: Vec<String>,
+    #[serde(default)]
+    display_names: Option<Vec<String>>,
+}
+
+fn read_generator_meta(folder: &Path) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+    let file = folder.join("discl.toml");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(None);
+    };
+    let meta: GeneratorMeta =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
+    if meta.kind != "generator" {
+        return Err(format!(
+            "{}: kind is `{}`, expected `generator`",
+            file.display(),
+            meta.kind
+        ));
+    }
+    let display = meta.display_names.unwrap_or_else(|| meta.classes.clone());
+    if display.len() != meta.classes.len() {
+        return Err(format!(
+            "{}: {} display names for {} classes",
+            file.display(),
+            display.len(),
+            meta.classes.len()
+        ));
+    }
+    Ok(Some((meta.classes, display)))
 }
 
 fn read_json(file: &Path) -> Result<Json, String> {
@@ -194,6 +233,7 @@ impl DiffusionModel {
         Ok(DiffusionModel {
             folder: folder.to_path_buf(),
             digest: folder_digest(folder)?,
+            class_names: read_generator_meta(folder)?,
             scheduler_config,
             unet,
             unet_io,
