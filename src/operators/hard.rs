@@ -34,6 +34,24 @@ pub enum Combine {
 /// Adds `hard` to sample collections.
 pub trait HardExt<'scope> {
     /// The hard samples among `self`, given their scores.
+    ///
+    /// # Examples
+    /// ```
+    /// use differential_dataflow::input::Input;
+    /// use discl::operators::{Combine, HardExt, HardSampleRule};
+    /// use discl::record::{Digest, Sample, Score, Value};
+    ///
+    /// timely::example(|scope| {
+    ///     let sample = |id, label: &str| Sample { id, name: format!("{id}"), label: label.into(), path: String::new(), digest: Digest::default() };
+    ///     let score = |sample, p: f32, predicted: &str| Score { sample, checkpoint: 0, p_true: Value(p), loss: Value(-p.ln()), predicted: predicted.into() };
+    ///     let samples = scope.new_collection_from(vec![sample(1, "coat"), sample(2, "coat"), sample(3, "bag")]).1;
+    ///     let scores = scope.new_collection_from(vec![score(1, 0.9, "coat"), score(2, 0.2, "shirt"), score(3, 0.8, "bag")]).1;
+    ///     samples
+    ///         .hard(scores, &[HardSampleRule::Misclassified, HardSampleRule::TailClassesBelow(2)], Combine::Any)
+    ///         .map(|s| s.id)
+    ///         .inspect(|(id, _time, diff)| assert!(*diff == 1 && (*id == 2 || *id == 3)));
+    /// });
+    /// ```
     fn hard(
         self,
         scores: VecCollection<'scope, u64, Score>,

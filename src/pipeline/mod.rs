@@ -75,6 +75,26 @@ impl Pipeline {
     }
 
     /// Compiles graph-file text; `name` stands for the file in errors.
+    ///
+    /// # Examples
+    /// ```
+    /// let text = r#"
+    /// [pipeline]
+    /// name = "p"
+    /// output = "out/p"
+    ///
+    /// [nodes.train]
+    /// op = "source"
+    /// format = "image_folder"
+    /// path = "data/train"
+    ///
+    /// [nodes.out]
+    /// op = "sink"
+    /// inputs = ["trian"]
+    /// "#;
+    /// let error = discl::Pipeline::from_toml("p.toml", text).err().unwrap();
+    /// assert_eq!(error.to_string(), "p.toml:13: node `out`: input `trian` is not a node");
+    /// ```
     pub fn from_toml(name: &str, text: &str) -> Result<Pipeline, PipelineError> {
         let graph = GraphFile::parse(name, text).map_err(PipelineError::Graph)?;
         Ok(Pipeline {
