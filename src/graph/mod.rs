@@ -6,7 +6,9 @@ pub mod build;
 pub mod compile;
 pub mod config;
 pub mod dot;
+pub mod resources;
 pub mod spec;
 
-pub use compile::{check_resources, compile, Compiled, Resources};
+pub use compile::{compile, Compiled};
+pub use resources::{check_resources, Resources};
 pub use spec::{GraphError, GraphFile};

@@ -2,6 +2,7 @@
 //! checking a model folder (`model`), the CLIP tokenizer (`tokenizer`), keyed per-image noise
 //! (`noise`), and batched img2img over the λ spectrum (`img2img`).
 
+pub mod codec;
 pub mod img2img;
 pub mod model;
 pub mod noise;

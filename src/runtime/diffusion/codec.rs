@@ -1,0 +1,189 @@
+//! What runs around the UNet: the text encoder (each prompt once per generator), the VAE
+//! encoder (each source once; its mean latent) and decoder, and PNG encoding of the results.
+
+use super::img2img::{Generator, LATENT_CACHE};
+use super::model::Conditioning;
+use crate::record::Digest;
+use ort::value::TensorRef;
+use std::sync::Arc;
+
+impl Generator {
+    pub(super) fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), String> {
+        let Conditioning::Text(text) = &mut self.model.conditioning else {
+            return Ok(());
+        };
+        let mut missing: Vec<String> = prompts
+            .into_iter()
+            .filter(|p| !self.prompts.contains_key(p))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let seq = text.tokenizer.max_length;
+        let mut ids = Vec::with_capacity(missing.len() * seq);
+        for prompt in &missing {
+            ids.extend(text.tokenizer.encode(prompt)?.into_iter().map(i64::from));
+        }
+        let fail = |e: ort::Error| format!("{}: {e}", text.file.display());
+        let shape = [missing.len(), seq];
+        let out = if text.input_is_int32 {
+            let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
+            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+            text.session
+                .run(ort::inputs![text.input.as_str() => input])
+                .map_err(fail)?
+        } else {
+            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+            text.session
+                .run(ort::inputs![text.input.as_str() => input])
+                .map_err(fail)?
+        };
+        let (_, hidden) = out[text.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
+        let per = hidden.len() / missing.len();
+        for (k, prompt) in missing.into_iter().enumerate() {
+            self.prompts
+                .insert(prompt, Arc::new(hidden[k * per..(k + 1) * per].to_vec()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn encode_sources(
+        &mut self,
+        sources: Vec<(Digest, Arc<Vec<f32>>)>,
+    ) -> Result<(), String> {
+        // Evict before deciding what is missing, so nothing this batch needs is dropped.
+        if self.latents.len() + sources.len() > LATENT_CACHE {
+            self.latents.clear();
+        }
+        let mut missing: Vec<(Digest, Arc<Vec<f32>>)> = Vec::new();
+        for (digest, image) in sources {
+            if !self.latents.contains_key(&digest) && !missing.iter().any(|(d, _)| *d == digest) {
+                missing.push((digest, image));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let image_len = self.model.image_len();
+        if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {
+            return Err(format!(
+                "source image has {} values, the model takes {:?}",
+                image.len(),
+                self.model.image_shape
+            ));
+        }
+        let Some(vae) = &mut self.model.vae else {
+            for (digest, image) in missing {
+                self.latents.insert(digest, image);
+            }
+            return Ok(());
+        };
+        let [c, h, w] = self.model.image_shape;
+        let latent_len = self.model.latent_shape.iter().product::<usize>();
+        let fail = |e: ort::Error| format!("{}: {e}", vae.encoder_file.display());
+        let pixels: Vec<f32> = missing
+            .iter()
+            .flat_map(|(_, image)| image.iter().copied())
+            .collect();
+        let input = TensorRef::from_array_view(([missing.len(), c, h, w], pixels.as_slice()))
+            .map_err(fail)?;
+        let out = vae
+            .encoder
+            .run(ort::inputs![vae.encoder_input.as_str() => input])
+            .map_err(fail)?;
+        let (_, data) = out[vae.encoder_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
+        // latent_parameters hold the mean then the log-variance: take the mean (deterministic).
+        let per = data.len() / missing.len();
+        let expected = if vae.encoder_gives_parameters {
+            2 * latent_len
+        } else {
+            latent_len
+        };
+        if per != expected {
+            return Err(format!(
+                "{}: encoder gave {per} values per image, expected {expected}",
+                vae.encoder_file.display()
+            ));
+        }
+        for (k, (digest, _)) in missing.into_iter().enumerate() {
+            let mean = &data[k * per..k * per + latent_len];
+            self.latents.insert(
+                digest,
+                Arc::new(mean.iter().map(|v| v * vae.scaling_factor).collect()),
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn decode(
+        &mut self,
+        latents: Vec<Vec<f32>>,
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let Some(vae) = &mut self.model.vae else {
+            return Ok(latents);
+        };
+        let [c, h, w] = self.model.latent_shape;
+        let image_len = self.model.image_shape.iter().product::<usize>();
+        let fail = |e: ort::Error| format!("{}: {e}", vae.decoder_file.display());
+        let mut images = Vec::with_capacity(latents.len());
+        for chunk in latents.chunks(batch.max(1)) {
+            let scaled: Vec<f32> = chunk
+                .iter()
+                .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
+                .collect();
+            let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice()))
+                .map_err(fail)?;
+            let out = vae
+                .decoder
+                .run(ort::inputs![vae.decoder_input.as_str() => input])
+                .map_err(fail)?;
+            let (_, data) = out[vae.decoder_output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(fail)?;
+            if data.len() != chunk.len() * image_len {
+                return Err(format!(
+                    "{}: decoder gave {} values for {} images of {image_len}",
+                    vae.decoder_file.display(),
+                    data.len(),
+                    chunk.len()
+                ));
+            }
+            images.extend(data.chunks(image_len).map(<[f32]>::to_vec));
+        }
+        Ok(images)
+    }
+}
+
+/// Encodes a CHW image with values in [-1, 1] as PNG (grey for one channel, RGB for three).
+pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, String> {
+    let [c, h, w] = shape;
+    let plane = h * w;
+    let byte = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 0.5) * 255.0).round() as u8;
+    let mut bytes = Vec::new();
+    let mut cursor = std::io::Cursor::new(&mut bytes);
+    let result = match c {
+        1 => image::GrayImage::from_fn(w as u32, h as u32, |x, y| {
+            image::Luma([byte(image[y as usize * w + x as usize])])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png),
+        3 => image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let i = y as usize * w + x as usize;
+            image::Rgb([
+                byte(image[i]),
+                byte(image[plane + i]),
+                byte(image[2 * plane + i]),
+            ])
+        })
+        .write_to(&mut cursor, image::ImageFormat::Png),
+        other => return Err(format!("cannot write a {other}-channel image as PNG")),
+    };
+    result.map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
