@@ -11,6 +11,9 @@
 //! classes of tests/fixtures/fashion-tiny, λ ∈ {0.3, 0.5, 0.7}, 2 seeds (48 images), 20 DDIM
 //! steps, guidance 3.0, one ONNX Runtime thread. Run: `cargo bench --bench generate`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use discl::runtime::diffusion::img2img::Generator;
 use discl::runtime::diffusion::model::{Conditioning, DiffusionModel, TimestepShape};
 use discl::runtime::diffusion::noise::gaussian;
@@ -48,26 +51,7 @@ fn repo() -> &'static Path {
 /// (class index, class folder name, image path) of the workload's 8 source images.
 fn workload() -> Vec<(usize, String, PathBuf)> {
     let fixture = repo().join("tests/fixtures/fashion-tiny");
-    let mut classes: Vec<String> = std::fs::read_dir(&fixture)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .map(|p| p.file_name().unwrap().to_string_lossy().into())
-        .collect();
-    classes.sort();
-    let order = [
-        "tshirt-top",
-        "trouser",
-        "pullover",
-        "dress",
-        "coat",
-        "sandal",
-        "shirt",
-        "sneaker",
-        "bag",
-        "ankle-boot",
-    ];
-    order
+    common::CLASSES
         .iter()
         .take(8)
         .enumerate()

@@ -10,7 +10,7 @@ use discl::record::{sample_id, Digest, Sample};
 use discl::runtime::onnx::SessionOptions;
 use discl::runtime::{Classifier, InferenceService};
 use std::sync::Arc;
-use timely::dataflow::operators::capture::{Capture, Extract};
+use timely::dataflow::operators::capture::Capture;
 
 fn sample(class: &str) -> Sample {
     let dir = fixture().join(class);
@@ -72,12 +72,7 @@ fn emits_exact_diffs_and_answers_retractions_from_the_memo() {
         input.close();
         captured
     });
-    let mut out: Vec<_> = captured
-        .extract()
-        .into_iter()
-        .flat_map(|(_, d)| d)
-        .collect();
-    out.sort();
+    let out = sorted_updates(captured);
     let ok = |s: &Sample, t: u64, d: isize| (Ok((s.id, 2u64, s.label.clone())), t, d);
     let mut expected = vec![
         ok(&coat, 0, 1),

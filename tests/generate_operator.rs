@@ -16,7 +16,7 @@ use discl::runtime::InferenceService;
 use discl::store::images::ImageStore;
 use std::path::Path;
 use std::sync::Arc;
-use timely::dataflow::operators::capture::{Capture, Extract};
+use timely::dataflow::operators::capture::Capture;
 
 fn sample(class: &str) -> Sample {
     let mut files: Vec<_> = std::fs::read_dir(fixture().join(class))
@@ -109,12 +109,7 @@ fn retractions_never_call_the_model() {
         input.close();
         captured
     });
-    let mut out: Vec<_> = captured
-        .extract()
-        .into_iter()
-        .flat_map(|(_, d)| d)
-        .collect();
-    out.sort();
+    let out = sorted_updates(captured);
     let images = |s: &Sample, display: &str| -> Vec<(u64, u16, u32, String)> {
         [0u16, 500]
             .iter()

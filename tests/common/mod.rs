@@ -115,3 +115,18 @@ pub fn parquet_rows(path: &Path) -> i64 {
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
     reader.metadata().file_metadata().num_rows()
 }
+
+/// The updates a captured stream carried, as a sorted list (order across batches is not part
+/// of a dataflow's meaning; the updates are).
+pub fn sorted_updates<T: Ord, D: Ord + Clone + 'static>(
+    captured: std::sync::mpsc::Receiver<timely::dataflow::operators::capture::Event<T, Vec<D>>>,
+) -> Vec<D> {
+    use timely::dataflow::operators::capture::Extract;
+    let mut out: Vec<D> = captured
+        .extract()
+        .into_iter()
+        .flat_map(|(_, d)| d)
+        .collect();
+    out.sort();
+    out
+}
