@@ -7,9 +7,10 @@ TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 
 
-def train_dir():
+def train_dir(run="fashion-unet-v2"):
+    """Where a training run keeps its checkpoints (the first model's run was "fashion-unet")."""
     base = os.environ.get("DISCL_TRAIN_DIR", os.path.join(os.path.expanduser("~"), ".cache", "discl-train"))
-    return os.path.join(base, "fashion-unet")
+    return os.path.join(base, run)
 
 
 def make_unet():
