@@ -1,22 +1,29 @@
 //! Compiling a graph file in phases, each reporting every error it finds, each error naming
-//! node and line: (1) ops and their fields, (2) shape — inputs that exist, arity, no cycles,
-//! (3) record types along every edge; only once all that holds, phase (4) in `resources`
-//! checks files and models.
+//! node, line and (where known) field: (1) ops and their fields, read through the op registry
+//! and checked by each op, (2) shape — inputs that exist, arity, no cycles, (3) record types
+//! along every edge; only once all that holds, phase (4) in `resources` opens files and models.
 
-use super::config::OpConfig;
+use super::ops::{self, GraphContext, NodeInfo, Op, OpError, Place};
 use super::spec::{GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
 use crate::record::RecordKind;
-use crate::runtime::Device;
 use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A node that passed the structural phases.
 #[derive(Clone, Debug)]
 pub struct CompiledNode {
-    pub name: String,
-    pub line: usize,
-    pub op: OpConfig,
-    pub inputs: Vec<String>,
+    pub info: NodeInfo,
+    pub op: Arc<dyn Op>,
+    /// Line of each field the node writes (for errors of later phases).
+    pub field_lines: IndexMap<String, usize>,
+}
+
+impl CompiledNode {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
 }
 
 /// A graph whose structure is valid; nodes are in dependency order.
@@ -28,116 +35,174 @@ pub struct Compiled {
     pub nodes: IndexMap<String, CompiledNode>,
 }
 
-/// Every `back-ticked` word of a message, in order.
-fn all_backticked(message: &str) -> impl Iterator<Item = &str> {
-    message.split('`').skip(1).step_by(2)
+impl Compiled {
+    /// A graph error about a node, placed by an op's error.
+    pub fn op_error(&self, node: &CompiledNode, error: OpError) -> GraphError {
+        place_error(&self.file, &self.models, &node.info, &node.field_lines, error)
+    }
+}
+
+fn place_error(
+    file: &str,
+    models: &IndexMap<String, (ModelSpec, usize)>,
+    node: &NodeInfo,
+    field_lines: &IndexMap<String, usize>,
+    error: OpError,
+) -> GraphError {
+    let (label, line, field) = match &error.place {
+        Place::Field(field) => (
+            format!("node `{}`", node.name),
+            field_lines.get(*field).copied().unwrap_or(node.line),
+            Some(field.to_string()),
+        ),
+        Place::Node => (format!("node `{}`", node.name), node.line, None),
+        Place::Model(model) => (
+            format!("models.{model}"),
+            models.get(model).map_or(node.line, |(_, line)| *line),
+            None,
+        ),
+    };
+    GraphError {
+        file: file.to_string(),
+        line,
+        node: Some(label),
+        field,
+        message: error.message,
+    }
 }
 
 /// Phases 1–3. No file other than the graph file is touched.
 pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
-    let file = graph.file.clone();
-    let err = |line: usize, node: &str, message: String| GraphError {
-        file: file.clone(),
-        line,
-        node: Some(format!("node `{node}`")),
-        message,
-    };
     let mut errors = Vec::new();
+    let ops = read_ops(&graph, &mut errors);
+    check_shape(&graph, &ops, &mut errors);
+    let order = match topological_order(&graph.nodes) {
+        Ok(order) => order,
+        Err(cycles) => {
+            for cycle in cycles {
+                let first = &graph.nodes[&cycle[0]];
+                let message = format!("cycle: {}", cycle.join(" → "));
+                errors.push(node_error(&graph.file, first, first.line_of("inputs"), message));
+            }
+            Vec::new()
+        }
+    };
+    let kinds = check_types(&graph, &ops, &order, &mut errors);
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
+    }
+    let Some(pipeline) = graph.pipeline.clone() else {
+        return Err(vec![node_less(&graph.file, "missing [pipeline] section")]);
+    };
+    let nodes = order
+        .iter()
+        .map(|name| {
+            let spec = &graph.nodes[name];
+            let info = NodeInfo {
+                name: name.clone(),
+                line: spec.line,
+                inputs: spec.inputs.clone(),
+                input_kinds: spec.inputs.iter().filter_map(|i| kinds[i.as_str()]).collect(),
+            };
+            let node = CompiledNode {
+                info,
+                op: Arc::clone(&ops[name]),
+                field_lines: spec.field_lines.clone(),
+            };
+            (name.clone(), node)
+        })
+        .collect();
+    Ok(Compiled {
+        file: graph.file.clone(),
+        pipeline,
+        models: graph.models.clone(),
+        nodes,
+    })
+}
 
-    // Phase 1: ops and fields.
-    let mut ops: IndexMap<String, (OpConfig, &NodeSpec)> = IndexMap::new();
+fn node_error(file: &str, node: &NodeSpec, line: usize, message: String) -> GraphError {
+    GraphError {
+        file: file.to_string(),
+        line,
+        node: Some(format!("node `{}`", node.name)),
+        field: None,
+        message,
+    }
+}
+
+fn node_less(file: &str, message: &str) -> GraphError {
+    GraphError {
+        file: file.to_string(),
+        line: 1,
+        node: None,
+        field: None,
+        message: message.to_string(),
+    }
+}
+
+/// Phase 1: each node's op read through the registry, then checked by the op itself.
+fn read_ops(graph: &GraphFile, errors: &mut Vec<GraphError>) -> IndexMap<String, Arc<dyn Op>> {
+    let mut ops = IndexMap::new();
     for (name, node) in &graph.nodes {
         let Some(op) = &node.op else { continue };
-        match OpConfig::parse(op, node.fields.clone()) {
-            Ok(config) => {
-                ops.insert(name.clone(), (config, node));
-            }
-            Err(message) => {
-                let line = if message.starts_with("unknown op") {
-                    node.line_of("op")
-                } else {
-                    // The first back-ticked word that is a field of the node (serde names
-                    // the bad value first for an unknown variant).
-                    all_backticked(&message)
-                        .find(|word| node.field_lines.contains_key(*word))
-                        .map_or(node.line, |field| node.line_of(field))
-                };
-                errors.push(err(line, name, message));
-            }
-        }
-    }
-    for (name, (config, node)) in &ops {
-        let checked = match config {
-            OpConfig::Hard(hard) => hard.rules().map(drop).map_err(|e| (e, "rules")),
-            OpConfig::Sink(sink) => sink.formats().map(drop).map_err(|e| (e, "formats")),
-            OpConfig::Classify(c) if c.batch_size == 0 => {
-                Err(("batch_size must be at least 1".into(), "batch_size"))
-            }
-            OpConfig::Generate(g) => {
-                check_generate(g, &graph.models.keys().cloned().collect::<Vec<_>>())
-            }
-            _ => Ok(()),
+        let Some(parse) = ops::lookup(op) else {
+            let message = format!("unknown op `{op}` (expected one of {})", ops::names());
+            errors.push(node_error(&graph.file, node, node.line_of("op"), message));
+            continue;
         };
-        if let Err((message, field)) = checked {
-            errors.push(err(node.line_of(field), name, message));
-        }
-        if matches!(config, OpConfig::Sink(_)) && super::spec::RESERVED.contains(&name.as_str()) {
-            errors.push(err(
-                node.line,
-                name,
-                format!("a sink cannot be named `{name}`: the run writes its own `{name}/` folder"),
-            ));
-        }
-        if let Some(model) = config.model() {
-            if !graph.models.contains_key(model) {
-                let known: Vec<_> = graph.models.keys().map(String::as_str).collect();
-                errors.push(err(
-                    node.line_of("model"),
-                    name,
-                    format!("unknown model `{model}` (models: {known:?})"),
-                ));
+        match parse(node.fields.clone()) {
+            Ok(config) => {
+                ops.insert(name.clone(), config);
+            }
+            Err(e) => {
+                let (line, field) = node.place_of(e.span());
+                let mut error = node_error(&graph.file, node, line, e.message().to_string());
+                error.field = field;
+                errors.push(error);
             }
         }
     }
-    for (name, (spec, line)) in &graph.models {
-        if let Err(message) = spec.device.parse::<Device>() {
-            errors.push(GraphError {
-                file: file.clone(),
-                line: *line,
-                node: Some(format!("models.{name}")),
-                message,
-            });
+    let models: Vec<&str> = graph.models.keys().map(String::as_str).collect();
+    for (name, op) in &ops {
+        let node = &graph.nodes[name];
+        let info = NodeInfo {
+            name: name.clone(),
+            line: node.line,
+            inputs: node.inputs.clone(),
+            input_kinds: Vec::new(),
+        };
+        let context = GraphContext {
+            node: name,
+            models: models.clone(),
+        };
+        let mut found = op.check(&context);
+        if let Some(model) = op.model() {
+            if !graph.models.contains_key(model) {
+                let message = format!("unknown model `{model}` (models: {models:?})");
+                found.push(OpError::field("model", message));
+            }
         }
-        if spec.fallback.as_deref().is_some_and(|f| f != "cpu") {
-            let message = "fallback must be \"cpu\" when given".to_string();
-            errors.push(GraphError {
-                file: file.clone(),
-                line: *line,
-                node: Some(format!("models.{name}")),
-                message,
-            });
+        for error in found {
+            errors.push(place_error(&graph.file, &graph.models, &info, &node.field_lines, error));
         }
     }
+    ops
+}
 
-    // Phase 2: shape.
+/// Phase 2: inputs name nodes, and each op gets as many as it takes.
+fn check_shape(graph: &GraphFile, ops: &IndexMap<String, Arc<dyn Op>>, errors: &mut Vec<GraphError>) {
     for (name, node) in &graph.nodes {
+        let line = node.line_of("inputs");
         for input in &node.inputs {
             if input == name {
-                errors.push(err(
-                    node.line_of("inputs"),
-                    name,
-                    "a node cannot be its own input".into(),
-                ));
+                errors.push(node_error(&graph.file, node, line, "a node cannot be its own input".into()));
             } else if !graph.nodes.contains_key(input) {
-                errors.push(err(
-                    node.line_of("inputs"),
-                    name,
-                    format!("input `{input}` is not a node"),
-                ));
+                errors.push(node_error(&graph.file, node, line, format!("input `{input}` is not a node")));
             }
         }
-        if let Some((config, _)) = ops.get(name) {
-            let (least, most) = config.arity();
+        if let Some(op) = ops.get(name) {
+            let (least, most) = op.arity();
             let n = node.inputs.len();
             if n < least || n > most {
                 let expected = if least == most {
@@ -147,117 +212,57 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
                 } else {
                     format!("{least} to {most}")
                 };
-                errors.push(err(
-                    node.line_of("inputs"),
-                    name,
-                    format!("takes {expected} inputs, has {n}"),
-                ));
+                let message = format!("takes {expected} inputs, has {n}");
+                errors.push(node_error(&graph.file, node, line, message));
             }
         }
     }
-    let order = match topological_order(&graph.nodes) {
-        Ok(order) => order,
-        Err(cycles) => {
-            for cycle in cycles {
-                let first = &graph.nodes[&cycle[0]];
-                errors.push(err(
-                    first.line_of("inputs"),
-                    &cycle[0],
-                    format!("cycle: {}", cycle.join(" → ")),
-                ));
-            }
-            Vec::new()
-        }
-    };
+}
 
-    // Phase 3: record types, in dependency order so each node's input kinds are known.
+/// Phase 3: record kinds along every edge, in dependency order so each node's input kinds are
+/// known. Gives each node's output kind.
+fn check_types<'a>(
+    graph: &GraphFile,
+    ops: &IndexMap<String, Arc<dyn Op>>,
+    order: &'a [String],
+    errors: &mut Vec<GraphError>,
+) -> HashMap<&'a str, Option<RecordKind>> {
     let mut kinds: HashMap<&str, Option<RecordKind>> = HashMap::new();
-    for name in &order {
-        let Some((config, node)) = ops.get(name) else {
-            continue;
-        };
+    for name in order {
+        let Some(op) = ops.get(name) else { continue };
+        let node = &graph.nodes[name];
         let mut inputs = Vec::new();
         let mut known = true;
         for input in &node.inputs {
             match kinds.get(input.as_str()) {
                 Some(Some(kind)) => inputs.push(*kind),
                 Some(None) => {
-                    errors.push(err(
-                        node.line_of("inputs"),
-                        name,
-                        format!("input `{input}` is a sink and produces nothing"),
-                    ));
+                    let message = format!("input `{input}` is a sink and produces nothing");
+                    errors.push(node_error(&graph.file, node, node.line_of("inputs"), message));
                     known = false;
                 }
                 None => known = false,
             }
         }
-        if known {
-            if let Err(message) = config.check_inputs(&inputs) {
-                errors.push(err(node.line_of("inputs"), name, message));
-            }
+        if !known {
+            continue;
         }
-        kinds.insert(name, config.output());
-    }
-
-    if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line);
-        return Err(errors);
-    }
-    let pipeline = graph.pipeline.clone().expect("checked while parsing");
-    let nodes = order
-        .iter()
-        .map(|name| {
-            let (op, node) = ops[name].clone();
-            (
-                name.clone(),
-                CompiledNode {
+        match op.output(&inputs) {
+            Ok(kind) => {
+                kinds.insert(name, kind);
+            }
+            Err(error) => {
+                let info = NodeInfo {
                     name: name.clone(),
                     line: node.line,
-                    op,
                     inputs: node.inputs.clone(),
-                },
-            )
-        })
-        .collect();
-    Ok(Compiled {
-        file,
-        pipeline,
-        models: graph.models.clone(),
-        nodes,
-    })
-}
-
-fn check_generate(
-    g: &super::config::GenerateConfig,
-    models: &[String],
-) -> Result<(), (String, &'static str)> {
-    g.levels().map_err(|e| (e, "levels"))?;
-    g.scheduler_kind().map_err(|e| (e, "scheduler"))?;
-    if g.seeds == 0 {
-        return Err(("seeds must be at least 1".into(), "seeds"));
-    }
-    if g.batch_size == 0 {
-        return Err(("batch_size must be at least 1".into(), "batch_size"));
-    }
-    if g.steps == 0 {
-        return Err(("steps must be at least 1".into(), "steps"));
-    }
-    if g.prompt.is_some() && g.prompts.is_some() {
-        return Err((
-            "give `prompt` (a template) or `prompts` (lists per class), not both".into(),
-            "prompts",
-        ));
-    }
-    if let Some(from) = &g.classes_from {
-        if !models.contains(from) {
-            return Err((
-                format!("classes_from names unknown model `{from}`"),
-                "classes_from",
-            ));
+                    input_kinds: inputs,
+                };
+                errors.push(place_error(&graph.file, &graph.models, &info, &node.field_lines, error));
+            }
         }
     }
-    Ok(())
+    kinds
 }
 
 /// Nodes in dependency order, or every cycle (as node lists) when there are some.
@@ -348,7 +353,7 @@ mod tests {
         assert_eq!(
             shown,
             vec![
-                "g.toml:11: node `scores`: unknown op `clasify` (expected one of source, classify, feedback, hard, generate, sink)",
+                "g.toml:11: node `scores`: unknown op `clasify` (expected one of source, classify, feedback, hard, generate, sink, filter)",
                 "g.toml:15: node `hard`: input `scorez` is not a node",
                 "g.toml:20: node `out`: unknown field `format`, expected `formats` or `keep_versions`",
             ]
@@ -383,6 +388,22 @@ mod tests {
             shown[2].starts_with("g.toml:17: node `h`: p_true_below = 2 is not a probability"),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_field_and_line_from_the_span() {
+        let text = format!(
+            "{HEAD}[nodes.train]\nop = \"source\"\nformat = \"image_folder\"\npath = \"d\"\n\
+             [nodes.s]\nop = \"classify\"\ninputs = [\"train\"]\nmodel = \"m\"\nbatch_size = \"many\"\n\
+             [nodes.g]\nop = \"generate\"\ninputs = [\"train\"]\nmodel = \"m\"\n\
+             levels = [0.5, 1.5]\nscheduler = \"warp\"\n"
+        );
+        let errors = compile(GraphFile::parse("g.toml", &text).unwrap()).unwrap_err();
+        let placed: Vec<(usize, Option<&str>)> =
+            errors.iter().map(|e| (e.line, e.field.as_deref())).collect();
+        assert_eq!(placed, vec![(14, Some("batch_size")), (19, Some("levels"))]);
+        assert!(errors[0].message.contains("invalid type: string \"many\""), "{errors:?}");
+        assert_eq!(errors[1].message, "level λ = 1.5 is outside [0, 1)");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Graph files: reading them (`spec`), per-op configs (`config`), compiling in phases with
-//! every error named by node and line (`compile`), DOT output (`dot`) and building the
-//! dataflow a compiled graph describes (`build`).
+//! Graph files: reading them (`spec`), the ops they may name (`ops`, one file each, listed in
+//! one registry), compiling in phases with every error named by node and line (`compile`),
+//! opening models and files (`resources`), DOT output (`dot`) and building the dataflow a
+//! started graph describes (`build`).
 
 pub mod build;
 pub mod compile;
-pub mod config;
 pub mod dot;
+pub mod ops;
 pub mod resources;
 pub mod spec;
 

@@ -1,6 +1,7 @@
 //! Reading a graph file: the TOML is parsed twice — once for values, once (with `toml_edit`)
 //! for where every key stands — so each later error can name its node and line.
 
+use crate::runtime::Device;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::fmt;
@@ -13,6 +14,8 @@ pub struct GraphError {
     pub line: usize,
     /// The node (or `models.NAME`) the error is about, if any.
     pub node: Option<String>,
+    /// The field the error is about, where one is known.
+    pub field: Option<String>,
     pub message: String,
 }
 
@@ -25,6 +28,8 @@ impl fmt::Display for GraphError {
         f.write_str(&self.message)
     }
 }
+
+impl std::error::Error for GraphError {}
 
 /// Names of folders the run itself writes under the output folder; no sink may take them.
 pub const RESERVED: &[&str] = &["errors", "state", "synthetic", "report"];
@@ -49,11 +54,11 @@ pub struct ModelSpec {
     /// The model folder.
     pub path: PathBuf,
     /// `cpu`, `cuda` or `cuda:N`.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default, deserialize_with = "super::ops::from_str")]
+    pub device: Device,
     /// `"cpu"` to run on the CPU when the device is missing; otherwise that is an error.
     #[serde(default)]
-    pub fallback: Option<String>,
+    pub fallback: Option<Fallback>,
     /// ONNX Runtime threads per session.
     #[serde(default = "one")]
     pub threads: usize,
@@ -62,9 +67,13 @@ pub struct ModelSpec {
     pub sessions: usize,
 }
 
-fn default_device() -> String {
-    "cpu".into()
+/// Where a model runs when its device is missing.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    Cpu,
 }
+
 fn one() -> usize {
     1
 }
@@ -76,16 +85,33 @@ pub struct NodeSpec {
     pub line: usize,
     pub op: Option<String>,
     pub inputs: Vec<String>,
-    /// Every field but `op` and `inputs`.
-    pub fields: toml::Table,
+    /// Every field but `op` and `inputs`, as an inline table whose values keep their spans.
+    pub fields: toml_edit::Value,
     /// Line of each field, `op` and `inputs` included.
     pub field_lines: IndexMap<String, usize>,
+    /// Where each field's value is written (byte ranges into the file).
+    pub field_spans: Vec<(String, std::ops::Range<usize>)>,
+    /// The graph file's text, for turning spans into lines.
+    pub text: std::sync::Arc<str>,
 }
 
 impl NodeSpec {
     /// The line of a field, or of the node when the field is not written.
     pub fn line_of(&self, field: &str) -> usize {
         self.field_lines.get(field).copied().unwrap_or(self.line)
+    }
+
+    /// The line and field a span of the file points into (the node's line without a span).
+    pub fn place_of(&self, span: Option<std::ops::Range<usize>>) -> (usize, Option<String>) {
+        let Some(span) = span else {
+            return (self.line, None);
+        };
+        let field = self
+            .field_spans
+            .iter()
+            .find(|(_, range)| range.start <= span.start && span.start < range.end.max(range.start + 1))
+            .map(|(name, _)| name.clone());
+        (line_at(&self.text, span.start), field)
     }
 }
 
@@ -106,6 +132,7 @@ impl GraphFile {
                 file: path.display().to_string(),
                 line: 0,
                 node: None,
+                field: None,
                 message: format!("cannot read graph file: {e}"),
             }]
         })?;
@@ -118,6 +145,7 @@ impl GraphFile {
             file: file.to_string(),
             line,
             node: node.map(str::to_string),
+            field: None,
             message,
         };
         let doc = toml_edit::Document::parse(text.to_string()).map_err(|e| {
@@ -128,13 +156,12 @@ impl GraphFile {
                 format!("not valid TOML: {}", e.message().trim()),
             )]
         })?;
-        let values: toml::Table =
-            toml::from_str(text).map_err(|e| vec![error(1, None, e.message().to_string())])?;
         let lines = Lines { text, doc: &doc };
+        let root = doc.as_table();
         let mut errors = Vec::new();
 
-        for key in values.keys() {
-            if !["pipeline", "models", "nodes"].contains(&key.as_str()) {
+        for (key, _) in root.iter() {
+            if !["pipeline", "models", "nodes"].contains(&key) {
                 errors.push(error(
                     lines.key(&[key]),
                     None,
@@ -142,7 +169,7 @@ impl GraphFile {
                 ));
             }
         }
-        let pipeline = match values.get("pipeline") {
+        let pipeline = match root.get("pipeline") {
             None => {
                 errors.push(error(
                     1,
@@ -151,36 +178,27 @@ impl GraphFile {
                 ));
                 None
             }
-            Some(value) => match value.clone().try_into::<PipelineSpec>() {
+            Some(item) => match lines.read::<PipelineSpec>(item, &["pipeline"]) {
                 Ok(spec) => Some(spec),
-                Err(e) => {
-                    let message = e.message().to_string();
-                    let line = lines.field_line(&["pipeline"], &message);
+                Err((line, message)) => {
                     errors.push(error(line, Some("pipeline"), message));
                     None
                 }
             },
         };
         let mut models = IndexMap::new();
-        for (name, value) in table(values.get("models")) {
+        for (name, item) in entries(root.get("models")) {
             let line = lines.key(&["models", name]);
             let label = format!("models.{name}");
-            match value.clone().try_into::<ModelSpec>() {
+            match lines.read::<ModelSpec>(item, &["models", name]) {
                 Ok(spec) => {
-                    models.insert(name.clone(), (spec, line));
+                    models.insert(name.to_string(), (spec, line));
                 }
-                Err(e) => {
-                    let message = e.message().to_string();
-                    errors.push(error(
-                        lines.field_line(&["models", name], &message),
-                        Some(&label),
-                        message,
-                    ));
-                }
+                Err((line, message)) => errors.push(error(line, Some(&label), message)),
             }
         }
         let mut nodes = IndexMap::new();
-        for (name, value) in table(values.get("nodes")) {
+        for (name, item) in entries(root.get("nodes")) {
             let line = lines.key(&["nodes", name]);
             let label = format!("node `{name}`");
             // Node names become folder names under the output folder.
@@ -195,17 +213,20 @@ impl GraphFile {
                     "node names may use only letters, digits, `_` and `-`".into(),
                 ));
             }
-            let Some(fields) = value.as_table() else {
+            let Some(mut fields) = as_inline_table(item) else {
                 errors.push(error(line, Some(&label), "a node must be a table".into()));
                 continue;
             };
-            let mut fields = fields.clone();
             let field_lines: IndexMap<String, usize> = fields
-                .keys()
-                .map(|k| (k.clone(), lines.key(&["nodes", name, k])))
+                .iter()
+                .map(|(k, _)| (k.to_string(), lines.key(&["nodes", name, k])))
+                .collect();
+            let field_spans: Vec<(String, std::ops::Range<usize>)> = fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.span()?)))
                 .collect();
             let op = match fields.remove("op") {
-                Some(toml::Value::String(op)) => Some(op),
+                Some(toml_edit::Value::String(op)) => Some(op.into_value()),
                 Some(_) => {
                     errors.push(error(
                         field_lines["op"],
@@ -221,9 +242,9 @@ impl GraphFile {
             };
             let inputs = match fields.remove("inputs") {
                 None => Vec::new(),
-                Some(toml::Value::Array(items)) if items.iter().all(|i| i.is_str()) => items
+                Some(toml_edit::Value::Array(items)) if items.iter().all(|i| i.is_str()) => items
                     .iter()
-                    .map(|i| i.as_str().expect("checked").to_string())
+                    .filter_map(|i| i.as_str().map(str::to_string))
                     .collect(),
                 Some(_) => {
                     errors.push(error(
@@ -235,24 +256,26 @@ impl GraphFile {
                 }
             };
             nodes.insert(
-                name.clone(),
+                name.to_string(),
                 NodeSpec {
-                    name: name.clone(),
+                    name: name.to_string(),
                     line,
                     op,
                     inputs,
-                    fields,
+                    fields: toml_edit::Value::InlineTable(fields),
                     field_lines,
+                    field_spans,
+                    text: text.into(),
                 },
             );
         }
-        if values.contains_key("nodes") && nodes.is_empty() && errors.is_empty() {
+        if root.contains_key("nodes") && nodes.is_empty() && errors.is_empty() {
             errors.push(error(
                 lines.key(&["nodes"]),
                 None,
                 "[nodes] is empty".into(),
             ));
-        } else if !values.contains_key("nodes") {
+        } else if !root.contains_key("nodes") {
             errors.push(error(1, None, "missing [nodes] section".into()));
         }
         if errors.is_empty() {
@@ -268,11 +291,21 @@ impl GraphFile {
     }
 }
 
-fn table(value: Option<&toml::Value>) -> impl Iterator<Item = (&String, &toml::Value)> {
-    value
-        .and_then(toml::Value::as_table)
-        .into_iter()
-        .flat_map(|t| t.iter())
+/// The entries of a table (or inline table), in file order.
+fn entries(item: Option<&toml_edit::Item>) -> Vec<(&str, &toml_edit::Item)> {
+    match item.and_then(toml_edit::Item::as_table_like) {
+        Some(table) => table.iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A table item as an inline table value (the keys keep their spans), if it is a table.
+fn as_inline_table(item: &toml_edit::Item) -> Option<toml_edit::InlineTable> {
+    match item {
+        toml_edit::Item::Table(table) => Some(table.clone().into_inline_table()),
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(table)) => Some(table.clone()),
+        _ => None,
+    }
 }
 
 /// 1-based line of a byte offset.
@@ -311,25 +344,36 @@ impl Lines<'_> {
         line
     }
 
-    /// For a serde error about a table at `path`, the line of the field the message names
-    /// (`unknown field `x``, `invalid type ... for key `x``), or the table's own line.
-    fn field_line(&self, path: &[&str], message: &str) -> usize {
-        match backticked(message) {
-            Some(field) => {
-                let mut full: Vec<&str> = path.to_vec();
-                full.push(field);
-                self.key(&full)
-            }
-            None => self.key(path),
-        }
+    /// Reads the table at `path` into `T`; an error gives the line its span points at (the
+    /// table's own line when it has none).
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        item: &toml_edit::Item,
+        path: &[&str],
+    ) -> Result<T, (usize, String)> {
+        let Some(table) = as_inline_table(item) else {
+            return Err((self.key(path), "must be a table".into()));
+        };
+        read_value(toml_edit::Value::InlineTable(table)).map_err(|e| {
+            let line = e.span.map_or(self.key(path), |s| line_at(self.text, s.start));
+            (line, e.message)
+        })
     }
 }
 
-/// The first `backticked` word of a message.
-pub fn backticked(message: &str) -> Option<&str> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(&message[start..start + len])
+/// A deserialisation error: its message and where in the file it points, if anywhere.
+pub struct ReadError {
+    pub message: String,
+    pub span: Option<std::ops::Range<usize>>,
+}
+
+/// Reads a TOML value (spans kept from the file) into `T`.
+pub fn read_value<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Result<T, ReadError> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(value.into_deserializer()).map_err(|e| ReadError {
+        message: e.message().to_string(),
+        span: e.span(),
+    })
 }
 
 #[cfg(test)]

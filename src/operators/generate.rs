@@ -22,6 +22,9 @@ use std::sync::Arc;
 /// A synthetic image or the reason there is none.
 pub type SyntheticOutcome = Result<Synthetic, ErrorRecord>;
 
+/// The prompt template when a node gives none (METHOD §4's scorer prompt too).
+pub const DEFAULT_PROMPT: &str = "a photo of a {class}";
+
 /// How prompts are chosen for a class.
 #[derive(Clone, Debug)]
 pub enum Prompts {
@@ -118,7 +121,7 @@ impl GenerateParams {
                                         [self.pipeline_seed, sample.id, level as u64, seed as u64];
                                     list[keyed_choice(&parts, list.len())].clone()
                                 }
-                                None => format!("a photo of a {display}"),
+                                None => DEFAULT_PROMPT.replace("{class}", display),
                             }
                         }
                     }

@@ -9,6 +9,7 @@ mod summary;
 pub use running::RunningPipeline;
 pub use summary::{write_summary, RunSummary};
 
+use crate::graph::ops::context::RunInfo;
 use crate::graph::{check_resources, compile, dot, Compiled, GraphError, GraphFile};
 use crate::store::state::RunState;
 use std::path::Path;
@@ -135,8 +136,13 @@ impl Pipeline {
             timely::CommunicationConfig::Cluster { process, .. } => *process,
             _ => 0,
         };
-        let shared = prepare::prepare(&self.compiled, resources, first_version, process)
-            .map_err(PipelineError::Run)?;
+        let run = RunInfo {
+            output: output.clone(),
+            seed: self.compiled.pipeline.seed,
+            first_version,
+            process,
+        };
+        let shared = prepare::prepare(&self.compiled, resources, run).map_err(PipelineError::Run)?;
         RunningPipeline::start(shared, config, options.progress)
     }
 

@@ -6,7 +6,6 @@
 use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
 use crate::graph::build::{build, Shared, WorkerHandles};
-use crate::graph::config::OpConfig;
 use crate::record::{Sample, Score};
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
@@ -99,7 +98,7 @@ impl RunningPipeline {
             C::Process(n) | C::ProcessBinary(n) => *n,
             C::Cluster { threads, .. } => *threads,
         };
-        let next_version = shared.first_version;
+        let next_version = shared.run.first_version;
         let shared = Arc::new(shared);
         let control = Arc::new(Control::new());
         let (worker_shared, worker_control) = (Arc::clone(&shared), Arc::clone(&control));
@@ -142,7 +141,7 @@ impl RunningPipeline {
         source: &str,
         updates: impl IntoIterator<Item = (Sample, isize)>,
     ) -> Result<(), PipelineError> {
-        self.expect_op(source, |op| matches!(op, OpConfig::Source(_)), "source")?;
+        self.expect_op(source, "source")?;
         let mut pushed = self.control.pushed.lock().expect("pushed");
         pushed
             .samples
@@ -157,11 +156,7 @@ impl RunningPipeline {
         feedback: &str,
         updates: impl IntoIterator<Item = (Score, isize)>,
     ) -> Result<(), PipelineError> {
-        self.expect_op(
-            feedback,
-            |op| matches!(op, OpConfig::Feedback(_)),
-            "feedback",
-        )?;
+        self.expect_op(feedback, "feedback")?;
         let mut pushed = self.control.pushed.lock().expect("pushed");
         pushed.feedback.extend(
             updates
@@ -177,7 +172,7 @@ impl RunningPipeline {
         sink: &str,
         input: &str,
     ) -> Result<Vec<serde_json::Value>, PipelineError> {
-        self.expect_op(sink, |op| matches!(op, OpConfig::Sink(_)), "sink")?;
+        self.expect_op(sink, "sink")?;
         let file = self
             .shared
             .compiled
@@ -196,14 +191,9 @@ impl RunningPipeline {
             .collect()
     }
 
-    fn expect_op(
-        &self,
-        node: &str,
-        is: impl Fn(&OpConfig) -> bool,
-        what: &str,
-    ) -> Result<(), PipelineError> {
+    fn expect_op(&self, node: &str, what: &str) -> Result<(), PipelineError> {
         match self.shared.compiled.nodes.get(node) {
-            Some(n) if is(&n.op) => Ok(()),
+            Some(n) if n.op.kind() == what => Ok(()),
             Some(_) => Err(PipelineError::Run(format!("node `{node}` is not a {what}"))),
             None => Err(PipelineError::Run(format!(
                 "no node `{node}` in this pipeline"
@@ -257,7 +247,7 @@ impl RunningPipeline {
     /// Records the versions the sinks wrote and persists the last one.
     fn commit(&mut self) -> Result<(), PipelineError> {
         let mut versions = Vec::new();
-        for (sink, log) in &self.shared.sink_logs {
+        for (sink, log) in self.shared.sink_logs() {
             let log = log.lock().expect("sink log");
             if let Some(error) = &log.error {
                 return Err(PipelineError::Run(format!(

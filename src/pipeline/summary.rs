@@ -2,7 +2,7 @@
 //! batches, answers computed, cache hits and seconds; and the versions written.
 
 use crate::graph::build::{Shared, ERRORS_SINK};
-use crate::graph::config::OpConfig;
+use crate::graph::ops::Role;
 use crate::operators::stats::NodeSummary;
 use crate::store::atomic::write_file;
 use indexmap::IndexMap;
@@ -27,21 +27,15 @@ impl RunSummary {
             .stats
             .iter()
             .map(|(name, stats)| {
-                let service = match shared.compiled.nodes.get(name).map(|n| &n.op) {
-                    Some(OpConfig::Classify(c)) => {
-                        Some(shared.services[&c.model].stats().snapshot())
-                    }
-                    Some(OpConfig::Generate(_)) => {
-                        Some(shared.generators[name].service.stats().snapshot())
-                    }
-                    _ => None,
-                };
-                let (model_calls, busy) =
-                    service.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
+                let (model_calls, busy) = shared
+                    .nodes
+                    .get(name)
+                    .map_or((0, 0.0), |node| node.model_work());
                 (name.clone(), stats.summary(model_calls, busy))
             })
             .collect();
-        let errors = shared.sink_logs[ERRORS_SINK]
+        let errors = shared
+            .errors_log
             .lock()
             .expect("sink log")
             .last_rows as u64;
@@ -102,7 +96,7 @@ pub fn progress_message(shared: &Shared) -> String {
                 .compiled
                 .nodes
                 .get(*name)
-                .is_some_and(|n| !matches!(n.op, OpConfig::Sink(_)))
+                .is_some_and(|n| n.op.role() != Role::Output)
         })
         .map(|(name, stats)| format!("{name} {}", stats.summary(0, 0.0).records_out))
         .collect::<Vec<_>>()

@@ -1,0 +1,195 @@
+//! What ops are given at each stage: the model pool while opening (phase 4), the start
+//! context while a run starts, and the dataflow under construction inside each worker.
+
+use super::OpError;
+use crate::graph::spec::ModelSpec;
+use crate::operators::feedback::LocatedScore;
+use crate::operators::{FeedbackState, NodeStats, SourceState};
+use crate::record::{ErrorRecord, RecordKind, Sample};
+use crate::runtime::onnx::SessionOptions;
+use crate::runtime::{Classifier, InferenceService};
+use crate::store::images::ImageStore;
+use differential_dataflow::input::InputSession;
+use differential_dataflow::VecCollection;
+use indexmap::IndexMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::Scope;
+
+/// A node as the compiler checked it: its name, inputs and their record kinds.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The graph file's line of the node.
+    pub line: usize,
+    pub inputs: Vec<String>,
+    /// The kind of record each input carries, in order.
+    pub input_kinds: Vec<RecordKind>,
+}
+
+/// Model sessions opened while checking resources, shared by the nodes that use one model.
+pub struct ModelPool {
+    models: IndexMap<String, ModelSpec>,
+    /// Per model, the nodes using it (for messages).
+    users: IndexMap<String, Vec<String>>,
+    /// Classifier sessions per model, or `None` once opening failed (already reported).
+    classifiers: IndexMap<String, Option<Vec<Classifier>>>,
+}
+
+impl ModelPool {
+    /// A pool over the graph's `[models]`; `users` names the nodes using each.
+    pub fn new(models: IndexMap<String, ModelSpec>, users: IndexMap<String, Vec<String>>) -> Self {
+        ModelPool {
+            models,
+            users,
+            classifiers: IndexMap::new(),
+        }
+    }
+
+    /// A model's `[models]` entry (the compiler checked the name).
+    pub fn spec(&self, model: &str) -> &ModelSpec {
+        &self.models[model]
+    }
+
+    /// How sessions of a model are built.
+    pub fn session_options(&self, model: &str) -> SessionOptions {
+        let spec = self.spec(model);
+        SessionOptions {
+            device: spec.device,
+            fallback_to_cpu: spec.fallback.is_some(),
+            intra_threads: spec.threads,
+        }
+    }
+
+    /// `(used by node `a`, node `b`)` for a model's messages.
+    pub fn used_by(&self, model: &str) -> String {
+        let users = self.users.get(model).cloned().unwrap_or_default();
+        format!("(used by {})", users.join(", "))
+    }
+
+    /// Opens a classifier model's sessions once (one per `sessions`), however many nodes use
+    /// it; gives the first session, or the error (reported once, to the first node asking).
+    pub fn classifier(&mut self, model: &str) -> Result<&Classifier, Vec<OpError>> {
+        if !self.classifiers.contains_key(model) {
+            let (path, options) = (self.spec(model).path.clone(), self.session_options(model));
+            let mut sessions = Vec::new();
+            let mut failed = None;
+            for _ in 0..self.spec(model).sessions.max(1) {
+                match Classifier::open(&path, &options) {
+                    Ok(classifier) => sessions.push(classifier),
+                    Err(message) => {
+                        failed = Some(message);
+                        break;
+                    }
+                }
+            }
+            let opened = failed.is_none().then_some(sessions);
+            self.classifiers.insert(model.to_string(), opened);
+            if let Some(message) = failed {
+                let message = format!("{message} {}", self.used_by(model));
+                return Err(vec![OpError::model(model, message)]);
+            }
+        }
+        match &self.classifiers[model] {
+            Some(sessions) => Ok(&sessions[0]),
+            None => Err(Vec::new()),
+        }
+    }
+
+    /// Hands the opened sessions to a run.
+    pub fn into_start(self, run: RunInfo) -> StartContext {
+        StartContext {
+            classifiers: self
+                .classifiers
+                .into_iter()
+                .filter_map(|(model, sessions)| Some((model, sessions?)))
+                .collect(),
+            services: IndexMap::new(),
+            store: None,
+            run,
+        }
+    }
+}
+
+/// What a run is: where it writes, its seed, its first version and this process's index.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    pub output: PathBuf,
+    pub seed: u64,
+    pub first_version: u64,
+    /// This process's index in a timely cluster (0 alone).
+    pub process: usize,
+}
+
+/// What nodes share while a run starts: classifier services per model and the image store.
+pub struct StartContext {
+    classifiers: IndexMap<String, Vec<Classifier>>,
+    services: IndexMap<String, Arc<InferenceService<Classifier>>>,
+    store: Option<Arc<ImageStore>>,
+    pub run: RunInfo,
+}
+
+impl StartContext {
+    /// The inference service of a classifier model, started by the first node that asks.
+    pub fn classifier_service(
+        &mut self,
+        model: &str,
+    ) -> Result<Arc<InferenceService<Classifier>>, String> {
+        if let Some(service) = self.services.get(model) {
+            return Ok(Arc::clone(service));
+        }
+        let sessions = self
+            .classifiers
+            .shift_remove(model)
+            .ok_or_else(|| format!("model `{model}` was not opened"))?;
+        let service = Arc::new(InferenceService::start(model, sessions));
+        self.services.insert(model.to_string(), Arc::clone(&service));
+        Ok(service)
+    }
+
+    /// The content-addressed image store under the output folder, opened on first use.
+    pub fn image_store(&mut self) -> Result<Arc<ImageStore>, String> {
+        if self.store.is_none() {
+            let store = ImageStore::open(&self.run.output, self.run.process)?;
+            self.store = Some(Arc::new(store));
+        }
+        Ok(Arc::clone(self.store.as_ref().expect("opened")))
+    }
+}
+
+/// A source node's input session and scanner.
+pub struct SourceInput {
+    pub node: String,
+    pub state: SourceState,
+    pub input: InputSession<u64, Sample, isize>,
+}
+
+/// A feedback node's input session and scanner.
+pub struct FeedbackInput {
+    pub node: String,
+    pub state: FeedbackState,
+    pub input: InputSession<u64, LocatedScore, isize>,
+}
+
+/// One worker's dataflow while nodes add themselves to it.
+pub struct Dataflow<'scope> {
+    pub scope: Scope<'scope, u64>,
+    pub run: RunInfo,
+    /// Counters per node, shared by every worker of the process.
+    pub stats: IndexMap<String, Arc<NodeStats>>,
+    /// Error records from every node, written by the built-in `errors` sink.
+    pub errors: Vec<VecCollection<'scope, u64, ErrorRecord>>,
+    /// Inputs the driver feeds at each refresh.
+    pub sources: Vec<SourceInput>,
+    pub feedback: Vec<FeedbackInput>,
+    /// Passes a version once every sink has written it.
+    pub probe: ProbeHandle<u64>,
+}
+
+impl Dataflow<'_> {
+    /// A node's counters.
+    pub fn stats_of(&self, node: &str) -> Arc<NodeStats> {
+        Arc::clone(&self.stats[node])
+    }
+}
