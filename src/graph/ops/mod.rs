@@ -161,6 +161,7 @@ registry! {
     "generate" => generate::GenerateConfig,
     "sink" => sink::SinkConfig,
     "filter" => filter::FilterConfig,
+    "sample" => sample::SampleConfig,
 }
 
 fn parse<C: Op + DeserializeOwned + 'static>(
