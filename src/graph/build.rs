@@ -13,7 +13,7 @@ use crate::operators::{
 };
 use crate::record::{ErrorRecord, Sample, Score, Synthetic};
 use crate::runtime::{Classifier, InferenceService};
-use crate::store::manifest::{ManifestFormat, Row};
+use crate::store::manifest::{ManifestFormat, Row, TableKind};
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
 use indexmap::IndexMap;
@@ -181,6 +181,11 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                     node: name.clone(),
                     folder: output_root.join(&name),
                     inputs: node.inputs.clone(),
+                    kinds: node
+                        .inputs
+                        .iter()
+                        .map(|i| compiled.nodes[i].op.output().expect("checked").into())
+                        .collect(),
                     formats: config.formats().expect("checked while compiling"),
                     keep_versions: config.keep_versions,
                     first_version: shared.first_version,
@@ -201,6 +206,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         node: ERRORS_SINK.into(),
         folder: output_root.join(ERRORS_SINK),
         inputs: vec![ERRORS_SINK.into()],
+        kinds: vec![TableKind::Error],
         formats: vec![ManifestFormat::Jsonl],
         keep_versions: 3,
         first_version: shared.first_version,

@@ -7,7 +7,7 @@
 use crate::operators::stats::NodeStats;
 use crate::record::Digest;
 use crate::store::contact_sheet::write_contact_sheets;
-use crate::store::manifest::{write_snapshot, ManifestFormat, Row};
+use crate::store::manifest::{write_snapshot, ManifestFormat, Row, TableKind};
 use differential_dataflow::VecCollection;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,6 +29,9 @@ pub struct SinkParams {
     pub folder: PathBuf,
     /// File stem for each input, by input index.
     pub inputs: Vec<String>,
+    /// The kind of record each input carries, by input index: it fixes the Parquet columns,
+    /// also of an empty input.
+    pub kinds: Vec<TableKind>,
     pub formats: Vec<ManifestFormat>,
     /// How many past versions to keep beside the current one.
     pub keep_versions: usize,
@@ -134,6 +137,7 @@ fn write(
         &params.folder,
         version,
         &params.inputs,
+        &params.kinds,
         &tables,
         &params.formats,
         params.keep_versions,
