@@ -9,7 +9,7 @@ use super::ops::{Dataflow, FeedbackInput, Node, SourceInput, Stream};
 use crate::operators::sink::SinkLog;
 use crate::operators::{NodeStats, SinkExt, SinkParams};
 use crate::record::ErrorRecord;
-use crate::store::manifest::{ManifestFormat, Row};
+use crate::store::manifest::{ManifestFormat, Row, TableKind};
 use differential_dataflow::input::{Input, InputSession};
 use indexmap::IndexMap;
 use std::sync::{Arc, Mutex};
@@ -84,6 +84,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             node: ERRORS_SINK.into(),
             folder: output.join(ERRORS_SINK),
             inputs: vec![ERRORS_SINK.into()],
+            kinds: vec![TableKind::Error],
             formats: vec![ManifestFormat::Jsonl],
             keep_versions: 3,
             first_version: shared.run.first_version,

@@ -2,9 +2,10 @@
 //! a version folder that is renamed into place whole, then `current` is pointed at it.
 
 use super::atomic::{replace_symlink, sync_dir, write_file};
-use super::parquet_table::{encode, Column};
-use crate::record::{ErrorRecord, Sample, Score, Synthetic};
+use super::parquet_table::encode_rows;
+use crate::record::{ErrorRecord, RecordKind, Sample, Score, Synthetic};
 use serde::Serialize;
+use std::fmt;
 use std::fs;
 use std::path::Path;
 
@@ -17,6 +18,50 @@ pub enum Row {
     Score(Score),
     Synthetic(Synthetic),
     Error(ErrorRecord),
+}
+
+/// The kind of record a manifest table holds: it fixes the table's columns, so an empty table
+/// is written with the same schema as a full one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    Sample,
+    Score,
+    Synthetic,
+    /// Error records: only the built-in `errors` sink writes these.
+    Error,
+}
+
+impl TableKind {
+    /// The kind of a row.
+    pub fn of(row: &Row) -> Self {
+        match row {
+            Row::Sample(_) => TableKind::Sample,
+            Row::Score(_) => TableKind::Score,
+            Row::Synthetic(_) => TableKind::Synthetic,
+            Row::Error(_) => TableKind::Error,
+        }
+    }
+}
+
+impl From<RecordKind> for TableKind {
+    fn from(kind: RecordKind) -> Self {
+        match kind {
+            RecordKind::Sample => TableKind::Sample,
+            RecordKind::Score => TableKind::Score,
+            RecordKind::Synthetic => TableKind::Synthetic,
+        }
+    }
+}
+
+impl fmt::Display for TableKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableKind::Sample => "Sample",
+            TableKind::Score => "Score",
+            TableKind::Synthetic => "Synthetic",
+            TableKind::Error => "Error",
+        })
+    }
 }
 
 /// A manifest file format.
@@ -48,15 +93,35 @@ pub fn version_dir(version: u64) -> String {
 }
 
 /// Writes `<folder>/v{version}/<input>.<ext>` for every input and format, then makes it current
-/// and drops versions older than the newest `keep`.
+/// and drops versions older than the newest `keep`. `kinds[i]` is the kind of record input `i`
+/// carries; a row of another kind is an error and nothing is written.
 pub fn write_snapshot(
     folder: &Path,
     version: u64,
     inputs: &[String],
+    kinds: &[TableKind],
     tables: &[Vec<(&Row, isize)>],
     formats: &[ManifestFormat],
     keep: usize,
 ) -> Result<(), String> {
+    if inputs.len() != kinds.len() || inputs.len() != tables.len() {
+        return Err(format!(
+            "{}: {} inputs, {} kinds and {} tables",
+            folder.display(),
+            inputs.len(),
+            kinds.len(),
+            tables.len()
+        ));
+    }
+    for ((input, kind), rows) in inputs.iter().zip(kinds).zip(tables) {
+        if let Some((row, _)) = rows.iter().find(|(row, _)| TableKind::of(row) != *kind) {
+            return Err(format!(
+                "{}: input `{input}` carries {kind} records, not {}",
+                folder.display(),
+                TableKind::of(row)
+            ));
+        }
+    }
     let name = version_dir(version);
     let target = folder.join(&name);
     let staging = folder.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -64,7 +129,7 @@ pub fn write_snapshot(
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| fail(&staging, e))?;
     let mut counts = serde_json::Map::new();
-    for (input, rows) in inputs.iter().zip(tables) {
+    for ((input, kind), rows) in inputs.iter().zip(kinds).zip(tables) {
         let rows: Vec<&Row> = rows
             .iter()
             .flat_map(|(row, count)| std::iter::repeat_n(*row, (*count).max(0) as usize))
@@ -73,7 +138,9 @@ pub fn write_snapshot(
         for format in formats {
             let bytes = match format {
                 ManifestFormat::Jsonl => jsonl(&rows),
-                ManifestFormat::Parquet => parquet(&rows)?,
+                ManifestFormat::Parquet => {
+                    encode_rows(*kind, &rows).map_err(|e| format!("input `{input}`: {e}"))?
+                }
             };
             write_file(
                 &staging.join(format!("{input}.{}", format.extension())),
@@ -126,69 +193,6 @@ fn jsonl(rows: &[&Row]) -> Vec<u8> {
     out
 }
 
-/// Rows of one input share a kind; an empty table is written with the schema of an error table.
-fn parquet(rows: &[&Row]) -> Result<Vec<u8>, String> {
-    let text = |f: &dyn Fn(&Row) -> String| Column::Text(rows.iter().map(|r| f(r)).collect());
-    let u64s = |f: &dyn Fn(&Row) -> u64| Column::U64(rows.iter().map(|r| f(r)).collect());
-    let f32s = |f: &dyn Fn(&Row) -> f32| Column::F32(rows.iter().map(|r| f(r)).collect());
-    let sample = |r: &Row| match r {
-        Row::Sample(s) => s.clone(),
-        other => panic!("mixed row kinds in one manifest: {other:?}"),
-    };
-    let score = |r: &Row| match r {
-        Row::Score(s) => s.clone(),
-        other => panic!("mixed row kinds in one manifest: {other:?}"),
-    };
-    let synthetic = |r: &Row| match r {
-        Row::Synthetic(s) => s.clone(),
-        other => panic!("mixed row kinds in one manifest: {other:?}"),
-    };
-    let score_or_nan = |v: Option<crate::record::Value>| v.map_or(f32::NAN, |v| v.0);
-    let error = |r: &Row| match r {
-        Row::Error(e) => e.clone(),
-        other => panic!("mixed row kinds in one manifest: {other:?}"),
-    };
-    match rows.first() {
-        Some(Row::Sample(_)) => encode(&[
-            ("id", u64s(&|r| sample(r).id)),
-            ("name", text(&|r| sample(r).name)),
-            ("label", text(&|r| sample(r).label)),
-            ("path", text(&|r| sample(r).path)),
-            ("digest", text(&|r| sample(r).digest.to_hex())),
-        ]),
-        Some(Row::Score(_)) => encode(&[
-            ("sample", u64s(&|r| score(r).sample)),
-            ("checkpoint", u64s(&|r| score(r).checkpoint)),
-            ("p_true", f32s(&|r| score(r).p_true.0)),
-            ("loss", f32s(&|r| score(r).loss.0)),
-            ("predicted", text(&|r| score(r).predicted)),
-        ]),
-        Some(Row::Synthetic(_)) => encode(&[
-            ("sample", u64s(&|r| synthetic(r).key.sample)),
-            ("level", f32s(&|r| synthetic(r).key.level as f32 / 1000.0)),
-            ("seed", u64s(&|r| synthetic(r).key.seed as u64)),
-            ("prompt", text(&|r| synthetic(r).key.prompt)),
-            ("label", text(&|r| synthetic(r).label)),
-            ("path", text(&|r| synthetic(r).path)),
-            ("digest", text(&|r| synthetic(r).digest.to_hex())),
-            ("source", text(&|r| synthetic(r).source)),
-            (
-                "text_score",
-                f32s(&|r| score_or_nan(synthetic(r).text_score)),
-            ),
-            (
-                "image_score",
-                f32s(&|r| score_or_nan(synthetic(r).image_score)),
-            ),
-        ]),
-        Some(Row::Error(_)) | None => encode(&[
-            ("node", text(&|r| error(r).node)),
-            ("location", text(&|r| error(r).location)),
-            ("message", text(&|r| error(r).message)),
-        ]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +234,8 @@ mod tests {
         let formats = [ManifestFormat::Jsonl, ManifestFormat::Parquet];
         for version in 0..4 {
             let tables = vec![vec![(&s, 2)], vec![(&e, 1)]];
-            write_snapshot(dir.path(), version, &inputs, &tables, &formats, 1).unwrap();
+            let kinds = [TableKind::Sample, TableKind::Score];
+            write_snapshot(dir.path(), version, &inputs, &kinds, &tables, &formats, 1).unwrap();
         }
         let current = dir.path().join("current");
         assert_eq!(fs::read_link(&current).unwrap().to_str(), Some("v000003"));
@@ -251,5 +256,104 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, vec!["current", "v000002", "v000003"]);
+    }
+
+    #[test]
+    fn jsonl_and_parquet_agree_on_synthetic_rows() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::Field;
+        let dir = tempfile::tempdir().unwrap();
+        let row = |level, text_score: Option<f32>| {
+            Row::Synthetic(Synthetic {
+                key: crate::record::GenKey {
+                    sample: 9,
+                    level,
+                    seed: 1,
+                    prompt: "a bag".into(),
+                },
+                label: "bag".into(),
+                path: "gen/b.png".into(),
+                digest: Digest::of(b"b"),
+                source: "/d/bag/b.png".into(),
+                text_score: text_score.map(Value),
+                image_score: Some(Value(0.5)),
+            })
+        };
+        let (a, b) = (row(125, Some(0.25)), row(875, None));
+        let formats = [ManifestFormat::Jsonl, ManifestFormat::Parquet];
+        let tables = vec![vec![(&a, 1), (&b, 1)]];
+        let inputs = ["synthetic".to_string()];
+        write_snapshot(
+            dir.path(),
+            0,
+            &inputs,
+            &[TableKind::Synthetic],
+            &tables,
+            &formats,
+            1,
+        )
+        .unwrap();
+        let current = dir.path().join("current");
+        let jsonl: Vec<serde_json::Value> = fs::read_to_string(current.join("synthetic.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let file = fs::File::open(current.join("synthetic.parquet")).unwrap();
+        let parquet: Vec<_> = SerializedFileReader::new(file)
+            .unwrap()
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(jsonl.len(), 2);
+        assert_eq!(parquet.len(), 2);
+        for (json, row) in jsonl.iter().zip(&parquet) {
+            for (name, field) in row.get_column_iter() {
+                // The JSONL nests the generation key; Parquet flattens it.
+                let value = match name.as_str() {
+                    "sample" | "level" | "seed" | "prompt" => &json["key"][name],
+                    _ => &json[name],
+                };
+                match field {
+                    Field::Null => assert!(value.is_null(), "{name}"),
+                    Field::ULong(n) => assert_eq!(value.as_u64(), Some(*n), "{name}"),
+                    Field::UInt(n) => assert_eq!(value.as_u64(), Some(u64::from(*n)), "{name}"),
+                    Field::UShort(n) => assert_eq!(value.as_u64(), Some(u64::from(*n)), "{name}"),
+                    Field::Float(x) => assert_eq!(value.as_f64().map(|v| v as f32), Some(*x)),
+                    Field::Str(s) => assert_eq!(value.as_str(), Some(s.as_str()), "{name}"),
+                    other => panic!("{name}: unexpected {other:?}"),
+                }
+            }
+        }
+        assert!(jsonl[1]["text_score"].is_null());
+        assert_eq!(jsonl[0]["key"]["level"], 125);
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_kind_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Row::Error(ErrorRecord {
+            node: "n".into(),
+            location: "f".into(),
+            message: "m".into(),
+        });
+        let tables = vec![vec![(&e, 1)]];
+        let inputs = ["scores".to_string()];
+        let err = write_snapshot(
+            dir.path(),
+            0,
+            &inputs,
+            &[TableKind::Score],
+            &tables,
+            &[ManifestFormat::Jsonl],
+            1,
+        )
+        .unwrap_err();
+        assert!(
+            err.ends_with("input `scores` carries Score records, not Error"),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

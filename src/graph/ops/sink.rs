@@ -109,6 +109,7 @@ impl Node for SinkNode {
             node: node.name.clone(),
             folder: output.join(&node.name),
             inputs: node.inputs.clone(),
+            kinds: node.input_kinds.iter().map(|k| (*k).into()).collect(),
             formats: self.config.formats.clone(),
             keep_versions: self.config.keep_versions,
             first_version: dataflow.run.first_version,
