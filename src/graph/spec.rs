@@ -197,78 +197,7 @@ impl GraphFile {
                 Err((line, message)) => errors.push(error(line, Some(&label), message)),
             }
         }
-        let mut nodes = IndexMap::new();
-        for (name, item) in entries(root.get("nodes")) {
-            let line = lines.key(&["nodes", name]);
-            let label = format!("node `{name}`");
-            // Node names become folder names under the output folder.
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                errors.push(error(
-                    line,
-                    Some(&label),
-                    "node names may use only letters, digits, `_` and `-`".into(),
-                ));
-            }
-            let Some(mut fields) = as_inline_table(item) else {
-                errors.push(error(line, Some(&label), "a node must be a table".into()));
-                continue;
-            };
-            let field_lines: IndexMap<String, usize> = fields
-                .iter()
-                .map(|(k, _)| (k.to_string(), lines.key(&["nodes", name, k])))
-                .collect();
-            let field_spans: Vec<(String, std::ops::Range<usize>)> = fields
-                .iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v.span()?)))
-                .collect();
-            let op = match fields.remove("op") {
-                Some(toml_edit::Value::String(op)) => Some(op.into_value()),
-                Some(_) => {
-                    errors.push(error(
-                        field_lines["op"],
-                        Some(&label),
-                        "`op` must be a string".into(),
-                    ));
-                    None
-                }
-                None => {
-                    errors.push(error(line, Some(&label), "missing `op`".into()));
-                    None
-                }
-            };
-            let inputs = match fields.remove("inputs") {
-                None => Vec::new(),
-                Some(toml_edit::Value::Array(items)) if items.iter().all(|i| i.is_str()) => items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_string))
-                    .collect(),
-                Some(_) => {
-                    errors.push(error(
-                        field_lines["inputs"],
-                        Some(&label),
-                        "`inputs` must be a list of node names".into(),
-                    ));
-                    Vec::new()
-                }
-            };
-            nodes.insert(
-                name.to_string(),
-                NodeSpec {
-                    name: name.to_string(),
-                    line,
-                    op,
-                    inputs,
-                    fields: toml_edit::Value::InlineTable(fields),
-                    field_lines,
-                    field_spans,
-                    text: text.into(),
-                },
-            );
-        }
+        let nodes = read_nodes(file, &lines, entries(root.get("nodes")), &mut errors);
         if root.contains_key("nodes") && nodes.is_empty() && errors.is_empty() {
             errors.push(error(
                 lines.key(&["nodes"]),
@@ -289,6 +218,96 @@ impl GraphFile {
             Err(errors)
         }
     }
+}
+
+/// The `[nodes]` entries: name, op, inputs and the op's own fields, each error with its line.
+fn read_nodes(
+    file: &str,
+    lines: &Lines,
+    items: Vec<(&str, &toml_edit::Item)>,
+    errors: &mut Vec<GraphError>,
+) -> IndexMap<String, NodeSpec> {
+    let error = |line: usize, node: Option<&str>, message: String| GraphError {
+        file: file.to_string(),
+        line,
+        node: node.map(str::to_string),
+        field: None,
+        message,
+    };
+    let text: std::sync::Arc<str> = lines.text.into();
+    let mut nodes = IndexMap::new();
+    for (name, item) in items {
+        let line = lines.key(&["nodes", name]);
+        let label = format!("node `{name}`");
+        // Node names become folder names under the output folder.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            errors.push(error(
+                line,
+                Some(&label),
+                "node names may use only letters, digits, `_` and `-`".into(),
+            ));
+        }
+        let Some(mut fields) = as_inline_table(item) else {
+            errors.push(error(line, Some(&label), "a node must be a table".into()));
+            continue;
+        };
+        let field_lines: IndexMap<String, usize> = fields
+            .iter()
+            .map(|(k, _)| (k.to_string(), lines.key(&["nodes", name, k])))
+            .collect();
+        let field_spans: Vec<(String, std::ops::Range<usize>)> = fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.span()?)))
+            .collect();
+        let op = match fields.remove("op") {
+            Some(toml_edit::Value::String(op)) => Some(op.into_value()),
+            Some(_) => {
+                errors.push(error(
+                    field_lines["op"],
+                    Some(&label),
+                    "`op` must be a string".into(),
+                ));
+                None
+            }
+            None => {
+                errors.push(error(line, Some(&label), "missing `op`".into()));
+                None
+            }
+        };
+        let inputs = match fields.remove("inputs") {
+            None => Vec::new(),
+            Some(toml_edit::Value::Array(items)) if items.iter().all(|i| i.is_str()) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect(),
+            Some(_) => {
+                errors.push(error(
+                    field_lines["inputs"],
+                    Some(&label),
+                    "`inputs` must be a list of node names".into(),
+                ));
+                Vec::new()
+            }
+        };
+        nodes.insert(
+            name.to_string(),
+            NodeSpec {
+                name: name.to_string(),
+                line,
+                op,
+                inputs,
+                fields: toml_edit::Value::InlineTable(fields),
+                field_lines,
+                field_spans,
+                text: std::sync::Arc::clone(&text),
+            },
+        );
+    }
+    nodes
 }
 
 /// The entries of a table (or inline table), in file order.
