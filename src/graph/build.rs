@@ -11,7 +11,7 @@ use crate::operators::{
     ClassifyExt, ClassifyParams, FeedbackExt, FeedbackState, GenerateExt, GenerateParams, HardExt,
     NodeStats, SinkExt, SinkParams, SourceState,
 };
-use crate::record::{ErrorRecord, Sample, Score, Synthetic};
+use crate::record::{Digest, ErrorRecord, Sample, Score, Synthetic};
 use crate::runtime::{Classifier, InferenceService};
 use crate::store::manifest::{ManifestFormat, Row};
 use differential_dataflow::input::{Input, InputSession};
@@ -29,6 +29,8 @@ pub struct Shared {
     pub generators: IndexMap<String, GenerateParams>,
     pub services: IndexMap<String, Arc<InferenceService<Classifier>>>,
     pub classes: IndexMap<String, Arc<Vec<String>>>,
+    /// Per classifier model: its digest (`Classifier::digest`).
+    pub digests: IndexMap<String, Digest>,
     pub stats: IndexMap<String, Arc<NodeStats>>,
     pub sink_logs: IndexMap<String, Arc<Mutex<SinkLog>>>,
     /// The version this run starts at.
@@ -123,14 +125,15 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
                 let params = ClassifyParams {
                     node: name.clone(),
                     service: Arc::clone(&shared.services[&config.model]),
+                    model_digest: shared.digests[&config.model],
                     classes: Arc::clone(&shared.classes[&config.model]),
                     checkpoint: config.checkpoint,
                     batch_size: config.batch_size,
                     stats,
                 };
-                let outcomes = outputs[&node.inputs[0]].samples().classify(params);
-                errors.push(outcomes.clone().flat_map(Result::err));
-                Output::Scores(outcomes.flat_map(Result::ok))
+                let (scores, failed) = outputs[&node.inputs[0]].samples().classify(params);
+                errors.push(failed);
+                Output::Scores(scores)
             }
             OpConfig::Feedback(config) => {
                 let (input, located) = scope.new_collection::<LocatedScore, isize>();
@@ -165,9 +168,9 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             }
             OpConfig::Generate(_) => {
                 let params = shared.generators[&name].clone();
-                let outcomes = outputs[&node.inputs[0]].samples().generate(params);
-                errors.push(outcomes.clone().flat_map(Result::err));
-                Output::Synthetics(outcomes.flat_map(Result::ok))
+                let (synthetics, failed) = outputs[&node.inputs[0]].samples().generate(params);
+                errors.push(failed);
+                Output::Synthetics(synthetics)
             }
             OpConfig::Sink(config) => {
                 let rows: Vec<_> = node

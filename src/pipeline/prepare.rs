@@ -24,8 +24,10 @@ pub fn prepare(
     let output = compiled.pipeline.output.clone();
     let mut services = IndexMap::new();
     let mut classes = IndexMap::new();
+    let mut digests = IndexMap::new();
     for (model, sessions) in resources.classifiers {
         classes.insert(model.clone(), Arc::new(sessions[0].meta().classes.clone()));
+        digests.insert(model.clone(), sessions[0].digest());
         services.insert(
             model.clone(),
             Arc::new(InferenceService::start(&model, sessions)),
@@ -91,6 +93,7 @@ pub fn prepare(
         generators,
         services,
         classes,
+        digests,
         stats,
         sink_logs,
         first_version,

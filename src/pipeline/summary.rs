@@ -36,9 +36,8 @@ impl RunSummary {
                     }
                     _ => None,
                 };
-                let (model_calls, busy) =
-                    service.map_or((0, 0.0), |(_, _, calls, busy)| (calls, busy));
-                (name.clone(), stats.summary(model_calls, busy))
+                let busy = service.map_or(0.0, |(_, _, _, busy)| busy);
+                (name.clone(), stats.summary(busy))
             })
             .collect();
         let errors = shared.sink_logs[ERRORS_SINK]
@@ -104,7 +103,7 @@ pub fn progress_message(shared: &Shared) -> String {
                 .get(*name)
                 .is_some_and(|n| !matches!(n.op, OpConfig::Sink(_)))
         })
-        .map(|(name, stats)| format!("{name} {}", stats.summary(0, 0.0).records_out))
+        .map(|(name, stats)| format!("{name} {}", stats.summary(0.0).records_out))
         .collect::<Vec<_>>()
         .join(" · ")
 }
