@@ -5,7 +5,7 @@
 
 use differential_dataflow::input::Input;
 use discl::operators::{ClassifyExt, ClassifyParams, NodeStats, SourceLocation, SourceState};
-use discl::record::Sample;
+use discl::record::{Digest, Sample};
 use discl::runtime::image_input::decode_into;
 use discl::runtime::onnx::SessionOptions;
 use discl::runtime::{Classifier, InferenceService};
@@ -36,6 +36,7 @@ fn main() {
     let mut bare = Classifier::open(&model, &options).unwrap();
     let engine = Classifier::open(&model, &options).unwrap();
     let classes = Arc::new(engine.meta().classes.clone());
+    let model_digest = engine.digest();
     let service = Arc::new(InferenceService::start("bench", vec![engine]));
     println!(
         "classify: {} images from {}, batch {BATCH}, 1 ONNX Runtime thread, {ROUNDS} rounds each",
@@ -47,7 +48,9 @@ fn main() {
     let mut bare_rates = Vec::new();
     for _ in 0..ROUNDS {
         bare_rates.push(samples.len() as f64 / bare_loop(&mut bare, &samples));
-        engine_rates.push(samples.len() as f64 / through_engine(&service, &classes, &samples));
+        engine_rates.push(
+            samples.len() as f64 / through_engine(&service, model_digest, &classes, &samples),
+        );
     }
     let (engine, bare) = (median(engine_rates), median(bare_rates));
     println!("engine (timely + inference service): {engine:9.1} images/s (median)");
@@ -78,12 +81,14 @@ fn bare_loop(classifier: &mut Classifier, samples: &[Sample]) -> f64 {
 
 fn through_engine(
     service: &Arc<InferenceService<Classifier>>,
+    model_digest: Digest,
     classes: &Arc<Vec<String>>,
     samples: &[Sample],
 ) -> f64 {
     let params = ClassifyParams {
         node: "bench".into(),
         service: Arc::clone(service),
+        model_digest,
         classes: Arc::clone(classes),
         checkpoint: 0,
         batch_size: BATCH,
@@ -94,7 +99,7 @@ fn through_engine(
     timely::execute_directly(move |worker| {
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, collection) = scope.new_collection::<Sample, isize>();
-            let (probe, _) = collection.classify(params.clone()).probe();
+            let (probe, _) = collection.classify(params.clone()).0.probe();
             (input, probe)
         });
         for s in samples.iter().cloned() {

@@ -270,7 +270,7 @@ fn a_failed_write_is_logged_and_never_holds_the_run() {
     assert!(log.versions.is_empty());
     let error = log.error.as_deref().expect("the error is logged");
     assert!(error.contains("a-file"), "{error}");
-    assert_eq!(stats.summary(0, 0.0).errors, 2, "both versions failed");
+    assert_eq!(stats.summary(0.0).errors, 2, "both versions failed");
 }
 
 /// Names of this process's threads.

@@ -1,7 +1,8 @@
 //! `classify`: runs an ONNX classifier over a collection of samples and emits one `Score` per
-//! sample, or an error record for an image that cannot be read. Batches run on the inference
-//! service (see `model_map`); answers are memoized by (sample, image digest, label), so a
-//! retraction, or a record seen again, never calls the model.
+//! sample on its first output, and an error record on its second for an image that cannot be
+//! read. Batches run on the inference service (see `model_map`); answers are memoized by
+//! (model digest, sample, image digest, label), so a retraction, or a record seen again, never
+//! calls the model.
 
 use crate::operators::model_map::{model_map, ModelMap};
 use crate::operators::stats::NodeStats;
@@ -12,15 +13,14 @@ use differential_dataflow::VecCollection;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A score or the reason there is none.
-pub type ScoreOutcome = Result<Score, ErrorRecord>;
-
 /// How a `classify` node runs.
 #[derive(Clone)]
 pub struct ClassifyParams {
     /// The graph node's name (for error records and logs).
     pub node: String,
     pub service: Arc<InferenceService<Classifier>>,
+    /// The model's digest ([`Classifier::digest`]: weights and metadata), part of every memo key.
+    pub model_digest: Digest,
     /// The model's classes, in output order.
     pub classes: Arc<Vec<String>>,
     /// The checkpoint number the scores carry.
@@ -32,12 +32,25 @@ pub struct ClassifyParams {
 
 /// Adds `classify` to sample collections.
 pub trait ClassifyExt<'scope> {
-    /// Scores every sample with the classifier; bad images become error records.
-    fn classify(self, params: ClassifyParams) -> VecCollection<'scope, u64, ScoreOutcome>;
+    /// Scores every sample with the classifier: the scores, and error records for the samples
+    /// that could not be scored.
+    fn classify(
+        self,
+        params: ClassifyParams,
+    ) -> (
+        VecCollection<'scope, u64, Score>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    );
 }
 
 impl<'scope> ClassifyExt<'scope> for VecCollection<'scope, u64, Sample> {
-    fn classify(self, params: ClassifyParams) -> VecCollection<'scope, u64, ScoreOutcome> {
+    fn classify(
+        self,
+        params: ClassifyParams,
+    ) -> (
+        VecCollection<'scope, u64, Score>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    ) {
         let name = format!("classify:{}", params.node);
         let (service, batch, stats) = (
             Arc::clone(&params.service),
@@ -50,15 +63,20 @@ impl<'scope> ClassifyExt<'scope> for VecCollection<'scope, u64, Sample> {
 
 impl ModelMap for ClassifyParams {
     type In = Sample;
-    type Out = ScoreOutcome;
-    type Key = (SampleId, Digest, String);
+    type Out = Score;
+    type Key = (Digest, SampleId, Digest, String);
     type Worker = Classifier;
 
     fn route(&self, sample: &Sample) -> u64 {
         sample.id
     }
     fn key(&self, sample: &Sample) -> Self::Key {
-        (sample.id, sample.digest, sample.label.clone())
+        (
+            self.model_digest,
+            sample.id,
+            sample.digest,
+            sample.label.clone(),
+        )
     }
     fn request(&self, sample: &Sample) -> Result<ClassifyItem, ClassifyResult> {
         match self.classes.iter().position(|c| *c == sample.label) {
@@ -72,7 +90,7 @@ impl ModelMap for ClassifyParams {
             ))),
         }
     }
-    fn answer(&self, sample: &Sample, result: &ClassifyResult) -> ScoreOutcome {
+    fn answer(&self, sample: &Sample, result: &ClassifyResult) -> Result<Score, ErrorRecord> {
         match result {
             Ok(out) => Ok(Score {
                 sample: sample.id,
@@ -87,8 +105,5 @@ impl ModelMap for ClassifyParams {
                 message: message.clone(),
             }),
         }
-    }
-    fn is_error(&self, outcome: &ScoreOutcome) -> bool {
-        outcome.is_err()
     }
 }

@@ -1,8 +1,10 @@
 //! `generate`: for every hard sample, synthetic variants over the guidance spectrum — one
 //! image per (level λ, seed index), each conditioned on a prompt (or class) chosen by keyed
-//! hash. Images are made in batches on the inference service and memoized twice: in the
-//! operator (a retraction never calls a model) and in the content-addressed image store (a
-//! rerun, or a resumed run, regenerates nothing already made). The content key hashes
+//! hash; images that cannot be made become error records on the second output. Images are
+//! made in batches on the inference service and memoized twice: in the operator (a retraction
+//! never calls a model; answers of fully retracted samples are kept only for a while, see
+//! `model_map`) and in the content-addressed image store (a rerun, a resumed run, or a sample
+//! that comes back after leaving the operator's memo regenerates nothing already made). The content key hashes
 //! everything that decides the image: model, source bytes, sample, λ, seed, prompt,
 //! scheduler, steps, guidance scale and pipeline seed.
 
@@ -18,9 +20,6 @@ use crate::store::images::{ImageStore, StoredImage};
 use differential_dataflow::VecCollection;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// A synthetic image or the reason there is none.
-pub type SyntheticOutcome = Result<Synthetic, ErrorRecord>;
 
 /// The prompt template when a node gives none (METHOD §4's scorer prompt too).
 pub const DEFAULT_PROMPT: &str = "a photo of a {class}";
@@ -62,12 +61,25 @@ pub struct GenerateParams {
 
 /// Adds `generate` to sample collections.
 pub trait GenerateExt<'scope> {
-    /// The synthetic images of every sample; failures become error records.
-    fn generate(self, params: GenerateParams) -> VecCollection<'scope, u64, SyntheticOutcome>;
+    /// The synthetic images of every sample, and error records for the images that could not
+    /// be made.
+    fn generate(
+        self,
+        params: GenerateParams,
+    ) -> (
+        VecCollection<'scope, u64, Synthetic>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    );
 }
 
 impl<'scope> GenerateExt<'scope> for VecCollection<'scope, u64, Sample> {
-    fn generate(self, params: GenerateParams) -> VecCollection<'scope, u64, SyntheticOutcome> {
+    fn generate(
+        self,
+        params: GenerateParams,
+    ) -> (
+        VecCollection<'scope, u64, Synthetic>,
+        VecCollection<'scope, u64, ErrorRecord>,
+    ) {
         let name = format!("generate:{}", params.node);
         let keys = params.clone();
         let wanted = self.flat_map(move |sample| {
@@ -172,7 +184,7 @@ pub type GenerateAnswer = Result<(StoredImage, bool), String>;
 
 impl ModelMap for GenerateParams {
     type In = (Sample, GenKey);
-    type Out = SyntheticOutcome;
+    type Out = Synthetic;
     type Key = Digest;
     type Worker = GenerateWorker;
 
@@ -218,7 +230,7 @@ impl ModelMap for GenerateParams {
         &self,
         (sample, key): &(Sample, GenKey),
         answer: &GenerateAnswer,
-    ) -> SyntheticOutcome {
+    ) -> Result<Synthetic, ErrorRecord> {
         match answer {
             Ok((stored, _)) => Ok(Synthetic {
                 key: key.clone(),
@@ -235,9 +247,6 @@ impl ModelMap for GenerateParams {
                 message: message.clone(),
             }),
         }
-    }
-    fn is_error(&self, outcome: &SyntheticOutcome) -> bool {
-        outcome.is_err()
     }
     fn was_computed(&self, answer: &GenerateAnswer) -> bool {
         matches!(answer, Ok((_, true)))

@@ -1,5 +1,7 @@
-//! Per-node counters for the run summary: records in and out, errors, batches, cache hits and
-//! busy seconds. Shared by every worker of a process, so they are atomics.
+//! Per-node counters for the run summary: records in and out, errors, model calls, batches,
+//! cache hits and busy seconds. Shared by every worker of a process, so they are atomics.
+//! Model calls are counted per node (from the service's replies to that node's batches), so two
+//! nodes sharing one model each report their own.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ pub struct NodeStats {
     records_in: AtomicU64,
     records_out: AtomicU64,
     errors: AtomicU64,
+    model_calls: AtomicU64,
     batches: AtomicU64,
     computed: AtomicU64,
     cache_hits: AtomicU64,
@@ -56,6 +59,10 @@ impl NodeStats {
             Err(_) => self.error(diff),
         }
     }
+    /// Counts the model calls one of this node's batches made.
+    pub fn model_calls(&self, n: u64) {
+        add(&self.model_calls, n);
+    }
     /// Counts a batch handed to a model.
     pub fn batch(&self) {
         add(&self.batches, 1);
@@ -72,14 +79,14 @@ impl NodeStats {
     pub fn busy_since(&self, started: Instant) {
         add(&self.busy_nanos, started.elapsed().as_nanos() as u64);
     }
-    /// A plain copy; `model_calls` comes from the node's inference service, if any.
-    pub fn summary(&self, model_calls: u64, extra_busy_seconds: f64) -> NodeSummary {
+    /// A plain copy; `extra_busy_seconds` is time spent for the node elsewhere (its service).
+    pub fn summary(&self, extra_busy_seconds: f64) -> NodeSummary {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         NodeSummary {
             records_in: get(&self.records_in),
             records_out: get(&self.records_out),
             errors: get(&self.errors),
-            model_calls,
+            model_calls: get(&self.model_calls),
             batches: get(&self.batches),
             computed: get(&self.computed),
             cache_hits: get(&self.cache_hits),

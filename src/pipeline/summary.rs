@@ -27,11 +27,8 @@ impl RunSummary {
             .stats
             .iter()
             .map(|(name, stats)| {
-                let (model_calls, busy) = shared
-                    .nodes
-                    .get(name)
-                    .map_or((0, 0.0), |node| node.model_work());
-                (name.clone(), stats.summary(model_calls, busy))
+                let busy = shared.nodes.get(name).map_or(0.0, |node| node.model_seconds());
+                (name.clone(), stats.summary(busy))
             })
             .collect();
         let errors = shared
@@ -98,7 +95,7 @@ pub fn progress_message(shared: &Shared) -> String {
                 .get(*name)
                 .is_some_and(|n| n.op.role() != Role::Output)
         })
-        .map(|(name, stats)| format!("{name} {}", stats.summary(0, 0.0).records_out))
+        .map(|(name, stats)| format!("{name} {}", stats.summary(0.0).records_out))
         .collect::<Vec<_>>()
         .join(" · ")
 }

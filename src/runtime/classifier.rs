@@ -1,5 +1,7 @@
 //! An ONNX image classifier described by a `discl.toml`: checks the file's inputs and outputs
-//! against the metadata, runs batches, and turns logits into (p_true, loss, predicted).
+//! against the metadata, runs batches, and turns logits into (p_true, loss, predicted). Its
+//! digest, computed once when it opens, covers everything that decides a score (the ONNX file,
+//! any external-data files beside it, and the metadata); `classify` puts it in its memo key.
 
 use super::image_input::{decode_into, ImageSpec};
 use super::model_meta::ModelMeta;
@@ -31,10 +33,9 @@ pub struct ClassifierOutput {
 impl Classifier {
     /// Opens the model folder's ONNX file and checks it fits its metadata.
     pub fn open(folder: &Path, options: &SessionOptions) -> Result<Classifier, String> {
-        let (meta, _) = ModelMeta::load(folder)?;
+        let (meta, meta_file) = ModelMeta::load(folder)?;
         let file = folder.join(&meta.onnx);
-        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let digest = Digest::of(&bytes);
+        let digest = model_digest(&file, &meta_file)?;
         let session = onnx::open_session(&file, options)?;
         let logits_name = meta
             .output("logits")
@@ -67,7 +68,8 @@ impl Classifier {
     pub fn spec(&self) -> &ImageSpec {
         &self.spec
     }
-    /// Content hash of the ONNX file (part of every memo key).
+    /// Content hash of the model: its ONNX file, external-data files beside it (named after
+    /// it, as `model.onnx.data`) and its metadata file. `classify` keys its memo with it.
     pub fn digest(&self) -> Digest {
         self.digest
     }
@@ -94,6 +96,42 @@ impl Classifier {
         }
         Ok(data.chunks(classes).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// Hashes the ONNX file, the files beside it whose names extend its name (external data) and
+/// the metadata file, each with its name and length so no two sets hash alike.
+fn model_digest(onnx: &Path, meta_file: &Path) -> Result<Digest, String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let onnx_bytes = read(onnx)?;
+    let name = onnx.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut data_files: Vec<_> = match (onnx.parent(), &name) {
+        (Some(folder), Some(name)) => std::fs::read_dir(folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .is_some_and(|n| n.len() > name.len() && n.starts_with(name.as_str()))
+                    && path.is_file()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    data_files.sort();
+    let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 classifier model v1");
+    let mut add = |label: &str, bytes: &[u8]| {
+        hasher.update(&(label.len() as u64).to_le_bytes());
+        hasher.update(label.as_bytes());
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    add("onnx", &onnx_bytes);
+    for path in &data_files {
+        let file = path.file_name().expect("listed").to_string_lossy();
+        add(&file, &read(path)?);
+    }
+    add("meta", &read(meta_file)?);
+    Ok(Digest(*hasher.finalize().as_bytes()))
 }
 
 fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), String> {
@@ -239,5 +277,24 @@ mod tests {
         // Large logits stay finite.
         let out = score_logits(&[1000.0, -1000.0], 0);
         assert!(out.loss.abs() < 1e-6 && (out.p_true - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_model_digest_covers_weights_external_data_and_metadata_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (onnx, meta) = (dir.path().join("model.onnx"), dir.path().join("discl.toml"));
+        std::fs::write(&onnx, b"graph").unwrap();
+        std::fs::write(&meta, b"kind = \"classifier\"").unwrap();
+        let first = model_digest(&onnx, &meta).unwrap();
+        assert_eq!(model_digest(&onnx, &meta).unwrap(), first);
+        // Documentation beside the model does not decide a score.
+        std::fs::write(dir.path().join("README.md"), b"notes").unwrap();
+        assert_eq!(model_digest(&onnx, &meta).unwrap(), first);
+        // External weights do, and so does the metadata (normalisation, classes).
+        std::fs::write(dir.path().join("model.onnx.data"), b"weights").unwrap();
+        let with_data = model_digest(&onnx, &meta).unwrap();
+        assert_ne!(with_data, first);
+        std::fs::write(&meta, b"kind = \"judge\"").unwrap();
+        assert_ne!(model_digest(&onnx, &meta).unwrap(), with_data);
     }
 }

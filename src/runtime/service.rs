@@ -1,6 +1,8 @@
 //! The inference service: threads that own model sessions and run batches sent to them over a
 //! channel, so the dataflow workers that submit work never block on a model call. Each job
-//! carries its own reply channel and a wake-up callback (the caller's activator).
+//! carries its own reply channel and a wake-up callback (the caller's activator). A reply
+//! says how many model calls its batch made, so each submitter can count its own even when
+//! several share one service.
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,8 @@ use std::time::Instant;
 pub trait BatchWorker: Send + 'static {
     type Item: Send + 'static;
     type Output: Send + 'static;
-    /// Runs one batch; `stats` is for counting model calls.
+    /// Runs one batch; `stats` is for counting model calls (a fresh one per batch, whose calls
+    /// the service adds to its own and reports in the batch's [`Reply`]).
     fn run(&mut self, items: Vec<Self::Item>, stats: &ServiceStats) -> Vec<Self::Output>;
     /// The answer for an item whose batch failed outright (the worker panicked).
     fn failed(message: &str) -> Self::Output;
@@ -54,7 +57,14 @@ impl ServiceStats {
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// The outputs of one submitted batch, with the tag it was submitted under.
-pub type Reply<W> = (u64, Vec<<W as BatchWorker>::Output>);
+pub struct Reply<W: BatchWorker> {
+    /// The tag the batch was submitted under.
+    pub tag: u64,
+    /// One output per item, in order.
+    pub outputs: Vec<W::Output>,
+    /// Model calls this batch made (those made before a panic included).
+    pub model_calls: u64,
+}
 
 struct Job<W: BatchWorker> {
     tag: u64,
@@ -124,9 +134,10 @@ fn serve<W: BatchWorker>(mut worker: W, jobs: Receiver<Job<W>>, stats: Arc<Servi
             .items
             .fetch_add(job.items.len() as u64, Ordering::Relaxed);
         let n = job.items.len();
+        let batch = ServiceStats::default();
         // A panic must not strand the caller waiting for a reply: every item gets an error.
         let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            worker.run(job.items, &stats)
+            worker.run(job.items, &batch)
         }))
         .unwrap_or_else(|panic| {
             let why = panic
@@ -137,11 +148,18 @@ fn serve<W: BatchWorker>(mut worker: W, jobs: Receiver<Job<W>>, stats: Arc<Servi
             let message = format!("the inference service failed on this batch: {why}");
             (0..n).map(|_| W::failed(&message)).collect()
         });
+        let model_calls = ServiceStats::get(&batch.model_calls);
+        stats.model_calls.fetch_add(model_calls, Ordering::Relaxed);
         stats
             .busy_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let reply = Reply {
+            tag: job.tag,
+            outputs,
+            model_calls,
+        };
         // The caller may have gone away (a failed run); nothing to do then.
-        if job.reply.send((job.tag, outputs)).is_ok() {
+        if job.reply.send(reply).is_ok() {
             (job.wake)();
         }
     }
@@ -186,12 +204,14 @@ mod tests {
         });
         service.submit(7, vec![1, 2, 3], &tx, &wake);
         service.submit(8, vec![10], &tx, &wake);
-        let mut got: Vec<(u64, Vec<u32>)> = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+        let plain = |r: Reply<Doubler>| (r.tag, r.outputs, r.model_calls);
+        let mut got = vec![plain(rx.recv().unwrap()), plain(rx.recv().unwrap())];
         got.sort();
-        assert_eq!(got, vec![(7, vec![2, 4, 6]), (8, vec![20])]);
-        // A panicking batch is answered, item by item, with the failure answer.
+        assert_eq!(got, vec![(7, vec![2, 4, 6], 1), (8, vec![20], 1)]);
+        // A panicking batch is answered, item by item, with the failure answer; the model call
+        // it made before panicking still counts.
         service.submit(9, vec![12, 13], &tx, &wake);
-        assert_eq!(rx.recv().unwrap(), (9, vec![u32::MAX, u32::MAX]));
+        assert_eq!(plain(rx.recv().unwrap()), (9, vec![u32::MAX, u32::MAX], 1));
         let stats = Arc::clone(service.stats());
         drop(service);
         assert_eq!(woken.load(Ordering::SeqCst), 3);

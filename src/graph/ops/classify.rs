@@ -3,7 +3,7 @@
 
 use super::{Dataflow, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
 use crate::operators::{ClassifyExt, ClassifyParams};
-use crate::record::RecordKind;
+use crate::record::{Digest, RecordKind};
 use crate::runtime::{Classifier, InferenceService};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -52,10 +52,11 @@ impl Op for ClassifyConfig {
         format!("model {}", self.model)
     }
     fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
-        let classes = pool.classifier(&self.model)?.meta().classes.clone();
+        let classifier = pool.classifier(&self.model)?;
         Ok(Box::new(OpenedClassify {
             config: self.clone(),
-            classes: Arc::new(classes),
+            classes: Arc::new(classifier.meta().classes.clone()),
+            model_digest: classifier.digest(),
         }))
     }
 }
@@ -63,6 +64,7 @@ impl Op for ClassifyConfig {
 struct OpenedClassify {
     config: ClassifyConfig,
     classes: Arc<Vec<String>>,
+    model_digest: Digest,
 }
 
 impl Opened for OpenedClassify {
@@ -71,6 +73,7 @@ impl Opened for OpenedClassify {
         Ok(Arc::new(ClassifyNode {
             config: self.config,
             classes: self.classes,
+            model_digest: self.model_digest,
             service,
         }))
     }
@@ -79,6 +82,7 @@ impl Opened for OpenedClassify {
 struct ClassifyNode {
     config: ClassifyConfig,
     classes: Arc<Vec<String>>,
+    model_digest: Digest,
     service: Arc<InferenceService<Classifier>>,
 }
 
@@ -93,16 +97,16 @@ impl Node for ClassifyNode {
             node: node.name.clone(),
             service: Arc::clone(&self.service),
             classes: Arc::clone(&self.classes),
+            model_digest: self.model_digest,
             checkpoint: self.config.checkpoint,
             batch_size: self.config.batch_size,
             stats: dataflow.stats_of(&node.name),
         };
-        let outcomes = inputs[0].samples().classify(params);
-        dataflow.errors.push(outcomes.clone().flat_map(Result::err));
-        Stream::Scores(outcomes.flat_map(Result::ok))
+        let (good, failed) = inputs[0].samples().classify(params);
+        dataflow.errors.push(failed);
+        Stream::Scores(good)
     }
-    fn model_work(&self) -> (u64, f64) {
-        let (_, _, calls, busy) = self.service.stats().snapshot();
-        (calls, busy)
+    fn model_seconds(&self) -> f64 {
+        self.service.stats().snapshot().3
     }
 }

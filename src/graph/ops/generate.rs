@@ -318,12 +318,11 @@ impl Node for GenerateNode {
             model_digest: self.model_digest,
             stats: dataflow.stats_of(&node.name),
         };
-        let outcomes = inputs[0].samples().generate(params);
-        dataflow.errors.push(outcomes.clone().flat_map(Result::err));
-        Stream::Synthetics(outcomes.flat_map(Result::ok))
+        let (good, failed) = inputs[0].samples().generate(params);
+        dataflow.errors.push(failed);
+        Stream::Synthetics(good)
     }
-    fn model_work(&self) -> (u64, f64) {
-        let (_, _, calls, busy) = self.service.stats().snapshot();
-        (calls, busy)
+    fn model_seconds(&self) -> f64 {
+        self.service.stats().snapshot().3
     }
 }

@@ -122,9 +122,10 @@ pub trait Node: Send + Sync {
         node: &NodeInfo,
         inputs: &[Stream<'scope>],
     ) -> Stream<'scope>;
-    /// Model calls made for this node and the seconds its models were busy.
-    fn model_work(&self) -> (u64, f64) {
-        (0, 0.0)
+    /// Seconds the node's models were busy (its inference service's, shared with any other
+    /// node on the same model); model calls are counted per node in its `NodeStats`.
+    fn model_seconds(&self) -> f64 {
+        0.0
     }
     /// What the node has written, for nodes that write snapshots.
     fn sink_log(&self) -> Option<&Arc<Mutex<SinkLog>>> {
