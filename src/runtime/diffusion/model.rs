@@ -66,8 +66,11 @@ pub struct DiffusionModel {
     pub conditioning: Conditioning,
     /// Class names and display names from an optional `discl.toml` in the folder
     /// (class-conditional generators: class label i is `classes[i]`).
-    pub class_names: Option<(Vec<String>, Vec<String>)>,
+    pub class_names: Option<ClassNames>,
 }
+
+/// Class names and their display names, in label order.
+pub type ClassNames = (Vec<String>, Vec<String>);
 
 /// The optional `discl.toml` of a generator folder.
 #[derive(serde::Deserialize)]
@@ -79,7 +82,7 @@ struct GeneratorMeta {
     display_names: Option<Vec<String>>,
 }
 
-fn read_generator_meta(folder: &Path) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+fn read_generator_meta(folder: &Path) -> Result<Option<ClassNames>, String> {
     let file = folder.join("discl.toml");
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(None);
