@@ -33,9 +33,9 @@ enum Command {
         /// new snapshot whenever something changed; Ctrl-C stops cleanly.
         #[arg(long)]
         watch: bool,
-        /// Seconds between rescans in watch mode.
-        #[arg(long, default_value_t = 5.0)]
-        interval: f64,
+        /// Seconds between rescans in watch mode (a positive number; fractions allowed).
+        #[arg(long, default_value = "5", value_parser = parse_interval)]
+        interval: Duration,
         /// Timely workers in this process.
         #[arg(short, long, default_value_t = 1)]
         workers: usize,
@@ -49,11 +49,23 @@ enum Command {
     Graph { file: PathBuf },
 }
 
+/// A watch interval: positive, finite seconds that fit a `Duration` (no busy loop, no panic).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_string())?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err("expected a positive, finite number of seconds".into());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| "too many seconds".into())
+}
+
 /// Refreshes until Ctrl-C, printing a line for every version that wrote something.
 fn watch_pipeline(
     pipeline: &Pipeline,
     options: &RunOptions,
-    interval: f64,
+    interval: Duration,
 ) -> Result<RunSummary, PipelineError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -68,8 +80,9 @@ fn watch_pipeline(
             written = summary.versions_written.len();
             println!("version {version}: {}", summary.line());
         }
-        let until = Instant::now() + Duration::from_secs_f64(interval.max(0.0));
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        // An interval past the end of time waits for Ctrl-C.
+        let until = Instant::now().checked_add(interval);
+        while until.is_none_or(|until| Instant::now() < until) && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -227,4 +227,20 @@ mod tests {
         assert_eq!(sample_id("coat/a.png"), sample_id("coat/a.png"));
         assert_ne!(sample_id("coat/a.png"), sample_id("coat/b.png"));
     }
+
+    /// Ids persist in users' feedback files and stores: any change to [`sample_id`] must be a
+    /// deliberate, announced migration, so the exact values are pinned here.
+    #[test]
+    fn sample_ids_match_their_golden_values() {
+        let golden: [(&str, u64); 5] = [
+            ("coat/a.png", 14628364177254782285),
+            ("tshirt-top/000123.png", 15801963349620199318),
+            ("img-42", 6027360304714487254),
+            ("sandale/ÉtéÜ–日本.png", 10044638373308782500),
+            ("", 12007152915317330863),
+        ];
+        for (name, id) in golden {
+            assert_eq!(sample_id(name), id, "sample_id({name:?})");
+        }
+    }
 }

@@ -230,3 +230,31 @@ fn watch_mode_writes_a_snapshot_per_change_and_stops_cleanly_on_ctrl_c() {
         std::fs::read_to_string(dir.path().join("out/errors/current/errors.jsonl")).unwrap();
     assert!(errors.contains("feedback names unknown sample"), "{errors}");
 }
+
+#[test]
+fn a_watch_interval_that_is_not_a_positive_finite_number_is_a_usage_error() {
+    // A real pipeline: before intervals were checked, `inf` ran it and then panicked.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), "[{ misclassified = true }]");
+    for (value, why) in [
+        ("inf", "expected a positive, finite number of seconds"),
+        ("-inf", "expected a positive, finite number of seconds"),
+        ("NaN", "expected a positive, finite number of seconds"),
+        ("-1", "expected a positive, finite number of seconds"),
+        ("0", "expected a positive, finite number of seconds"),
+        ("1e300", "too many seconds"),
+        ("soon", "expected a number of seconds"),
+    ] {
+        let interval = format!("--interval={value}");
+        let (code, stdout, stderr) = discl(&["run", file.to_str().unwrap(), "--watch", &interval]);
+        assert_eq!(code, 2, "--interval {value}: {stderr}");
+        assert!(stdout.is_empty(), "nothing ran: {stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{value}' for '--interval <INTERVAL>': {why}"
+            )),
+            "--interval {value}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("out").exists(), "nothing was written");
+}

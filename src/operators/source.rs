@@ -3,10 +3,22 @@
 //! against the previous one, so a rescan (watch mode) emits only what changed: new files as
 //! insertions, removed or rewritten files as retractions. Unreadable or corrupt images become
 //! error records naming their path.
+//!
+//! Samples can also be pushed through the API ([`SourceState::push`]). The source emits one
+//! collection from both, by one rule: **a sample id is present if the folder (this worker's
+//! share of it) has it or the API pushed it; a present id has multiplicity 1.** When both hold
+//! a sample for the id, the pushed one is emitted: an explicit push overrides the file until
+//! it is retracted, and then the file's sample comes back.
+
+mod listing;
+#[cfg(test)]
+mod tests;
+
+use listing::{list_image_folder, read_manifest};
 
 use crate::record::{sample_id, Digest, ErrorRecord, Sample, SampleId};
 use crate::runtime::image_input::check_decodes;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -22,16 +34,6 @@ pub enum SourceLocation {
     Manifest(PathBuf),
 }
 
-/// One entry a scan found, before its bytes are read.
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    label: String,
-    path: PathBuf,
-    /// Where the entry was declared (the manifest line), for error messages.
-    origin: String,
-}
-
 /// The samples and errors of one scan.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -39,12 +41,22 @@ pub struct Scan {
     pub errors: BTreeSet<ErrorRecord>,
 }
 
+/// The worker whose share of a source holds sample `id`: it scans the file, and samples pushed
+/// through the API go to it, so it can tell the two apart.
+pub fn worker_for(id: SampleId, peers: usize) -> usize {
+    (id % peers.max(1) as u64) as usize
+}
+
 /// A source and what it saw last time, so rescans produce diffs.
 pub struct SourceState {
     node: String,
     location: SourceLocation,
+    /// The folder's or manifest's samples (this worker's share) and errors at the last scan.
     last: Scan,
-    /// (size, modified) → digest, so rescans do not re-read unchanged files.
+    /// Samples pushed through the API, by id, with how many pushes are not yet retracted.
+    pushed: BTreeMap<SampleId, (Sample, usize)>,
+    /// (size, modified) → digest, so rescans do not re-read unchanged files; only files the
+    /// last scan saw, so a long watch over churning folders does not grow it without bound.
     digests: HashMap<PathBuf, (u64, SystemTime, Digest)>,
     /// Why the whole source could not be read at the last scan, if it could not.
     unreadable: Option<ErrorRecord>,
@@ -63,13 +75,15 @@ impl SourceState {
             node: node.to_string(),
             location,
             last: Scan::default(),
+            pushed: BTreeMap::new(),
             digests: HashMap::new(),
             unreadable: None,
         }
     }
 
     /// Rescans and returns what changed. Only entries whose id falls in this worker's share
-    /// (`id % peers == index`) are read, so workers split the hashing and decoding.
+    /// ([`worker_for`]) are read, so workers split the hashing and decoding. Changes to ids the
+    /// API pushed are not emitted: the pushed sample stays present (see the module header).
     pub fn rescan(&mut self, index: usize, peers: usize) -> SourceDiff {
         let Some(scan) = self.scan(index, peers) else {
             // The whole source is unreadable (moved, unmounted): report it and keep what was
@@ -113,8 +127,59 @@ impl SourceState {
                 .difference(&scan.errors)
                 .map(|e| (e.clone(), -1)),
         );
+        diff.samples
+            .retain(|(s, _)| !self.pushed.contains_key(&s.id));
         self.last = scan;
         diff
+    }
+
+    /// Takes a sample pushed through the API (`diff` > 0 pushes it, < 0 retracts it) and returns
+    /// the updates to emit, by the presence rule of the module header: pushing a sample the
+    /// folder already has, or retracting one it still has, emits nothing. Pushes of one sample
+    /// count up and retractions count down; retracting what was not pushed changes nothing, and
+    /// pushing a different sample for a pushed id replaces it. Call it on the worker whose share
+    /// holds the id ([`worker_for`]); elsewhere it cannot see the folder's copy.
+    pub fn push(&mut self, sample: Sample, diff: isize) -> Vec<(Sample, isize)> {
+        let id = sample.id;
+        let before = self.present(id).cloned();
+        let count = diff.unsigned_abs();
+        match self.pushed.entry(id) {
+            btree_map::Entry::Occupied(mut pushed) if pushed.get().0 == sample => {
+                let held = &mut pushed.get_mut().1;
+                if diff > 0 {
+                    *held += count;
+                } else if *held > count {
+                    *held -= count;
+                } else {
+                    pushed.remove();
+                }
+            }
+            btree_map::Entry::Occupied(mut pushed) if diff > 0 => {
+                *pushed.get_mut() = (sample, count);
+            }
+            btree_map::Entry::Vacant(slot) if diff > 0 => {
+                slot.insert((sample, count));
+            }
+            _ => {}
+        }
+        let after = self.present(id);
+        if before.as_ref() == after {
+            return Vec::new();
+        }
+        let after = after.cloned();
+        before
+            .map(|s| (s, -1))
+            .into_iter()
+            .chain(after.map(|s| (s, 1)))
+            .collect()
+    }
+
+    /// The sample emitted for `id`: the pushed one, else the folder's.
+    fn present(&self, id: SampleId) -> Option<&Sample> {
+        match self.pushed.get(&id) {
+            Some((sample, _)) => Some(sample),
+            None => self.last.samples.get(&id),
+        }
     }
 
     fn scan(&mut self, index: usize, peers: usize) -> Option<Scan> {
@@ -134,6 +199,7 @@ impl SourceState {
                 return None;
             }
         };
+        let mut seen = HashSet::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
@@ -149,9 +215,10 @@ impl SourceState {
                 }
             };
             let id = sample_id(&entry.name);
-            if id % peers as u64 != index as u64 {
+            if worker_for(id, peers) != index {
                 continue;
             }
+            seen.insert(entry.path.clone());
             match self.digest(&entry.path) {
                 Ok(digest) => {
                     if let Some(previous) = scan.samples.get(&id) {
@@ -188,6 +255,7 @@ impl SourceState {
                 }
             }
         }
+        self.digests.retain(|path, _| seen.contains(path));
         Some(scan)
     }
 
@@ -209,286 +277,5 @@ impl SourceState {
         self.digests
             .insert(path.to_path_buf(), (stamp.0, stamp.1, digest));
         Ok(digest)
-    }
-}
-
-type Listed = Result<Vec<Result<Entry, (String, String)>>, (String, String)>;
-
-fn list_image_folder(root: &Path) -> Listed {
-    let read = |dir: &Path| {
-        std::fs::read_dir(dir).map_err(|e| {
-            (
-                dir.display().to_string(),
-                format!("cannot read image folder: {e}"),
-            )
-        })
-    };
-    let mut classes: Vec<PathBuf> = read(root)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err((
-            root.display().to_string(),
-            "image folder has no class sub-folders".into(),
-        ));
-    }
-    let mut entries = Vec::new();
-    for class_dir in classes {
-        let label = class_dir
-            .file_name()
-            .expect("a folder name")
-            .to_string_lossy()
-            .into_owned();
-        let mut files = Vec::new();
-        collect_images(&class_dir, &mut files);
-        files.sort();
-        for path in files {
-            let relative = path.strip_prefix(root).expect("under root");
-            let name = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            let origin = path.display().to_string();
-            entries.push(Ok(Entry {
-                name,
-                label: label.clone(),
-                path,
-                origin,
-            }));
-        }
-    }
-    Ok(entries)
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in read.filter_map(|e| e.ok()) {
-        let path = entry.path();
-        // Links to folders are not followed: a link back up would never end.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_images(&path, out);
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(path);
-        }
-    }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManifestRow {
-    path: String,
-    label: String,
-    #[serde(default)]
-    id: Option<String>,
-}
-
-fn read_manifest(file: &Path) -> Listed {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        (
-            file.display().to_string(),
-            format!("cannot read manifest: {e}"),
-        )
-    })?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let is_csv = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let mut rows: Vec<(usize, Result<ManifestRow, String>)> = Vec::new();
-    if is_csv {
-        let mut reader = csv::ReaderBuilder::new()
-            .trim(csv::Trim::All)
-            .from_reader(text.as_bytes());
-        let line = |e: &csv::Error| e.position().map_or(0, |p| p.line() as usize);
-        let headers = reader.headers().cloned().map_err(|e| {
-            (
-                format!("{}:{}", file.display(), line(&e)),
-                format!("bad manifest header: {e}"),
-            )
-        })?;
-        let mut record = csv::StringRecord::new();
-        loop {
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {
-                    let at = record.position().map_or(0, |p| p.line() as usize);
-                    rows.push((
-                        at,
-                        record
-                            .deserialize::<ManifestRow>(Some(&headers))
-                            .map_err(|e| e.to_string()),
-                    ));
-                }
-                Err(e) => {
-                    rows.push((line(&e), Err(e.to_string())));
-                    break;
-                }
-            }
-        }
-    } else {
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            rows.push((
-                i + 1,
-                serde_json::from_str::<ManifestRow>(line).map_err(|e| e.to_string()),
-            ));
-        }
-    }
-    Ok(rows
-        .into_iter()
-        .map(|(line, row)| {
-            let origin = format!("{}:{line}", file.display());
-            let row = row.map_err(|e| (origin.clone(), format!("bad manifest row: {e}")))?;
-            let path = base.join(&row.path);
-            let name = row.id.unwrap_or(row.path);
-            Ok(Entry {
-                name,
-                label: row.label,
-                path,
-                origin,
-            })
-        })
-        .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn png(path: &Path, value: u8) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::GrayImage::from_pixel(4, 4, image::Luma([value]))
-            .save(path)
-            .unwrap();
-    }
-
-    #[test]
-    fn image_folder_scans_diff_and_report_corrupt_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        png(&root.join("coat/a.png"), 1);
-        png(&root.join("coat/b.png"), 2);
-        png(&root.join("shirt/c.png"), 3);
-        std::fs::write(root.join("shirt/broken.png"), b"\x89PNG not really").unwrap();
-        let mut state = SourceState::new("train", SourceLocation::ImageFolder(root.to_path_buf()));
-        let first = state.rescan(0, 1);
-        let names: Vec<_> = first
-            .samples
-            .iter()
-            .map(|(s, d)| (s.name.as_str(), s.label.as_str(), *d))
-            .collect();
-        assert_eq!(names.len(), 3);
-        assert!(names.contains(&("coat/a.png", "coat", 1)));
-        assert!(names.contains(&("shirt/c.png", "shirt", 1)));
-        assert_eq!(first.errors.len(), 1);
-        assert!(first.errors[0].0.location.ends_with("broken.png"));
-        assert!(first.errors[0].0.message.contains("cannot decode image"));
-
-        // Nothing changed: an empty diff.
-        assert_eq!(state.rescan(0, 1), SourceDiff::default());
-
-        // Remove one, rewrite one, fix the broken one.
-        std::fs::remove_file(root.join("coat/a.png")).unwrap();
-        png(&root.join("coat/b.png"), 9);
-        std::fs::remove_file(root.join("shirt/broken.png")).unwrap();
-        let old_b = state.last.samples[&sample_id("coat/b.png")].clone();
-        let diff = state.rescan(0, 1);
-        let changes: Vec<_> = diff
-            .samples
-            .iter()
-            .map(|(s, d)| (s.name.as_str(), *d))
-            .collect();
-        assert_eq!(changes.len(), 3);
-        assert!(changes.contains(&("coat/a.png", -1)));
-        assert!(diff.samples.contains(&(old_b.clone(), -1)));
-        assert!(diff
-            .samples
-            .iter()
-            .any(|(s, d)| s.name == "coat/b.png" && *d == 1 && s.digest != old_b.digest));
-        assert_eq!(diff.errors.len(), 1);
-        assert_eq!(diff.errors[0].1, -1);
-    }
-
-    #[test]
-    fn an_unreadable_source_keeps_its_samples_and_reports_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("images");
-        png(&root.join("coat/a.png"), 1);
-        let mut state = SourceState::new("train", SourceLocation::ImageFolder(root.clone()));
-        assert_eq!(state.rescan(0, 1).samples.len(), 1);
-        std::fs::rename(&root, dir.path().join("moved")).unwrap();
-        let diff = state.rescan(0, 1);
-        assert!(diff.samples.is_empty(), "nothing is retracted: {diff:?}");
-        assert_eq!(diff.errors.len(), 1);
-        assert!(diff.errors[0]
-            .0
-            .message
-            .contains("cannot read image folder"));
-        assert_eq!(state.rescan(0, 1), SourceDiff::default(), "reported once");
-    }
-
-    #[test]
-    fn workers_split_the_samples() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..20 {
-            png(&dir.path().join(format!("c/{i}.png")), i);
-        }
-        let location = SourceLocation::ImageFolder(dir.path().to_path_buf());
-        let a = SourceState::new("s", location.clone()).rescan(0, 2).samples;
-        let b = SourceState::new("s", location).rescan(1, 2).samples;
-        assert_eq!(a.len() + b.len(), 20);
-        assert!(!a.is_empty() && !b.is_empty());
-    }
-
-    #[test]
-    fn manifests_name_bad_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        png(&dir.path().join("img/x.png"), 5);
-        let jsonl = dir.path().join("m.jsonl");
-        std::fs::write(
-            &jsonl,
-            "{\"path\": \"img/x.png\", \"label\": \"coat\", \"id\": \"x1\"}\n{\"path\": \"img/missing.png\", \"label\": \"coat\"}\n{\"label\": 3}\n",
-        )
-        .unwrap();
-        let diff = SourceState::new("m", SourceLocation::Manifest(jsonl)).rescan(0, 1);
-        assert_eq!(diff.samples.len(), 1);
-        assert_eq!(diff.samples[0].0.id, sample_id("x1"));
-        let errors: Vec<_> = diff
-            .errors
-            .iter()
-            .map(|(e, _)| (e.location.clone(), e.message.clone()))
-            .collect();
-        assert_eq!(errors.len(), 2);
-        assert!(errors
-            .iter()
-            .any(|(l, m)| l.ends_with("m.jsonl:3") && m.contains("bad manifest row")));
-        assert!(errors
-            .iter()
-            .any(|(l, m)| l.ends_with("missing.png") && m.contains("cannot read image")));
-
-        let csv = dir.path().join("m.csv");
-        std::fs::write(&csv, "path,label\nimg/x.png,coat\n").unwrap();
-        let diff = SourceState::new("m", SourceLocation::Manifest(csv.clone())).rescan(0, 1);
-        assert_eq!(diff.samples[0].0.name, "img/x.png");
-        std::fs::write(&csv, "path,label\n\nimg/x.png,coat\nimg/x.png\n").unwrap();
-        let diff = SourceState::new("m", SourceLocation::Manifest(csv)).rescan(0, 1);
-        assert!(
-            diff.errors
-                .iter()
-                .any(|(e, _)| e.location.ends_with("m.csv:4")),
-            "{diff:?}"
-        );
-        assert_eq!(diff.samples[0].0.label, "coat");
     }
 }

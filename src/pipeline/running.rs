@@ -6,6 +6,7 @@
 use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
 use crate::graph::build::{build, Shared, WorkerHandles};
+use crate::operators::source::worker_for;
 use crate::record::{Sample, Score};
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
@@ -68,6 +69,26 @@ impl Control {
             *seen = state.seq;
             state.command
         })
+    }
+    /// What one worker feeds of what was pushed through the API: the samples of its share of
+    /// the sources (`worker_for`), so its source can tell them from the folder's copies; the
+    /// first worker of each process takes the feedback and samples of other processes' shares.
+    fn take_pushed(&self, index: usize, peers: usize, local_workers: usize) -> Pushed {
+        let first = index - index % local_workers.max(1);
+        let local = first..first + local_workers.max(1);
+        let mut pushed = self.pushed.lock().expect("pushed");
+        let all = std::mem::take(&mut pushed.samples);
+        let (samples, rest) = all.into_iter().partition(|(_, sample, _)| {
+            let owner = worker_for(sample.id, peers);
+            owner == index || (index == first && !local.contains(&owner))
+        });
+        pushed.samples = rest;
+        let feedback = if index == first {
+            std::mem::take(&mut pushed.feedback)
+        } else {
+            Vec::new()
+        };
+        Pushed { samples, feedback }
     }
     fn finished(&self) {
         self.state.lock().expect("control").done += 1;
@@ -135,7 +156,8 @@ impl RunningPipeline {
     }
 
     /// Queues sample updates (+1 insert, -1 retract) for a `source` node; they enter the
-    /// dataflow at the next refresh, beside what the node's folder or manifest holds.
+    /// dataflow at the next refresh. A sample the node's folder or manifest also has is present
+    /// once (the rule is `SourceState::push`'s).
     pub fn push_samples(
         &self,
         source: &str,
@@ -300,10 +322,7 @@ fn serve(
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
             Some(Command::Refresh(version)) => {
-                // The first worker of each process takes what was pushed through the API.
-                let pushed = (worker.index() % local_workers.max(1) == 0)
-                    .then(|| std::mem::take(&mut *control.pushed.lock().expect("pushed")))
-                    .unwrap_or_default();
+                let pushed = control.take_pushed(worker.index(), worker.peers(), local_workers);
                 feed(
                     worker.index(),
                     worker.peers(),
@@ -359,8 +378,10 @@ fn feed(
     for (node, sample, d) in pushed.samples {
         if let Some(source) = handles.sources.iter_mut().find(|s| s.node == node) {
             source.input.advance_to(version);
-            shared.stats[&node].records_out(d);
-            source.input.update_at(sample, version, d);
+            for (sample, d) in source.state.push(sample, d) {
+                shared.stats[&node].records_out(d);
+                source.input.update_at(sample, version, d);
+            }
         }
     }
     for (node, score, d) in pushed.feedback {

@@ -6,6 +6,7 @@
 
 use super::device::Device;
 use ort::session::Session;
+pub use ort::value::TensorElementType;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -102,14 +103,25 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, St
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorDecl {
     pub name: String,
+    /// The element type, for messages (`Float32`); compare [`TensorDecl::element_type`].
     pub element: String,
+    /// The element type; `None` when the value is not a tensor (a sequence or a map).
+    pub element_type: Option<TensorElementType>,
     pub shape: Vec<i64>,
+}
+
+impl TensorDecl {
+    /// Whether this is a tensor of `ty`.
+    pub fn is(&self, ty: TensorElementType) -> bool {
+        self.element_type == Some(ty)
+    }
 }
 
 fn declare(outlet: &ort::value::Outlet) -> TensorDecl {
     let dtype = outlet.dtype();
     TensorDecl {
         name: outlet.name().to_string(),
+        element_type: dtype.tensor_type(),
         element: dtype
             .tensor_type()
             .map(|t| format!("{t:?}"))

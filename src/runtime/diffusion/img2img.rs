@@ -7,7 +7,7 @@
 use super::model::{Conditioning, DiffusionModel, TimestepShape};
 use super::noise::{gaussian, NoiseKey};
 use crate::record::Digest;
-use crate::runtime::scheduler::{ItemState, Schedule, Scheduler, SchedulerKind};
+use crate::runtime::scheduler::{ItemState, Schedule, Scheduler, SchedulerError, SchedulerKind};
 use crate::runtime::service::ServiceStats;
 use ort::value::TensorRef;
 use std::collections::HashMap;
@@ -86,24 +86,24 @@ impl Generator {
         Ok(schedule)
     }
 
-    /// The index of the first step an item at `level` runs (diffusers' `get_timesteps`, with
-    /// strength = 1 − λ computed in integers so 0.9 stays 0.9).
+    /// The index of the first step an item at `level` runs: strength 1 − λ through the
+    /// scheduler's one img2img rule ([`Schedule::start_index_per_mille`]).
     pub fn start_index(schedule: &Schedule, level: u16) -> Result<usize, String> {
-        let steps = schedule.num_inference_steps();
-        let init = steps * (1000 - level as usize) / 1000;
         if level >= 1000 {
             return Err(format!(
                 "guidance level {} is outside [0, 1)",
                 level as f64 / 1000.0
             ));
         }
-        if init == 0 {
-            return Err(format!(
-                "λ = {} leaves no denoising step out of {steps}: use more steps or a lower level",
-                level as f64 / 1000.0
-            ));
-        }
-        Ok((steps - init) * schedule.order())
+        schedule
+            .start_index_per_mille(1000 - level)
+            .map_err(|e| match e {
+                SchedulerError::NoSteps { steps, .. } => format!(
+                    "λ = {} leaves no denoising step out of {steps}: use more steps or a lower level",
+                    level as f64 / 1000.0
+                ),
+                other => other.to_string(),
+            })
     }
 
     /// Makes every requested image; returns each as CHW floats in [-1, 1] (not yet clamped).
@@ -365,5 +365,42 @@ impl Generator {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::scheduler::SchedulerConfig;
+
+    fn schedule(steps: usize) -> Schedule {
+        let config = SchedulerConfig::from_json_str(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
+        Scheduler::from_config(&config)
+            .unwrap()
+            .schedule(steps)
+            .unwrap()
+    }
+
+    #[test]
+    fn levels_start_where_the_scheduler_rule_says() {
+        let s50 = schedule(50);
+        for (level, start) in [(0, 0), (100, 5), (500, 25)] {
+            assert_eq!(
+                Generator::start_index(&s50, level),
+                Ok(start),
+                "λ = {level}‰"
+            );
+            assert_eq!(s50.start_index_per_mille(1000 - level).unwrap(), start);
+        }
+        let err = Generator::start_index(&s50, 999).unwrap_err();
+        assert!(
+            err.starts_with("λ = 0.999 leaves no denoising step out of 50"),
+            "{err}"
+        );
+        assert_eq!(Generator::start_index(&schedule(25), 500), Ok(13));
+        for level in [1000, 1001, u16::MAX] {
+            let err = Generator::start_index(&s50, level).unwrap_err();
+            assert!(err.contains("is outside [0, 1)"), "{err}");
+        }
     }
 }

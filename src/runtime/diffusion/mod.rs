@@ -1,12 +1,15 @@
 //! Image-guided diffusion on ONNX models in the diffusers/optimum folder layout: loading and
-//! checking a model folder (`model`), the CLIP tokenizer (`tokenizer`), keyed per-image noise
-//! (`noise`), and batched img2img over the λ spectrum (`img2img`).
+//! checking a model folder (`model`, with the UNet's interface in `unet`) and its cached
+//! digest (`digest`), the CLIP tokenizer (`tokenizer`), keyed per-image noise (`noise`), and
+//! batched img2img over the λ spectrum (`img2img`).
 
 pub mod codec;
+pub mod digest;
 pub mod img2img;
 pub mod model;
 pub mod noise;
 pub mod tokenizer;
+pub mod unet;
 
 pub use img2img::{Condition, GenerationSettings, ImageRequest};
 pub use model::DiffusionModel;

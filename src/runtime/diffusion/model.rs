@@ -6,35 +6,14 @@
 //! engine needs; every error names the file.
 
 use super::tokenizer::ClipTokenizer;
+use super::unet::{find, names, unet_io};
+pub use super::unet::{TimestepShape, UnetIo};
 use crate::record::Digest;
-use crate::runtime::onnx::{self, SessionOptions, TensorDecl};
+use crate::runtime::onnx::{self, SessionOptions, TensorElementType};
 use crate::runtime::scheduler::SchedulerConfig;
 use ort::session::Session;
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-
-/// How the UNet takes its timestep.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum TimestepShape {
-    /// Rank-0: one timestep per call (optimum's Stable Diffusion export).
-    Scalar,
-    /// `[1]`: one timestep per call, older exports.
-    One,
-    /// `[batch]`: a timestep per item, so items at different steps can share a call.
-    PerItem,
-}
-
-/// The UNet's interface, as discovered.
-#[derive(Clone, Debug)]
-pub struct UnetIo {
-    pub sample: String,
-    pub timestep: String,
-    pub timestep_shape: TimestepShape,
-    pub timestep_is_int: bool,
-    /// `encoder_hidden_states` (text) or `class_labels` (class conditioning).
-    pub condition: String,
-    pub output: String,
-}
 
 /// What the UNet is conditioned on.
 pub enum Conditioning {
@@ -87,8 +66,11 @@ pub struct DiffusionModel {
     pub conditioning: Conditioning,
     /// Class names and display names from an optional `discl.toml` in the folder
     /// (class-conditional generators: class label i is `classes[i]`).
-    pub class_names: Option<(Vec<String>, Vec<String>)>,
+    pub class_names: Option<ClassNames>,
 }
+
+/// Class names and their display names, in label order.
+pub type ClassNames = (Vec<String>, Vec<String>);
 
 /// The optional `discl.toml` of a generator folder.
 #[derive(serde::Deserialize)]
@@ -100,7 +82,7 @@ struct GeneratorMeta {
     display_names: Option<Vec<String>>,
 }
 
-fn read_generator_meta(folder: &Path) -> Result<Option<(Vec<String>, Vec<String>)>, String> {
+fn read_generator_meta(folder: &Path) -> Result<Option<ClassNames>, String> {
     let file = folder.join("discl.toml");
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(None);
@@ -131,16 +113,6 @@ fn read_json(file: &Path) -> Result<Json, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", file.display()))
 }
 
-fn find<'a>(decls: &'a [TensorDecl], names: &[&str]) -> Option<&'a TensorDecl> {
-    names
-        .iter()
-        .find_map(|n| decls.iter().find(|d| d.name == *n))
-}
-
-fn names(decls: &[TensorDecl]) -> Vec<&str> {
-    decls.iter().map(|d| d.name.as_str()).collect()
-}
-
 impl DiffusionModel {
     /// Opens and checks a model folder.
     pub fn open(folder: &Path, options: &SessionOptions) -> Result<DiffusionModel, String> {
@@ -165,7 +137,8 @@ impl DiffusionModel {
         let unet_file = folder.join("unet/model.onnx");
         let unet = onnx::open_session(&unet_file, options)?;
         let unet_config = read_json(&folder.join("unet/config.json"))?;
-        let unet_io = unet_io(&unet).map_err(|e| format!("{}: {e}", unet_file.display()))?;
+        let unet_io = unet_io(&onnx::inputs(&unet), &onnx::outputs(&unet))
+            .map_err(|e| format!("{}: {e}", unet_file.display()))?;
         let in_channels = unet_config["in_channels"].as_u64().unwrap_or(4) as usize;
         let (h, w) = match &unet_config["sample_size"] {
             Json::Number(n) => (
@@ -232,7 +205,7 @@ impl DiffusionModel {
         };
         Ok(DiffusionModel {
             folder: folder.to_path_buf(),
-            digest: folder_digest(folder)?,
+            digest: super::digest::folder_digest(folder)?,
             class_names: read_generator_meta(folder)?,
             scheduler_config,
             unet,
@@ -253,135 +226,6 @@ impl DiffusionModel {
     pub fn image_len(&self) -> usize {
         self.image_shape.iter().product()
     }
-}
-
-/// A hash of every file under the model folder (path and bytes, in sorted order, streamed):
-/// weights, external data, configs and tokenizer alike, so any change makes new memo keys.
-fn folder_digest(folder: &Path) -> Result<Digest, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-            let kind = entry
-                .file_type()
-                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
-            if kind.is_dir() {
-                walk(&entry.path(), out)?;
-            } else {
-                out.push(entry.path());
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(folder, &mut files)?;
-    files.sort();
-    let mut hasher = blake3::Hasher::new();
-    for file in files {
-        let relative = file
-            .strip_prefix(folder)
-            .unwrap_or(&file)
-            .to_string_lossy()
-            .into_owned();
-        // Documentation does not change what a model computes.
-        if relative.ends_with(".md") {
-            continue;
-        }
-        let mut reader =
-            std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        hasher.update(relative.as_bytes());
-        hasher.update(&[0]);
-        hasher
-            .update_reader(&mut reader)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-    }
-    Ok(Digest(*hasher.finalize().as_bytes()))
-}
-
-fn unet_io(session: &Session) -> Result<UnetIo, String> {
-    let inputs = onnx::inputs(session);
-    let outputs = onnx::outputs(session);
-    let sample = find(&inputs, &["sample"]).ok_or_else(|| {
-        format!(
-            "UNet has no `sample` input (its inputs: {:?})",
-            names(&inputs)
-        )
-    })?;
-    if sample.element != "Float32" || sample.shape.len() != 4 {
-        return Err(format!(
-            "UNet input `sample` is {} {:?}, expected Float32 [batch, channels, height, width]",
-            sample.element, sample.shape
-        ));
-    }
-    let timestep = find(&inputs, &["timestep", "timesteps", "t"]).ok_or_else(|| {
-        format!(
-            "UNet has no `timestep` input (its inputs: {:?})",
-            names(&inputs)
-        )
-    })?;
-    let timestep_shape = match timestep.shape.as_slice() {
-        [] => TimestepShape::Scalar,
-        [1] => TimestepShape::One,
-        [_] => TimestepShape::PerItem,
-        other => {
-            return Err(format!(
-                "UNet input `{}` has shape {other:?}, expected a scalar, [1] or [batch]",
-                timestep.name
-            ))
-        }
-    };
-    let timestep_is_int = match timestep.element.as_str() {
-        "Int64" => true,
-        "Float32" => false,
-        other => {
-            return Err(format!(
-                "UNet input `{}` is {other}, expected Int64 or Float32",
-                timestep.name
-            ))
-        }
-    };
-    let condition = if let Some(c) = find(&inputs, &["encoder_hidden_states"]) {
-        if c.element != "Float32" || c.shape.len() != 3 {
-            return Err(format!("UNet input `encoder_hidden_states` is {} {:?}, expected Float32 [batch, seq, hidden]", c.element, c.shape));
-        }
-        c.name.clone()
-    } else if let Some(c) = find(&inputs, &["class_labels"]) {
-        if c.element != "Int64" {
-            return Err(format!(
-                "UNet input `class_labels` is {}, expected Int64",
-                c.element
-            ));
-        }
-        c.name.clone()
-    } else {
-        return Err(format!(
-            "UNet has neither `encoder_hidden_states` nor `class_labels` (its inputs: {:?})",
-            names(&inputs)
-        ));
-    };
-    let known = [
-        sample.name.as_str(),
-        timestep.name.as_str(),
-        condition.as_str(),
-    ];
-    if let Some(extra) = inputs.iter().find(|i| !known.contains(&i.name.as_str())) {
-        return Err(format!(
-            "UNet input `{}` is not one discl can feed (inputs: {:?})",
-            extra.name,
-            names(&inputs)
-        ));
-    }
-    let output = find(&outputs, &["out_sample", "sample"])
-        .or(outputs.first())
-        .ok_or("UNet has no outputs")?;
-    Ok(UnetIo {
-        sample: sample.name.clone(),
-        timestep: timestep.name.clone(),
-        timestep_shape,
-        timestep_is_int,
-        condition,
-        output: output.name.clone(),
-    })
 }
 
 fn open_vae(
@@ -470,13 +314,14 @@ fn open_text_encoder(
             names(&inputs)
         )
     })?;
-    let input_is_int32 = match input.element.as_str() {
-        "Int64" => false,
-        "Int32" => true,
-        other => {
+    let input_is_int32 = match input.element_type {
+        Some(TensorElementType::Int64) => false,
+        Some(TensorElementType::Int32) => true,
+        _ => {
             return Err(format!(
-                "{}: `input_ids` is {other}, expected Int64 or Int32",
-                file.display()
+                "{}: `input_ids` is {}, expected Int64 or Int32",
+                file.display(),
+                input.element
             ))
         }
     };

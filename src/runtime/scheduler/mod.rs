@@ -17,6 +17,7 @@ mod dpm;
 mod euler;
 mod params;
 mod pndm;
+mod start;
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use config::SchedulerConfig;
 pub use params::{BetaSchedule, Prediction, SchedulerParams, SolverType, Spacing};
+pub use start::{img2img_first_step, img2img_steps};
 
 /// Everything that can go wrong configuring or running a scheduler.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,7 @@ pub enum SchedulerError {
     },
     #[error("number of inference steps must be in 1..={max}, got {got}")]
     InvalidSteps { got: usize, max: usize },
-    #[error("strength must be a number in [0, 1], got {0}")]
+    #[error("strength must be a number in [0, 1] in steps of 0.001, got {0}")]
     InvalidStrength(f64),
     #[error(
         "strength {strength} leaves no denoising step out of {steps} (needs steps * strength >= 1)"
@@ -293,33 +295,6 @@ impl Schedule {
     /// Scale of the initial noise for text-to-image (no init image): `latent = noise * this`.
     pub fn init_noise_sigma(&self) -> f32 {
         self.init_noise_sigma
-    }
-
-    /// img2img start index, as diffusers' `get_timesteps`: `init = min(int(n * strength), n)`,
-    /// `t_start = max(n - init, 0)`, start at `t_start * order`. Strength 1.0 is the full list.
-    pub fn start_index(&self, strength: f64) -> Result<usize> {
-        if !(0.0..=1.0).contains(&strength) {
-            return Err(SchedulerError::InvalidStrength(strength));
-        }
-        let n = self.num_inference_steps;
-        // Python's int() truncates; n * strength is a double, as in diffusers.
-        let init = ((n as f64 * strength) as usize).min(n);
-        let start = (n - init) * self.order();
-        // No step at all (diffusers' SD img2img would still run PNDM's leftover entry, or fail).
-        if init == 0 || start >= self.timesteps.len() {
-            return Err(SchedulerError::NoSteps { strength, steps: n });
-        }
-        Ok(start)
-    }
-
-    /// The timesteps an item starting at `strength` runs through (diffusers' truncated list).
-    pub fn timesteps_for(&self, strength: f64) -> Result<&[f32]> {
-        Ok(&self.timesteps[self.start_index(strength)?..])
-    }
-
-    /// A fresh item starting at `strength` (1.0: text-to-image or full img2img).
-    pub fn start(&self, strength: f64) -> Result<ItemState> {
-        self.start_at(self.start_index(strength)?)
     }
 
     /// A fresh item starting at index `start` of [`Schedule::timesteps`].
