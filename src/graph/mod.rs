@@ -9,6 +9,7 @@ pub mod dot;
 pub mod ops;
 pub mod resources;
 pub mod spec;
+pub mod toml_spans;
 
 pub use compile::{compile, Compiled};
 pub use resources::{check_resources, Resources};
