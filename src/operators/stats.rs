@@ -75,6 +75,10 @@ impl NodeStats {
     pub fn cache_hit(&self) {
         add(&self.cache_hits, 1);
     }
+    /// Adds `took` to the node's busy time.
+    pub fn busy_for(&self, took: std::time::Duration) {
+        add(&self.busy_nanos, took.as_nanos() as u64);
+    }
     /// Adds the time since `started` to the node's busy time.
     pub fn busy_since(&self, started: Instant) {
         add(&self.busy_nanos, started.elapsed().as_nanos() as u64);

@@ -6,7 +6,9 @@
 use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
 use crate::graph::build::{build, Shared, WorkerHandles};
-use crate::operators::source::worker_for;
+use crate::operators::feedback::FeedbackDiff;
+use crate::operators::source::{worker_for, SourceDiff};
+use crate::operators::{FeedbackState, SourceState};
 use crate::record::{Sample, Score};
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
@@ -323,14 +325,8 @@ fn serve(
             }
             Some(Command::Refresh(version)) => {
                 let pushed = control.take_pushed(worker.index(), worker.peers(), local_workers);
-                feed(
-                    worker.index(),
-                    worker.peers(),
-                    &mut handles,
-                    shared,
-                    version,
-                    pushed,
-                );
+                let scans = scan(worker, &mut handles);
+                feed(&mut handles, shared, version, pushed, scans);
                 let probe = handles.probe.clone();
                 step_while(worker, shared, progress, || probe.less_equal(&version));
                 control.finished();
@@ -365,15 +361,57 @@ fn step_while(
     }
 }
 
+/// What one refresh's scans found: per source and per feedback node (in handle order), the
+/// diff and the time it took; feedback is read by worker 0 alone.
+struct Scans {
+    sources: Vec<(SourceDiff, Duration)>,
+    feedback: Vec<Option<(FeedbackDiff, Duration)>>,
+}
+
+/// Rescans this worker's share of every source and (on worker 0) every feedback folder on a
+/// thread of its own, stepping the dataflow meanwhile: reading and decoding a first scan of
+/// thousands of images never stalls the workers this one exchanges data with.
+fn scan(worker: &mut Worker, handles: &mut WorkerHandles) -> Scans {
+    let (index, peers) = (worker.index(), worker.peers());
+    let sources: Vec<&mut SourceState> = handles.sources.iter_mut().map(|s| &mut s.state).collect();
+    let feedback: Vec<&mut FeedbackState> =
+        handles.feedback.iter_mut().map(|f| &mut f.state).collect();
+    let timed = |started: Instant| started.elapsed();
+    off_worker(worker, move || Scans {
+        sources: sources
+            .into_iter()
+            .map(|state| {
+                let started = Instant::now();
+                let diff = state.rescan(index, peers);
+                (diff, timed(started))
+            })
+            .collect(),
+        // Feedback files are small: one worker reads them and the dataflow spreads them.
+        feedback: feedback
+            .into_iter()
+            .map(|state| {
+                let started = Instant::now();
+                (index == 0).then(|| (state.rescan(), timed(started)))
+            })
+            .collect(),
+    })
+}
+
+/// Runs `job` on its own thread while the worker keeps stepping its dataflow.
+fn off_worker<T: Send>(worker: &mut Worker, job: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let running = scope.spawn(job);
+        while !running.is_finished() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        running
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// Pushes what changed in sources and feedback at `version`, then advances every input past it.
-fn feed(
-    index: usize,
-    peers: usize,
-    handles: &mut WorkerHandles,
-    shared: &Shared,
-    version: u64,
-    pushed: Pushed,
-) {
+fn feed(handles: &mut WorkerHandles, shared: &Shared, version: u64, pushed: Pushed, scans: Scans) {
     handles.errors.advance_to(version);
     for (node, sample, d) in pushed.samples {
         if let Some(source) = handles.sources.iter_mut().find(|s| s.node == node) {
@@ -392,12 +430,10 @@ fn feed(
                 .update_at((score, format!("api:{node}")), version, d);
         }
     }
-    for source in &mut handles.sources {
+    for (source, (diff, took)) in handles.sources.iter_mut().zip(scans.sources) {
         source.input.advance_to(version);
-        let started = Instant::now();
-        let diff = source.state.rescan(index, peers);
         let stats = &shared.stats[&source.node];
-        stats.busy_since(started);
+        stats.busy_for(took);
         for (sample, d) in diff.samples {
             stats.records_out(d);
             source.input.update_at(sample, version, d);
@@ -409,14 +445,11 @@ fn feed(
         source.input.advance_to(version + 1);
         source.input.flush();
     }
-    for feedback in &mut handles.feedback {
+    for (feedback, scanned) in handles.feedback.iter_mut().zip(scans.feedback) {
         feedback.input.advance_to(version);
-        // Feedback files are small: one worker reads them and the dataflow spreads them.
-        if index == 0 {
-            let started = Instant::now();
-            let diff = feedback.state.rescan();
+        if let Some((diff, took)) = scanned {
             let stats = &shared.stats[&feedback.node];
-            stats.busy_since(started);
+            stats.busy_for(took);
             for (score, d) in diff.scores {
                 feedback.input.update_at(score, version, d);
             }
