@@ -143,7 +143,7 @@ fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), Str
             let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
             format!("has no input `{}` (its inputs: {names:?})", meta.input)
         })?;
-    if input.element != "Float32" {
+    if !input.is(onnx::TensorElementType::Float32) {
         return Err(format!(
             "input `{}` is {}, expected Float32",
             input.name, input.element
