@@ -167,12 +167,62 @@ pub struct ErrorRecord {
     pub message: String,
 }
 
+/// The level a real image stands at on the guidance spectrum (λ = 1) in stage manifests.
+pub const REAL_LEVEL: Level = 1000;
+
+/// A trainer's evaluation of one validation image at one guidance level: p(true class) after
+/// `after_stages` training stages (0: before any training). The adaptive curriculum reads the
+/// change between consecutive evaluations.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Progress {
+    pub after_stages: u32,
+    /// The validation image.
+    pub sample: SampleId,
+    /// Its guidance level in per mille (`REAL_LEVEL` for the real image).
+    pub level: Level,
+    pub p_true: Value,
+}
+
+/// A curriculum's decision for one training stage: which guidance levels' synthetic images
+/// enter it (none: real data only) and how many epochs it lasts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub stage: u32,
+    /// Levels in per mille, ascending; empty for a real-only stage.
+    pub levels: Vec<Level>,
+    pub epochs: u32,
+}
+
+/// One row of a stage's training manifest: a real image or a synthetic one, and how many
+/// copies of it the epoch holds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StageItem {
+    pub stage: u32,
+    pub epoch: u32,
+    /// The real sample (for a synthetic image: the sample it was guided by).
+    pub sample: SampleId,
+    /// λ in per mille; `REAL_LEVEL` (1000) for a real image.
+    pub level: Level,
+    /// Seed index of a synthetic image (`None` for a real image).
+    pub seed: Option<u32>,
+    /// Prompt of a synthetic image (`None` for a real image).
+    pub prompt: Option<String>,
+    /// Class name.
+    pub label: String,
+    /// Where the image is.
+    pub path: String,
+    pub copies: u32,
+}
+
 /// The kinds of record a node can produce; the graph compiler checks wiring with these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordKind {
     Sample,
     Score,
     Synthetic,
+    Progress,
+    StagePlan,
+    StageItem,
 }
 
 impl fmt::Display for RecordKind {
@@ -181,6 +231,9 @@ impl fmt::Display for RecordKind {
             RecordKind::Sample => "Sample",
             RecordKind::Score => "Score",
             RecordKind::Synthetic => "Synthetic",
+            RecordKind::Progress => "Progress",
+            RecordKind::StagePlan => "StagePlan",
+            RecordKind::StageItem => "StageItem",
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use super::atomic::{replace_symlink, sync_dir, write_file};
 use super::parquet_table::encode_rows;
-use crate::record::{ErrorRecord, RecordKind, Sample, Score, Synthetic};
+use crate::record::{ErrorRecord, Progress, RecordKind, Sample, Score, StageItem, StagePlan, Synthetic};
 use serde::Serialize;
 use std::fmt;
 use std::fs;
@@ -17,6 +17,9 @@ pub enum Row {
     Sample(Sample),
     Score(Score),
     Synthetic(Synthetic),
+    Progress(Progress),
+    StagePlan(StagePlan),
+    StageItem(StageItem),
     Error(ErrorRecord),
 }
 
@@ -27,6 +30,9 @@ pub enum TableKind {
     Sample,
     Score,
     Synthetic,
+    Progress,
+    StagePlan,
+    StageItem,
     /// Error records: only the built-in `errors` sink writes these.
     Error,
 }
@@ -38,6 +44,9 @@ impl TableKind {
             Row::Sample(_) => TableKind::Sample,
             Row::Score(_) => TableKind::Score,
             Row::Synthetic(_) => TableKind::Synthetic,
+            Row::Progress(_) => TableKind::Progress,
+            Row::StagePlan(_) => TableKind::StagePlan,
+            Row::StageItem(_) => TableKind::StageItem,
             Row::Error(_) => TableKind::Error,
         }
     }
@@ -49,6 +58,9 @@ impl From<RecordKind> for TableKind {
             RecordKind::Sample => TableKind::Sample,
             RecordKind::Score => TableKind::Score,
             RecordKind::Synthetic => TableKind::Synthetic,
+            RecordKind::Progress => TableKind::Progress,
+            RecordKind::StagePlan => TableKind::StagePlan,
+            RecordKind::StageItem => TableKind::StageItem,
         }
     }
 }
@@ -59,6 +71,9 @@ impl fmt::Display for TableKind {
             TableKind::Sample => "Sample",
             TableKind::Score => "Score",
             TableKind::Synthetic => "Synthetic",
+            TableKind::Progress => "Progress",
+            TableKind::StagePlan => "StagePlan",
+            TableKind::StageItem => "StageItem",
             TableKind::Error => "Error",
         })
     }
@@ -185,6 +200,9 @@ fn jsonl(rows: &[&Row]) -> Vec<u8> {
             Row::Sample(r) => serde_json::to_writer(&mut out, r),
             Row::Score(r) => serde_json::to_writer(&mut out, r),
             Row::Synthetic(r) => serde_json::to_writer(&mut out, r),
+            Row::Progress(r) => serde_json::to_writer(&mut out, r),
+            Row::StagePlan(r) => serde_json::to_writer(&mut out, r),
+            Row::StageItem(r) => serde_json::to_writer(&mut out, r),
             Row::Error(r) => serde_json::to_writer(&mut out, r),
         };
         written.expect("rows serialise");

@@ -7,3 +7,4 @@ pub mod images;
 pub mod manifest;
 pub mod parquet_table;
 pub mod state;
+pub mod table_columns;

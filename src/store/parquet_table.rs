@@ -2,8 +2,7 @@
 //! kind a sink's input carries (so an empty table still has its kind's columns), and columns
 //! that borrow from the rows rather than cloning them.
 
-use super::manifest::{Row, TableKind};
-use crate::record::{ErrorRecord, Sample, Score, Synthetic};
+pub use super::table_columns::encode_rows;
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
@@ -26,6 +25,12 @@ pub enum Column<'a> {
     OptionalF32(Vec<Option<f32>>),
     /// UTF-8 text (Parquet BYTE_ARRAY annotated `UTF8`).
     Text(Vec<Cow<'a, str>>),
+    /// Unsigned 32-bit integers or nulls.
+    OptionalU32(Vec<Option<u32>>),
+    /// UTF-8 text or nulls.
+    OptionalText(Vec<Option<Cow<'a, str>>>),
+    /// A list of unsigned 16-bit integers per row (Parquet LIST of INT32 `INTEGER(16,false)`).
+    ListU16(Vec<Vec<u16>>),
 }
 
 impl Column<'_> {
@@ -37,132 +42,13 @@ impl Column<'_> {
             Column::F32(_) => format!("REQUIRED FLOAT {name};"),
             Column::OptionalF32(_) => format!("OPTIONAL FLOAT {name};"),
             Column::Text(_) => format!("REQUIRED BYTE_ARRAY {name} (UTF8);"),
+            Column::OptionalU32(_) => format!("OPTIONAL INT32 {name} (INTEGER(32,false));"),
+            Column::OptionalText(_) => format!("OPTIONAL BYTE_ARRAY {name} (UTF8);"),
+            Column::ListU16(_) => format!(
+                "REQUIRED GROUP {name} (LIST) {{ REPEATED GROUP list {{ REQUIRED INT32 element (INTEGER(16,false)); }} }}"
+            ),
         }
     }
-}
-
-/// Encodes rows that all have the kind `kind` as a Parquet file with that kind's columns.
-pub fn encode_rows(kind: TableKind, rows: &[&Row]) -> Result<Vec<u8>, String> {
-    match kind {
-        TableKind::Sample => {
-            let rows = narrow(kind, rows, |r| match r {
-                Row::Sample(s) => Some(s),
-                _ => None,
-            })?;
-            encode(&sample_columns(&rows))
-        }
-        TableKind::Score => {
-            let rows = narrow(kind, rows, |r| match r {
-                Row::Score(s) => Some(s),
-                _ => None,
-            })?;
-            encode(&score_columns(&rows))
-        }
-        TableKind::Synthetic => {
-            let rows = narrow(kind, rows, |r| match r {
-                Row::Synthetic(s) => Some(s),
-                _ => None,
-            })?;
-            encode(&synthetic_columns(&rows))
-        }
-        TableKind::Error => {
-            let rows = narrow(kind, rows, |r| match r {
-                Row::Error(e) => Some(e),
-                _ => None,
-            })?;
-            encode(&error_columns(&rows))
-        }
-    }
-}
-
-/// The records inside `rows`, or an error naming the first row of another kind.
-fn narrow<'a, T>(
-    kind: TableKind,
-    rows: &[&'a Row],
-    pick: impl Fn(&'a Row) -> Option<&'a T>,
-) -> Result<Vec<&'a T>, String> {
-    rows.iter()
-        .map(|row| {
-            pick(row)
-                .ok_or_else(|| format!("a {} row in a table of {kind} records", TableKind::of(row)))
-        })
-        .collect()
-}
-
-fn text<'a, T>(rows: &[&'a T], field: impl Fn(&'a T) -> &'a str) -> Column<'a> {
-    Column::Text(rows.iter().map(|r| Cow::Borrowed(field(r))).collect())
-}
-
-fn sample_columns<'a>(rows: &[&'a Sample]) -> Vec<(&'static str, Column<'a>)> {
-    vec![
-        ("id", Column::U64(rows.iter().map(|r| r.id).collect())),
-        ("name", text(rows, |r| &r.name)),
-        ("label", text(rows, |r| &r.label)),
-        ("path", text(rows, |r| &r.path)),
-        ("digest", hex(rows.iter().map(|r| r.digest))),
-    ]
-}
-
-fn score_columns<'a>(rows: &[&'a Score]) -> Vec<(&'static str, Column<'a>)> {
-    vec![
-        (
-            "sample",
-            Column::U64(rows.iter().map(|r| r.sample).collect()),
-        ),
-        (
-            "checkpoint",
-            Column::U64(rows.iter().map(|r| r.checkpoint).collect()),
-        ),
-        (
-            "p_true",
-            Column::F32(rows.iter().map(|r| r.p_true.0).collect()),
-        ),
-        ("loss", Column::F32(rows.iter().map(|r| r.loss.0).collect())),
-        ("predicted", text(rows, |r| &r.predicted)),
-    ]
-}
-
-/// The nested `key` of a synthetic record is flattened into its first four columns.
-fn synthetic_columns<'a>(rows: &[&'a Synthetic]) -> Vec<(&'static str, Column<'a>)> {
-    vec![
-        (
-            "sample",
-            Column::U64(rows.iter().map(|r| r.key.sample).collect()),
-        ),
-        (
-            "level",
-            Column::U16(rows.iter().map(|r| r.key.level).collect()),
-        ),
-        (
-            "seed",
-            Column::U32(rows.iter().map(|r| r.key.seed).collect()),
-        ),
-        ("prompt", text(rows, |r| &r.key.prompt)),
-        ("label", text(rows, |r| &r.label)),
-        ("path", text(rows, |r| &r.path)),
-        ("digest", hex(rows.iter().map(|r| r.digest))),
-        ("source", text(rows, |r| &r.source)),
-        (
-            "text_score",
-            Column::OptionalF32(rows.iter().map(|r| r.text_score.map(|v| v.0)).collect()),
-        ),
-        (
-            "image_score",
-            Column::OptionalF32(rows.iter().map(|r| r.image_score.map(|v| v.0)).collect()),
-        ),
-    ]
-}
-
-fn error_columns<'a>(rows: &[&'a ErrorRecord]) -> Vec<(&'static str, Column<'a>)> {
-    vec![
-        ("node", text(rows, |r| &r.node)),
-        ("location", text(rows, |r| &r.location)),
-        ("message", text(rows, |r| &r.message)),
-    ]
-}
-
-fn hex<'a>(digests: impl Iterator<Item = crate::record::Digest>) -> Column<'a> {
-    Column::Text(digests.map(|d| Cow::Owned(d.to_hex())).collect())
 }
 
 /// Encodes named columns of equal length as a Parquet file.
@@ -217,6 +103,37 @@ pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, String> {
                     values.iter().map(|v| ByteArray::from(v.as_ref())).collect();
                 out.typed::<ByteArrayType>()
                     .write_batch(&values, None, None)
+            }
+            Column::OptionalU32(values) => {
+                let levels: Vec<i16> = values.iter().map(|v| i16::from(v.is_some())).collect();
+                let present: Vec<i32> = values.iter().flatten().map(|v| *v as i32).collect();
+                out.typed::<Int32Type>()
+                    .write_batch(&present, Some(&levels), None)
+            }
+            Column::OptionalText(values) => {
+                let levels: Vec<i16> = values.iter().map(|v| i16::from(v.is_some())).collect();
+                let present: Vec<ByteArray> =
+                    values.iter().flatten().map(|v| ByteArray::from(v.as_ref())).collect();
+                out.typed::<ByteArrayType>()
+                    .write_batch(&present, Some(&levels), None)
+            }
+            Column::ListU16(lists) => {
+                // An empty list is definition level 0; each element is level 1, its repetition
+                // level 0 when it starts a row and 1 when it continues one.
+                let (mut values, mut defs, mut reps) = (Vec::new(), Vec::new(), Vec::new());
+                for list in lists {
+                    if list.is_empty() {
+                        defs.push(0);
+                        reps.push(0);
+                    }
+                    for (i, v) in list.iter().enumerate() {
+                        values.push(i32::from(*v));
+                        defs.push(1);
+                        reps.push(i16::from(i > 0));
+                    }
+                }
+                out.typed::<Int32Type>()
+                    .write_batch(&values, Some(&defs), Some(&reps))
             }
         };
         written.map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@
 
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, Ready, Stream};
 use crate::operators::NodeStats;
-use crate::record::{RecordKind, Sample, Score, Synthetic};
+use crate::record::{Progress, RecordKind, Sample, Score, StageItem, StagePlan, Synthetic};
 use differential_dataflow::VecCollection;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -68,6 +68,12 @@ pub fn fields_of(kind: RecordKind) -> &'static [(&'static str, bool)] {
             ("sample", true), ("level", true), ("seed", true), ("prompt", false), ("label", false),
             ("path", false), ("digest", false), ("source", false), ("text_score", true), ("image_score", true),
         ],
+        RecordKind::Progress => &[("after_stages", true), ("sample", true), ("level", true), ("p_true", true)],
+        RecordKind::StagePlan => &[("stage", true), ("epochs", true)],
+        RecordKind::StageItem => &[
+            ("stage", true), ("epoch", true), ("sample", true), ("level", true), ("seed", true),
+            ("prompt", false), ("label", false), ("path", false), ("copies", true),
+        ],
     }
 }
 
@@ -120,6 +126,45 @@ impl Fields for Synthetic {
             "source" => text(&self.source),
             "text_score" => score(self.text_score),
             "image_score" => score(self.image_score),
+            _ => FieldValue::Missing,
+        }
+    }
+}
+
+impl Fields for Progress {
+    fn field(&self, name: &str) -> FieldValue<'_> {
+        match name {
+            "after_stages" => FieldValue::Number(self.after_stages as f64),
+            "sample" => FieldValue::Number(self.sample as f64),
+            "level" => FieldValue::Number(self.level as f64),
+            "p_true" => FieldValue::Number(self.p_true.0 as f64),
+            _ => FieldValue::Missing,
+        }
+    }
+}
+
+impl Fields for StagePlan {
+    fn field(&self, name: &str) -> FieldValue<'_> {
+        match name {
+            "stage" => FieldValue::Number(self.stage as f64),
+            "epochs" => FieldValue::Number(self.epochs as f64),
+            _ => FieldValue::Missing,
+        }
+    }
+}
+
+impl Fields for StageItem {
+    fn field(&self, name: &str) -> FieldValue<'_> {
+        match name {
+            "stage" => FieldValue::Number(self.stage as f64),
+            "epoch" => FieldValue::Number(self.epoch as f64),
+            "sample" => FieldValue::Number(self.sample as f64),
+            "level" => FieldValue::Number(self.level as f64),
+            "seed" => self.seed.map_or(FieldValue::Missing, |s| FieldValue::Number(s as f64)),
+            "prompt" => self.prompt.as_deref().map_or(FieldValue::Missing, text),
+            "label" => text(&self.label),
+            "path" => text(&self.path),
+            "copies" => FieldValue::Number(self.copies as f64),
             _ => FieldValue::Missing,
         }
     }
@@ -224,6 +269,9 @@ impl Node for FilterConfig {
             Stream::Samples(c) => Stream::Samples(filtered(c, config, stats)),
             Stream::Scores(c) => Stream::Scores(filtered(c, config, stats)),
             Stream::Synthetics(c) => Stream::Synthetics(filtered(c, config, stats)),
+            Stream::Progress(c) => Stream::Progress(filtered(c, config, stats)),
+            Stream::Plans(c) => Stream::Plans(filtered(c, config, stats)),
+            Stream::StageItems(c) => Stream::StageItems(filtered(c, config, stats)),
             Stream::Nothing => unreachable!("the compiler refuses sinks as inputs"),
         }
     }

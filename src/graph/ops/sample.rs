@@ -5,7 +5,7 @@
 
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, Ready, Stream};
 use crate::operators::NodeStats;
-use crate::record::{RecordKind, Sample, Score, Synthetic};
+use crate::record::{Progress, RecordKind, Sample, Score, StageItem, Synthetic};
 use differential_dataflow::VecCollection;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -72,6 +72,28 @@ impl SampleKey for Synthetic {
     }
 }
 
+impl SampleKey for Progress {
+    fn sample(&self) -> u64 {
+        self.sample
+    }
+    fn identity(&self) -> Vec<u8> {
+        [self.sample.to_le_bytes(), (self.level as u64).to_le_bytes(), (self.after_stages as u64).to_le_bytes()].concat()
+    }
+}
+
+impl SampleKey for StageItem {
+    fn sample(&self) -> u64 {
+        self.sample
+    }
+    fn identity(&self) -> Vec<u8> {
+        let mut bytes = [self.sample.to_le_bytes(), (self.level as u64).to_le_bytes(), self.seed.map_or(u64::MAX, u64::from).to_le_bytes()].concat();
+        bytes.extend_from_slice(&self.stage.to_le_bytes());
+        bytes.extend_from_slice(&self.epoch.to_le_bytes());
+        bytes.extend_from_slice(self.prompt.as_deref().unwrap_or("").as_bytes());
+        bytes
+    }
+}
+
 /// Whether a record with these key bytes is kept: a keyed hash below `fraction` of the range.
 pub fn chosen(seed: u64, key: &[u8], fraction: f64) -> bool {
     let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 sample op v1");
@@ -99,6 +121,7 @@ impl Op for SampleConfig {
     }
     fn output(&self, inputs: &[RecordKind]) -> Result<Option<RecordKind>, OpError> {
         match inputs {
+            [RecordKind::StagePlan] => Err(OpError::field("inputs", "stage plans are not sampled")),
             [kind] => Ok(Some(*kind)),
             _ => Err(super::wrong_inputs("one input", inputs)),
         }
@@ -128,6 +151,9 @@ impl Node for SampleConfig {
             Stream::Samples(c) => Stream::Samples(sampled(c, choice, stats)),
             Stream::Scores(c) => Stream::Scores(sampled(c, choice, stats)),
             Stream::Synthetics(c) => Stream::Synthetics(sampled(c, choice, stats)),
+            Stream::Progress(c) => Stream::Progress(sampled(c, choice, stats)),
+            Stream::StageItems(c) => Stream::StageItems(sampled(c, choice, stats)),
+            Stream::Plans(_) => unreachable!("the compiler refuses stage plans"),
             Stream::Nothing => unreachable!("the compiler refuses sinks as inputs"),
         }
     }
