@@ -63,6 +63,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         sources: Vec::new(),
         feedback: Vec::new(),
         probe: ProbeHandle::new(),
+        ports: IndexMap::new(),
     };
     let mut streams: IndexMap<&str, Stream<'scope>> = IndexMap::new();
     for (name, compiled) in &shared.compiled.nodes {
@@ -70,7 +71,10 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             .info
             .inputs
             .iter()
-            .map(|input| streams[input.as_str()].clone())
+            .map(|input| match streams.get(input.as_str()) {
+                Some(stream) => stream.clone(),
+                None => dataflow.ports[input.as_str()].clone(),
+            })
             .collect();
         let stream = shared.nodes[name].build(&mut dataflow, &compiled.info, &inputs);
         streams.insert(name, stream);

@@ -195,9 +195,9 @@ fn check_shape(graph: &GraphFile, ops: &IndexMap<String, Arc<dyn Op>>, errors: &
     for (name, node) in &graph.nodes {
         let line = node.line_of("inputs");
         for input in &node.inputs {
-            if input == name {
+            if node_of(input) == name {
                 errors.push(node_error(&graph.file, node, line, "a node cannot be its own input".into()));
-            } else if !graph.nodes.contains_key(input) {
+            } else if !graph.nodes.contains_key(node_of(input)) {
                 errors.push(node_error(&graph.file, node, line, format!("input `{input}` is not a node")));
             }
         }
@@ -222,18 +222,33 @@ fn check_shape(graph: &GraphFile, ops: &IndexMap<String, Arc<dyn Op>>, errors: &
 /// Phase 3: record kinds along every edge, in dependency order so each node's input kinds are
 /// known. Gives each node's output kind.
 fn check_types<'a>(
-    graph: &GraphFile,
+    graph: &'a GraphFile,
     ops: &IndexMap<String, Arc<dyn Op>>,
     order: &'a [String],
     errors: &mut Vec<GraphError>,
 ) -> HashMap<&'a str, Option<RecordKind>> {
     let mut kinds: HashMap<&str, Option<RecordKind>> = HashMap::new();
+    let mut input_kinds: HashMap<&str, Vec<RecordKind>> = HashMap::new();
     for name in order {
         let Some(op) = ops.get(name) else { continue };
         let node = &graph.nodes[name];
         let mut inputs = Vec::new();
         let mut known = true;
         for input in &node.inputs {
+            if let Some((from, port)) = input.split_once('.') {
+                match (ops.get(from), input_kinds.get(from)) {
+                    (Some(op), Some(given)) => match op.port(port, given) {
+                        Some(kind) => inputs.push(kind),
+                        None => {
+                            let message = format!("node `{from}` has no output `{port}`");
+                            errors.push(node_error(&graph.file, node, node.line_of("inputs"), message));
+                            known = false;
+                        }
+                    },
+                    _ => known = false,
+                }
+                continue;
+            }
             match kinds.get(input.as_str()) {
                 Some(Some(kind)) => inputs.push(*kind),
                 Some(None) => {
@@ -247,6 +262,7 @@ fn check_types<'a>(
         if !known {
             continue;
         }
+        input_kinds.insert(name, inputs.clone());
         match op.output(&inputs) {
             Ok(kind) => {
                 kinds.insert(name, kind);
@@ -256,13 +272,41 @@ fn check_types<'a>(
                     name: name.clone(),
                     line: node.line,
                     inputs: node.inputs.clone(),
-                    input_kinds: inputs,
+                    input_kinds: inputs.clone(),
                 };
                 errors.push(place_error(&graph.file, &graph.models, &info, &node.field_lines, error));
             }
         }
     }
     kinds
+        .into_iter()
+        .chain(port_kinds(graph, ops, &input_kinds))
+        .collect()
+}
+
+/// The kinds of every `node.port` some node reads.
+fn port_kinds<'a>(
+    graph: &'a GraphFile,
+    ops: &IndexMap<String, Arc<dyn Op>>,
+    input_kinds: &HashMap<&str, Vec<RecordKind>>,
+) -> Vec<(&'a str, Option<RecordKind>)> {
+    let mut out = Vec::new();
+    for node in graph.nodes.values() {
+        for input in &node.inputs {
+            let Some((from, port)) = input.split_once('.') else {
+                continue;
+            };
+            if let (Some(op), Some(given)) = (ops.get(from), input_kinds.get(from)) {
+                out.push((input.as_str(), op.port(port, given)));
+            }
+        }
+    }
+    out
+}
+
+/// The node an input names: `node` or `node.port`.
+pub fn node_of(input: &str) -> &str {
+    input.split_once('.').map_or(input, |(node, _)| node)
 }
 
 /// Nodes in dependency order, or every cycle (as node lists) when there are some.
@@ -297,7 +341,7 @@ fn topological_order(nodes: &IndexMap<String, NodeSpec>) -> Result<Vec<String>, 
         state.insert(name, 1);
         stack.push(name);
         for input in &nodes[name].inputs {
-            if let Some((key, _)) = nodes.get_key_value(input) {
+            if let Some((key, _)) = nodes.get_key_value(node_of(input)) {
                 if key != name {
                     visit(key, nodes, state, stack, order, cycles, in_cycle);
                 }

@@ -9,7 +9,7 @@ use crate::graph::build::{build, Shared, WorkerHandles};
 use crate::operators::feedback::FeedbackDiff;
 use crate::operators::source::{worker_for, SourceDiff};
 use crate::operators::{FeedbackState, SourceState};
-use crate::record::{Sample, Score};
+use crate::record::{Progress, Sample, Score};
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ struct ControlState {
 struct Pushed {
     samples: Vec<(String, Sample, isize)>,
     feedback: Vec<(String, Score, isize)>,
+    progress: Vec<(String, Progress, isize)>,
 }
 
 /// The commands the controller gives the workers of this process.
@@ -85,12 +86,16 @@ impl Control {
             owner == index || (index == first && !local.contains(&owner))
         });
         pushed.samples = rest;
-        let feedback = if index == first {
-            std::mem::take(&mut pushed.feedback)
+        let (feedback, progress) = if index == first {
+            (std::mem::take(&mut pushed.feedback), std::mem::take(&mut pushed.progress))
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        Pushed { samples, feedback }
+        Pushed {
+            samples,
+            feedback,
+            progress,
+        }
     }
     fn finished(&self) {
         self.state.lock().expect("control").done += 1;
@@ -186,6 +191,23 @@ impl RunningPipeline {
             updates
                 .into_iter()
                 .map(|(s, d)| (feedback.to_string(), s, d)),
+        );
+        Ok(())
+    }
+
+    /// Queues validation progress (+1 / -1) for a `feedback` node's `progress` output, as if
+    /// read from its folder's `progress-N.jsonl` files.
+    pub fn push_progress(
+        &self,
+        feedback: &str,
+        updates: impl IntoIterator<Item = (Progress, isize)>,
+    ) -> Result<(), PipelineError> {
+        self.expect_op(feedback, "feedback")?;
+        let mut pushed = self.control.pushed.lock().expect("pushed");
+        pushed.progress.extend(
+            updates
+                .into_iter()
+                .map(|(p, d)| (feedback.to_string(), p, d)),
         );
         Ok(())
     }
@@ -430,6 +452,14 @@ fn feed(handles: &mut WorkerHandles, shared: &Shared, version: u64, pushed: Push
                 .update_at((score, format!("api:{node}")), version, d);
         }
     }
+    for (node, progress, d) in pushed.progress {
+        if let Some(feedback) = handles.feedback.iter_mut().find(|f| f.node == node) {
+            feedback.progress.advance_to(version);
+            feedback
+                .progress
+                .update_at((progress, format!("api:{node}")), version, d);
+        }
+    }
     for (source, (diff, took)) in handles.sources.iter_mut().zip(scans.sources) {
         source.input.advance_to(version);
         let stats = &shared.stats[&source.node];
@@ -453,6 +483,9 @@ fn feed(handles: &mut WorkerHandles, shared: &Shared, version: u64, pushed: Push
             for (score, d) in diff.scores {
                 feedback.input.update_at(score, version, d);
             }
+            for (progress, d) in diff.progress {
+                feedback.progress.update_at(progress, version, d);
+            }
             for (error, d) in diff.errors {
                 stats.error(d);
                 handles.errors.update_at(error, version, d);
@@ -460,6 +493,8 @@ fn feed(handles: &mut WorkerHandles, shared: &Shared, version: u64, pushed: Push
         }
         feedback.input.advance_to(version + 1);
         feedback.input.flush();
+        feedback.progress.advance_to(version + 1);
+        feedback.progress.flush();
     }
     handles.errors.advance_to(version + 1);
     handles.errors.flush();

@@ -147,6 +147,8 @@ pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Synthetic;
+    use crate::store::manifest::{Row, TableKind};
     use crate::record::{Digest, GenKey, Value};
     use parquet::basic::{ConvertedType, Repetition, Type as Physical};
     use parquet::column::reader::ColumnReader;

@@ -3,7 +3,7 @@
 
 use super::OpError;
 use crate::graph::spec::ModelSpec;
-use crate::operators::feedback::LocatedScore;
+use crate::operators::feedback::{LocatedProgress, LocatedScore};
 use crate::operators::{FeedbackState, NodeStats, SourceState};
 use crate::record::{ErrorRecord, RecordKind, Sample};
 use crate::runtime::onnx::SessionOptions;
@@ -165,11 +165,12 @@ pub struct SourceInput {
     pub input: InputSession<u64, Sample, isize>,
 }
 
-/// A feedback node's input session and scanner.
+/// A feedback node's input sessions (scores, validation progress) and scanner.
 pub struct FeedbackInput {
     pub node: String,
     pub state: FeedbackState,
     pub input: InputSession<u64, LocatedScore, isize>,
+    pub progress: InputSession<u64, LocatedProgress, isize>,
 }
 
 /// One worker's dataflow while nodes add themselves to it.
@@ -185,9 +186,15 @@ pub struct Dataflow<'scope> {
     pub feedback: Vec<FeedbackInput>,
     /// Passes a version once every sink has written it.
     pub probe: ProbeHandle<u64>,
+    /// Extra outputs by `node.port`.
+    pub ports: IndexMap<String, super::Stream<'scope>>,
 }
 
-impl Dataflow<'_> {
+impl<'scope> Dataflow<'scope> {
+    /// Offers an extra output of a node as `node.port`.
+    pub fn add_port(&mut self, node: &str, port: &str, stream: super::Stream<'scope>) {
+        self.ports.insert(format!("{node}.{port}"), stream);
+    }
     /// A node's counters.
     pub fn stats_of(&self, node: &str) -> Arc<NodeStats> {
         Arc::clone(&self.stats[node])

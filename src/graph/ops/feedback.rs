@@ -1,8 +1,10 @@
 //! `op = "feedback"`: trainer scores from `<path>/checkpoint-N.jsonl` (or pushed through the
-//! API), checked against the samples so scores of unknown samples become error records.
+//! API), checked against the samples so scores of unknown samples become error records; and,
+//! as the output `<node>.progress`, validation progress from `<path>/progress-N.jsonl` for the
+//! adaptive curriculum.
 
 use super::{Dataflow, FeedbackInput, ModelPool, NodeInfo, Op, OpError, Opened, Ready, Role, Stream};
-use crate::operators::feedback::LocatedScore;
+use crate::operators::feedback::{LocatedProgress, LocatedScore};
 use crate::operators::{FeedbackExt, FeedbackState};
 use crate::record::RecordKind;
 use differential_dataflow::input::Input;
@@ -31,6 +33,9 @@ impl Op for FeedbackConfig {
             _ => Err(super::wrong_inputs("one input of Sample", inputs)),
         }
     }
+    fn port(&self, port: &str, _inputs: &[RecordKind]) -> Option<RecordKind> {
+        (port == "progress").then_some(RecordKind::Progress)
+    }
     fn role(&self) -> Role {
         Role::Input
     }
@@ -55,11 +60,16 @@ impl super::Node for FeedbackConfig {
     ) -> Stream<'scope> {
         let stats = dataflow.stats_of(&node.name);
         let (input, located) = dataflow.scope.new_collection::<LocatedScore, isize>();
+        let (progress, located_progress) =
+            dataflow.scope.new_collection::<LocatedProgress, isize>();
         dataflow.feedback.push(FeedbackInput {
             node: node.name.clone(),
             state: FeedbackState::new(&node.name, self.path.clone()),
             input,
+            progress,
         });
+        let progress = located_progress.map(|(progress, _)| progress);
+        dataflow.add_port(&node.name, "progress", Stream::Progress(progress));
         let counted = Arc::clone(&stats);
         let located = located.inspect(move |(_, _, diff)| counted.records_in(*diff));
         let (scores, unknown) = located.against_samples(&node.name, inputs[0].samples());

@@ -91,6 +91,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     /// The kind of record the node gives, from its inputs' kinds in order, or why they do not
     /// fit (phase 3); `None` for a node that gives nothing.
     fn output(&self, inputs: &[RecordKind]) -> Result<Option<RecordKind>, OpError>;
+    /// The kind of a named extra output (`node.port` in other nodes' inputs), if the op has
+    /// one by that name, given the node's input kinds.
+    fn port(&self, _port: &str, _inputs: &[RecordKind]) -> Option<RecordKind> {
+        None
+    }
     /// The `[models]` entry the node runs, if any.
     fn model(&self) -> Option<&str> {
         None
