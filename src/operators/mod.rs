@@ -2,6 +2,7 @@
 //! collections (or, for inputs and outputs, a small driver), tested alone.
 
 pub mod classify;
+pub mod curriculum;
 pub mod feedback;
 pub mod generate;
 pub mod hard;

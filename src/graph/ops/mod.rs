@@ -168,6 +168,7 @@ registry! {
     "sink" => sink::SinkConfig,
     "filter" => filter::FilterConfig,
     "sample" => sample::SampleConfig,
+    "curriculum" => curriculum::CurriculumConfig,
 }
 
 fn parse<C: Op + DeserializeOwned + 'static>(
