@@ -313,7 +313,7 @@ impl BatchWorker for GenerateWorker {
                         .zip(images)
                         .map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?)))
                         .collect();
-                    match pngs.and_then(|pngs| self.store.put_many(&pngs)) {
+                    match pngs.and_then(|pngs| self.store.put_many(&pngs).map_err(|e| e.to_string())) {
                         Ok(stored) => {
                             for ((i, _, _), s) in todo.iter().zip(stored) {
                                 answers[*i] = Some(Ok((s, true)));

@@ -3,7 +3,10 @@
 
 pub mod atomic;
 pub mod contact_sheet;
+pub mod error;
 pub mod images;
 pub mod manifest;
 pub mod parquet_table;
 pub mod state;
+
+pub use error::StoreError;
