@@ -312,7 +312,7 @@ fn write(
         }
         Err(e) => {
             params.stats.error(1);
-            log.error.get_or_insert(e);
+            log.error.get_or_insert(e.to_string());
         }
     }
 }

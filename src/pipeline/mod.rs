@@ -126,7 +126,7 @@ impl Pipeline {
         let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
         let output = &self.compiled.pipeline.output;
         let saved = RunState::load(output)
-            .map_err(PipelineError::Run)?
+            .map_err(|e| PipelineError::Run(e.to_string()))?
             .next_version();
         // Never reuse a version a crashed run wrote without committing it.
         let first_version = saved.max(next_unused_version(output));

@@ -312,7 +312,7 @@ impl RunningPipeline {
                     last_version: Some(*last),
                 }
                 .save(output)
-                .map_err(PipelineError::Run)?;
+                .map_err(|e| PipelineError::Run(e.to_string()))?;
             }
             self.versions = versions;
         }

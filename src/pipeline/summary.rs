@@ -70,6 +70,7 @@ pub fn write_summary(summary: &RunSummary, path: &Path) -> Result<(), String> {
         path,
         &serde_json::to_vec_pretty(summary).expect("summary serialises"),
     )
+    .map_err(|e| e.to_string())
 }
 
 /// A spinner on a terminal (the caller only makes one when stderr is one).

@@ -3,8 +3,9 @@
 //! digest, computed once when it opens, covers everything that decides a score (the ONNX file,
 //! any external-data files beside it, and the metadata); `classify` puts it in its memo key.
 
+use super::error::RuntimeError;
 use super::image_input::{decode_into, ImageSpec};
-use super::model_meta::ModelMeta;
+use super::model_meta::{ModelMeta, META_FILE};
 use super::onnx::{self, SessionOptions};
 use super::service::{BatchWorker, ServiceStats};
 use crate::record::Digest;
@@ -32,16 +33,16 @@ pub struct ClassifierOutput {
 
 impl Classifier {
     /// Opens the model folder's ONNX file and checks it fits its metadata.
-    pub fn open(folder: &Path, options: &SessionOptions) -> Result<Classifier, String> {
+    pub fn open(folder: &Path, options: &SessionOptions) -> Result<Classifier, RuntimeError> {
         let (meta, meta_file) = ModelMeta::load(folder)?;
         let file = folder.join(&meta.onnx);
         let digest = model_digest(&file, &meta_file)?;
         let session = onnx::open_session(&file, options)?;
         let logits_name = meta
             .output("logits")
-            .map_err(|e| format!("{}: {e}", folder.join("discl.toml").display()))?
+            .map_err(|e| RuntimeError::config(&folder.join(META_FILE), e.to_string()))?
             .to_string();
-        check_io(&session, &meta, &logits_name).map_err(|e| format!("{}: {e}", file.display()))?;
+        check_io(&session, &meta, &logits_name, &file)?;
         let [channels, height, width] = meta.input_shape;
         let spec = ImageSpec {
             channels,
@@ -75,11 +76,14 @@ impl Classifier {
     }
 
     /// Runs the model on `n` prepared images laid out back to back; returns `n` rows of logits.
-    pub fn logits(&mut self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, String> {
+    pub fn logits(&mut self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let [c, h, w] = self.meta.input_shape;
         let shape = [n, c, h, w];
-        let input = TensorRef::from_array_view((shape, pixels)).map_err(|e| e.to_string())?;
-        let fail = |e: ort::Error| format!("{}: {e}", self.file.display());
+        let input = TensorRef::from_array_view((shape, pixels))?;
+        let fail = |source: ort::Error| RuntimeError::Inference {
+            file: self.file.clone(),
+            source,
+        };
         let outputs = self
             .session
             .run(ort::inputs![self.meta.input.as_str() => input])
@@ -89,10 +93,12 @@ impl Classifier {
             .map_err(fail)?;
         let classes = self.meta.classes.len();
         if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != classes {
-            return Err(format!(
-                "{}: logits came back with shape {shape:?}, expected [{n}, {classes}]",
-                self.file.display()
-            ));
+            return Err(RuntimeError::Output {
+                file: self.file.clone(),
+                message: format!(
+                    "logits came back with shape {shape:?}, expected [{n}, {classes}]"
+                ),
+            });
         }
         Ok(data.chunks(classes).map(<[f32]>::to_vec).collect())
     }
@@ -100,13 +106,13 @@ impl Classifier {
 
 /// Hashes the ONNX file, the files beside it whose names extend its name (external data) and
 /// the metadata file, each with its name and length so no two sets hash alike.
-fn model_digest(onnx: &Path, meta_file: &Path) -> Result<Digest, String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+fn model_digest(onnx: &Path, meta_file: &Path) -> Result<Digest, RuntimeError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| RuntimeError::io(path, e));
     let onnx_bytes = read(onnx)?;
     let name = onnx.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut data_files: Vec<_> = match (onnx.parent(), &name) {
         (Some(folder), Some(name)) => std::fs::read_dir(folder)
-            .map_err(|e| format!("{}: {e}", folder.display()))?
+            .map_err(|e| RuntimeError::io(folder, e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|path| {
                 path.file_name()
@@ -134,20 +140,29 @@ fn model_digest(onnx: &Path, meta_file: &Path) -> Result<Digest, String> {
     Ok(Digest(*hasher.finalize().as_bytes()))
 }
 
-fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), String> {
+fn check_io(
+    session: &Session,
+    meta: &ModelMeta,
+    logits: &str,
+    file: &Path,
+) -> Result<(), RuntimeError> {
+    let fail = |message: String| RuntimeError::interface(file, message);
     let inputs = onnx::inputs(session);
     let input = inputs
         .iter()
         .find(|i| i.name == meta.input)
         .ok_or_else(|| {
             let names: Vec<_> = inputs.iter().map(|i| i.name.as_str()).collect();
-            format!("has no input `{}` (its inputs: {names:?})", meta.input)
+            fail(format!(
+                "has no input `{}` (its inputs: {names:?})",
+                meta.input
+            ))
         })?;
     if !input.is(onnx::TensorElementType::Float32) {
-        return Err(format!(
+        return Err(fail(format!(
             "input `{}` is {}, expected Float32",
             input.name, input.element
-        ));
+        )));
     }
     let [c, h, w] = meta.input_shape;
     let wanted = [-1, c as i64, h as i64, w as i64];
@@ -159,29 +174,29 @@ fn check_io(session: &Session, meta: &ModelMeta, logits: &str) -> Result<(), Str
             .skip(1)
             .all(|(&got, want)| got == -1 || got == want);
     if fits && input.shape[0] != -1 {
-        return Err(format!(
+        return Err(fail(format!(
             "input `{}` has a fixed batch of {}; export the model with a dynamic batch dimension",
             input.name, input.shape[0]
-        ));
+        )));
     }
     if !fits {
-        return Err(format!(
+        return Err(fail(format!(
             "input `{}` has shape {:?}, expected [batch, {c}, {h}, {w}]",
             input.name, input.shape
-        ));
+        )));
     }
     let outputs = onnx::outputs(session);
     let output = outputs.iter().find(|o| o.name == logits).ok_or_else(|| {
         let names: Vec<_> = outputs.iter().map(|o| o.name.as_str()).collect();
-        format!("has no output `{logits}` (its outputs: {names:?})")
+        fail(format!("has no output `{logits}` (its outputs: {names:?})"))
     })?;
     let classes = meta.classes.len() as i64;
     match output.shape.last() {
         Some(&n) if n == classes || n == -1 => Ok(()),
-        _ => Err(format!(
+        _ => Err(fail(format!(
             "output `{logits}` has shape {:?}, expected [batch, {classes}] for {classes} classes",
             output.shape
-        )),
+        ))),
     }
 }
 
@@ -234,7 +249,9 @@ impl BatchWorker for Classifier {
         for (i, item) in items.iter().enumerate() {
             let loaded = std::fs::read(&item.path)
                 .map_err(|e| format!("cannot read image: {e}"))
-                .and_then(|bytes| decode_into(&bytes, &self.spec, &mut pixels));
+                .and_then(|bytes| {
+                    decode_into(&bytes, &self.spec, &mut pixels).map_err(|e| e.to_string())
+                });
             match loaded {
                 Ok(()) => prepared.push(i),
                 Err(e) => results[i] = Some(Err(e)),
@@ -249,8 +266,9 @@ impl BatchWorker for Classifier {
                     }
                 }
                 Err(e) => {
+                    let message = e.to_string();
                     for &i in &prepared {
-                        results[i] = Some(Err(e.clone()));
+                        results[i] = Some(Err(message.clone()));
                     }
                 }
             }

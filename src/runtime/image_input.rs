@@ -1,5 +1,6 @@
 //! Decoding image files into normalised CHW tensors for a model's image input.
 
+use super::error::RuntimeError;
 use image::imageops::FilterType;
 
 /// How a model wants its image input.
@@ -25,8 +26,8 @@ impl ImageSpec {
 
 /// Decodes `bytes` (PNG or JPEG), converts to the spec's channels, resizes if needed, scales to
 /// [0, 1], normalises and appends the CHW floats to `out`. Errors say what was wrong with the image.
-pub fn decode_into(bytes: &[u8], spec: &ImageSpec, out: &mut Vec<f32>) -> Result<(), String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+pub fn decode_into(bytes: &[u8], spec: &ImageSpec, out: &mut Vec<f32>) -> Result<(), RuntimeError> {
+    let img = image::load_from_memory(bytes)?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let img = if img.width() != w || img.height() != h {
         img.resize_exact(w, h, FilterType::Triangle)
@@ -52,8 +53,8 @@ pub fn decode_into(bytes: &[u8], spec: &ImageSpec, out: &mut Vec<f32>) -> Result
 }
 
 /// Checks that `bytes` decode as an image, without converting it.
-pub fn check_decodes(bytes: &[u8]) -> Result<(u32, u32), String> {
-    let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+pub fn check_decodes(bytes: &[u8]) -> Result<(u32, u32), RuntimeError> {
+    let img = image::load_from_memory(bytes)?;
     Ok((img.width(), img.height()))
 }
 
@@ -108,7 +109,8 @@ mod tests {
         let mut bytes = png(4, 4, 9);
         bytes.truncate(20);
         let err = decode_into(&bytes, &spec, &mut Vec::new()).unwrap_err();
-        assert!(err.starts_with("cannot decode image"), "{err}");
+        assert!(matches!(err, RuntimeError::Decode(_)), "{err:?}");
+        assert!(err.to_string().starts_with("cannot decode image"), "{err}");
         assert!(check_decodes(b"not an image").is_err());
     }
 }

@@ -4,6 +4,7 @@
 pub mod classifier;
 pub mod device;
 pub mod diffusion;
+pub mod error;
 pub mod image_input;
 pub mod model_meta;
 pub mod onnx;
@@ -12,5 +13,6 @@ pub mod service;
 
 pub use classifier::{Classifier, ClassifierOutput};
 pub use device::Device;
+pub use error::RuntimeError;
 pub use model_meta::ModelMeta;
 pub use service::{InferenceService, ServiceStats};

@@ -1,6 +1,7 @@
 //! The `discl.toml` file beside every classifier or scorer model: input size, normalisation,
 //! class names and output names, so the engine never guesses how to feed a model.
 
+use super::error::RuntimeError;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -34,38 +35,40 @@ pub struct ModelMeta {
 
 impl ModelMeta {
     /// Reads `<folder>/discl.toml` and checks it is self-consistent.
-    pub fn load(folder: &Path) -> Result<(ModelMeta, PathBuf), String> {
+    pub fn load(folder: &Path) -> Result<(ModelMeta, PathBuf), RuntimeError> {
         let file = folder.join(META_FILE);
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let meta: ModelMeta =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
-        meta.check()
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| RuntimeError::io(&file, e))?;
+        let meta: ModelMeta = toml::from_str(&text).map_err(|source| RuntimeError::Toml {
+            file: file.clone(),
+            source,
+        })?;
+        meta.check(&file)?;
         Ok((meta, file))
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks the metadata is self-consistent; errors name `file`.
+    fn check(&self, file: &Path) -> Result<(), RuntimeError> {
+        let fail = |message: String| Err(RuntimeError::config(file, message));
         let channels = self.input_shape[0];
         if channels != 1 && channels != 3 {
-            return Err(format!(
+            return fail(format!(
                 "input_shape has {channels} channels; 1 (grey) or 3 (RGB) are supported"
             ));
         }
         if self.mean.len() != channels || self.std.len() != channels {
-            return Err(format!(
+            return fail(format!(
                 "mean and std need {channels} values each, one per channel"
             ));
         }
         if self.std.iter().any(|s| *s <= 0.0) {
-            return Err("std values must be positive".into());
+            return fail("std values must be positive".into());
         }
         if self.classes.is_empty() {
-            return Err("classes is empty".into());
+            return fail("classes is empty".into());
         }
         if let Some(names) = &self.display_names {
             if names.len() != self.classes.len() {
-                return Err(format!(
+                return fail(format!(
                     "display_names has {} names for {} classes",
                     names.len(),
                     self.classes.len()
@@ -76,11 +79,13 @@ impl ModelMeta {
     }
 
     /// The output name for a role, or an error naming the missing role.
-    pub fn output(&self, role: &str) -> Result<&str, String> {
+    pub fn output(&self, role: &str) -> Result<&str, RuntimeError> {
         self.outputs
             .get(role)
             .map(String::as_str)
-            .ok_or_else(|| format!("[outputs] has no `{role}` entry"))
+            .ok_or_else(|| RuntimeError::NoOutputRole {
+                role: role.to_string(),
+            })
     }
 
     /// Index of a class name.
@@ -119,6 +124,7 @@ logits = "logits"
         assert!(meta
             .output("features")
             .unwrap_err()
+            .to_string()
             .contains("no `features`"));
     }
 
@@ -138,11 +144,11 @@ classes = ["a"]
 logits = "logits"
 "#,
         );
-        let err = ModelMeta::load(dir.path()).unwrap_err();
+        let err = ModelMeta::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("discl.toml"), "{err}");
         assert!(err.contains("3 values each"), "{err}");
         write(dir.path(), "kind = \"classifier\"\nbogus = 1\n");
-        let err = ModelMeta::load(dir.path()).unwrap_err();
+        let err = ModelMeta::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 //! copy is found relative to the working directory.
 
 use super::device::Device;
+use super::error::RuntimeError;
 use ort::session::Session;
 pub use ort::value::TensorElementType;
 use std::path::{Path, PathBuf};
@@ -13,25 +14,34 @@ use std::sync::OnceLock;
 /// Where `scripts/setup.sh` puts the ONNX Runtime library, relative to the repository root.
 pub const BUNDLED_LIBRARY: &str = "vendor/onnxruntime/libonnxruntime.so.1.31.1";
 
-static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, RuntimeError>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, created on first use.
-pub fn environment() -> Result<&'static ort::environment::Environment, String> {
+pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
             let library = library_path()?;
-            let builder = ort::init_from(&library)
-                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
+            let builder = ort::init_from(&library).map_err(|e| RuntimeError::Library {
+                path: library.clone(),
+                message: e.to_string(),
+            })?;
             builder
                 .with_name("discl")
                 .build()
-                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+                .map_err(|e| RuntimeError::Environment {
+                    message: e.to_string(),
+                })
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(|e| {
+            e.library_copy()
+                .unwrap_or_else(|| RuntimeError::Environment {
+                    message: e.to_string(),
+                })
+        })
 }
 
-fn library_path() -> Result<PathBuf, String> {
+fn library_path() -> Result<PathBuf, RuntimeError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
         return Ok(PathBuf::from(path));
     }
@@ -39,9 +49,7 @@ fn library_path() -> Result<PathBuf, String> {
     if local.exists() {
         return Ok(local.to_path_buf());
     }
-    Err(format!(
-        "ONNX Runtime library not found: set ORT_DYLIB_PATH or run `scripts/setup.sh` (it installs {BUNDLED_LIBRARY})"
-    ))
+    Err(RuntimeError::LibraryNotFound)
 }
 
 /// How a session is built.
@@ -65,18 +73,24 @@ impl Default for SessionOptions {
 }
 
 /// Opens `file` as a session on the requested device; errors name the file.
-pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, String> {
+pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, RuntimeError> {
     let env = environment()?;
-    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    let fail = |source: ort::Error| RuntimeError::Session {
+        file: file.to_path_buf(),
+        source,
+    };
     if !file.exists() {
-        return Err(format!("{}: no such model file", file.display()));
+        return Err(RuntimeError::Missing {
+            path: file.to_path_buf(),
+            what: "no such model file",
+        });
     }
     let mut builder = Session::builder(env)
-        .map_err(|e| fail(&e))?
+        .map_err(fail)?
         .with_intra_threads(options.intra_threads.max(1))
-        .map_err(|e| fail(&e))?
+        .map_err(|e| fail(e.into()))?
         .with_intra_op_spinning(false)
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(e.into()))?;
     if let Device::Cuda(id) = options.device {
         use ort::ep::ExecutionProvider;
         let cuda = ort::ep::CUDA::default().with_device_id(id);
@@ -85,18 +99,22 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, St
             (true, _) => {
                 builder = builder
                     .with_execution_providers([cuda.build().error_on_failure()])
-                    .map_err(|e| fail(&format!("cannot use CUDA device {id}: {e}")))?;
+                    .map_err(|source| RuntimeError::Cuda {
+                        file: file.to_path_buf(),
+                        device: id,
+                        source: source.into(),
+                    })?;
             }
             (false, true) => {}
             (false, false) => {
-                return Err(format!(
-                    "{}: device cuda:{id} asked for, but the loaded ONNX Runtime has no CUDA support (install the GPU build, or set fallback = \"cpu\")",
-                    file.display()
-                ))
+                return Err(RuntimeError::NoCuda {
+                    file: file.to_path_buf(),
+                    device: id,
+                })
             }
         }
     }
-    builder.commit_from_file(file).map_err(|e| fail(&e))
+    builder.commit_from_file(file).map_err(fail)
 }
 
 /// A tensor's element type and shape as an ONNX file declares them (-1 for a dynamic dimension).

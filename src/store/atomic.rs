@@ -1,6 +1,7 @@
 //! Atomic file and folder writes: write beside the target, fsync, rename into place, fsync the
 //! parent, so a reader sees the old file or the new one, never a torn one.
 
+use super::error::StoreError;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,14 +19,14 @@ pub fn temp_sibling(target: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to `target` atomically and durably (fsync of the file and its folder).
-pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_file_with(target, bytes, true)
 }
 
 /// Writes `bytes` to `target` atomically; with `sync`, durably too. Without it a crash may
 /// lose the file (never tear it): for content-addressed files whose reader checks the digest.
-pub fn write_file_with(target: &Path, bytes: &[u8], sync: bool) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("{}: {e}", target.display());
+pub fn write_file_with(target: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
+    let fail = |e| StoreError::io(target, e);
     if let Some(parent) = target.parent() {
         fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -44,18 +45,18 @@ pub fn write_file_with(target: &Path, bytes: &[u8], sync: bool) -> Result<(), St
 }
 
 /// Fsyncs a folder so renames inside it are durable.
-pub fn sync_dir(dir: &Path) -> Result<(), String> {
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 /// Points the symlink `link` at `target` (a sibling name) atomically.
-pub fn replace_symlink(link: &Path, target: &str) -> Result<(), String> {
+pub fn replace_symlink(link: &Path, target: &str) -> Result<(), StoreError> {
     let temp = temp_sibling(link);
     let _ = fs::remove_file(&temp);
-    std::os::unix::fs::symlink(target, &temp).map_err(|e| format!("{}: {e}", temp.display()))?;
-    fs::rename(&temp, link).map_err(|e| format!("{}: {e}", link.display()))?;
+    std::os::unix::fs::symlink(target, &temp).map_err(|e| StoreError::io(&temp, e))?;
+    fs::rename(&temp, link).map_err(|e| StoreError::io(link, e))?;
     sync_dir(link.parent().unwrap_or(Path::new(".")))
 }
 

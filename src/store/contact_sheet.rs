@@ -4,6 +4,7 @@
 //! seed. Small images are scaled up (nearest neighbour) so a person can see them.
 
 use super::atomic::write_file;
+use super::error::StoreError;
 use crate::record::{Digest, Synthetic};
 use image::{imageops, DynamicImage, RgbImage};
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ pub fn write_contact_sheets<'a>(
     output: &Path,
     synthetic: impl Iterator<Item = &'a Synthetic>,
     drawn: &mut HashMap<(String, u64), Digest>,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let mut by_source: BTreeMap<(&str, u64), Spectrum> = BTreeMap::new();
     for s in synthetic {
         by_source
@@ -55,24 +56,27 @@ pub fn write_contact_sheets<'a>(
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(StoreError::Encode)?;
         write_file(&target, &bytes)?;
         drawn.insert((source.to_string(), sample), content);
     }
     Ok(())
 }
 
-fn load(path: &Path) -> Result<RgbImage, String> {
+fn load(path: &Path) -> Result<RgbImage, StoreError> {
     image::open(path)
         .map(|i| i.to_rgb8())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| StoreError::Image {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn sheet(
     output: &Path,
     source: &str,
     images: &BTreeMap<(u16, u32), &Synthetic>,
-) -> Result<RgbImage, String> {
+) -> Result<RgbImage, StoreError> {
     let levels: Vec<u16> = images
         .keys()
         .map(|(l, _)| *l)
@@ -102,7 +106,10 @@ fn sheet(
     };
     let real = image::open(source)
         .map(DynamicImage::into_rgb8)
-        .map_err(|e| format!("{source}: {e}"))?;
+        .map_err(|e| StoreError::Image {
+            path: source.into(),
+            source: e,
+        })?;
     place(&real, 0, 0);
     for ((level, seed), s) in images {
         let row = 1 + levels.iter().position(|l| l == level).expect("listed") as u32;

@@ -6,6 +6,7 @@
 //! interrupted run resumes with every finished image and regenerates any that a crash lost.
 
 use super::atomic::write_file_with;
+use super::error::StoreError;
 use crate::record::Digest;
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -24,55 +25,59 @@ pub struct StoredImage {
 /// The image store of one output folder.
 pub struct ImageStore {
     root: PathBuf,
+    /// The index database's file, for messages.
+    index: PathBuf,
     db: Database,
 }
 
 impl ImageStore {
     /// Opens (or creates) the store under `output`. Each process of a timely cluster keeps
     /// its own index (the database is locked by one process), over the shared image folder.
-    pub fn open(output: &Path, process: usize) -> Result<ImageStore, String> {
+    pub fn open(output: &Path, process: usize) -> Result<ImageStore, StoreError> {
         let index = match process {
             0 => output.join("state/synthetic.redb"),
             p => output.join(format!("state/synthetic-p{p}.redb")),
         };
         std::fs::create_dir_all(index.parent().expect("state folder"))
-            .map_err(|e| format!("{}: {e}", index.display()))?;
-        let db = Database::create(&index)
-            .map_err(|e| format!("{}: cannot open image index: {e}", index.display()))?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| format!("{}: {e}", index.display()))?;
+            .map_err(|e| StoreError::io(&index, e))?;
+        let db = Database::create(&index).map_err(|e| StoreError::OpenIndex {
+            path: index.clone(),
+            source: e.into(),
+        })?;
+        let txn = db.begin_write().map_err(|e| StoreError::index(&index, e))?;
         txn.open_table(IMAGES)
-            .map_err(|e| format!("{}: {e}", index.display()))?;
-        txn.commit()
-            .map_err(|e| format!("{}: {e}", index.display()))?;
+            .map_err(|e| StoreError::index(&index, e))?;
+        txn.commit().map_err(|e| StoreError::index(&index, e))?;
         Ok(ImageStore {
             root: output.to_path_buf(),
+            index,
             db,
         })
     }
 
     /// The stored image for a content key, if it exists and its file is still there.
-    pub fn get(&self, key: &Digest) -> Result<Option<StoredImage>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
-        let table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
-        let Some(value) = table.get(key.0.as_slice()).map_err(|e| e.to_string())? else {
+    pub fn get(&self, key: &Digest) -> Result<Option<StoredImage>, StoreError> {
+        let fail = |e: redb::Error| StoreError::index(&self.index, e);
+        let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let table = txn.open_table(IMAGES).map_err(|e| fail(e.into()))?;
+        let Some(value) = table.get(key.0.as_slice()).map_err(|e| fail(e.into()))? else {
             return Ok(None);
         };
-        let stored: StoredImage = bincode::deserialize(value.value())
-            .map_err(|e| format!("corrupt image index entry: {e}"))?;
+        let stored: StoredImage =
+            bincode::deserialize(value.value()).map_err(StoreError::IndexEntry)?;
         let intact = std::fs::read(self.root.join(&stored.file))
             .is_ok_and(|bytes| Digest::of(&bytes) == stored.digest);
         Ok(intact.then_some(stored))
     }
 
     /// Writes `png` for `key` (file first, then the index entry) and returns the entry.
-    pub fn put(&self, key: &Digest, png: &[u8]) -> Result<StoredImage, String> {
+    pub fn put(&self, key: &Digest, png: &[u8]) -> Result<StoredImage, StoreError> {
         Ok(self.put_many(&[(*key, png.to_vec())])?.remove(0))
     }
 
     /// Writes several images: every file first, then their index entries in one transaction.
-    pub fn put_many(&self, images: &[(Digest, Vec<u8>)]) -> Result<Vec<StoredImage>, String> {
+    pub fn put_many(&self, images: &[(Digest, Vec<u8>)]) -> Result<Vec<StoredImage>, StoreError> {
+        let fail = |e: redb::Error| StoreError::index(&self.index, e);
         let mut stored = Vec::with_capacity(images.len());
         for (key, png) in images {
             let hex = key.to_hex();
@@ -83,17 +88,17 @@ impl ImageStore {
                 digest: Digest::of(png),
             });
         }
-        let txn = self.db.begin_write().map_err(|e| e.to_string())?;
+        let txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
         {
-            let mut table = txn.open_table(IMAGES).map_err(|e| e.to_string())?;
+            let mut table = txn.open_table(IMAGES).map_err(|e| fail(e.into()))?;
             for ((key, _), entry) in images.iter().zip(&stored) {
                 let bytes = bincode::serialize(entry).expect("serialisable");
                 table
                     .insert(key.0.as_slice(), bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| fail(e.into()))?;
             }
         }
-        txn.commit().map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| fail(e.into()))?;
         Ok(stored)
     }
 

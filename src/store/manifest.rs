@@ -2,6 +2,7 @@
 //! a version folder that is renamed into place whole, then `current` is pointed at it.
 
 use super::atomic::{replace_symlink, sync_dir, write_file};
+use super::error::StoreError;
 use super::parquet_table::encode_rows;
 use crate::record::{ErrorRecord, Progress, RecordKind, Sample, Score, StageItem, StagePlan, Synthetic};
 use serde::Serialize;
@@ -118,29 +119,29 @@ pub fn write_snapshot(
     tables: &[Vec<(&Row, isize)>],
     formats: &[ManifestFormat],
     keep: usize,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     if inputs.len() != kinds.len() || inputs.len() != tables.len() {
-        return Err(format!(
-            "{}: {} inputs, {} kinds and {} tables",
-            folder.display(),
-            inputs.len(),
-            kinds.len(),
-            tables.len()
-        ));
+        return Err(StoreError::SnapshotShape {
+            folder: folder.to_path_buf(),
+            inputs: inputs.len(),
+            kinds: kinds.len(),
+            tables: tables.len(),
+        });
     }
     for ((input, kind), rows) in inputs.iter().zip(kinds).zip(tables) {
         if let Some((row, _)) = rows.iter().find(|(row, _)| TableKind::of(row) != *kind) {
-            return Err(format!(
-                "{}: input `{input}` carries {kind} records, not {}",
-                folder.display(),
-                TableKind::of(row)
-            ));
+            return Err(StoreError::WrongKind {
+                folder: folder.to_path_buf(),
+                input: input.clone(),
+                kind: *kind,
+                found: TableKind::of(row),
+            });
         }
     }
     let name = version_dir(version);
     let target = folder.join(&name);
     let staging = folder.join(format!(".{name}.tmp-{}", std::process::id()));
-    let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let fail = StoreError::io;
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| fail(&staging, e))?;
     let mut counts = serde_json::Map::new();
@@ -154,7 +155,10 @@ pub fn write_snapshot(
             let bytes = match format {
                 ManifestFormat::Jsonl => jsonl(&rows),
                 ManifestFormat::Parquet => {
-                    encode_rows(*kind, &rows).map_err(|e| format!("input `{input}`: {e}"))?
+                    encode_rows(*kind, &rows).map_err(|e| StoreError::Table {
+                        input: input.clone(),
+                        source: Box::new(e),
+                    })?
                 }
             };
             write_file(
@@ -177,9 +181,9 @@ pub fn write_snapshot(
     prune(folder, version, keep)
 }
 
-fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), String> {
+fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), StoreError> {
     let mut versions: Vec<u64> = fs::read_dir(folder)
-        .map_err(|e| format!("{}: {e}", folder.display()))?
+        .map_err(|e| StoreError::io(folder, e))?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
         .filter(|v| *v < current)
@@ -188,7 +192,7 @@ fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), String> {
     let drop = versions.len().saturating_sub(keep);
     for v in &versions[..drop] {
         let dir = folder.join(version_dir(*v));
-        fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::remove_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
     }
     Ok(())
 }
@@ -368,6 +372,11 @@ mod tests {
             1,
         )
         .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::WrongKind { input, kind: TableKind::Score, found: TableKind::Error, .. } if input == "scores"),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.ends_with("input `scores` carries Score records, not Error"),
             "{err}"

@@ -3,8 +3,11 @@
 
 pub mod atomic;
 pub mod contact_sheet;
+pub mod error;
 pub mod images;
 pub mod manifest;
 pub mod parquet_table;
 pub mod state;
 pub mod table_columns;
+
+pub use error::StoreError;

@@ -2,6 +2,7 @@
 //! kind a sink's input carries (so an empty table still has its kind's columns), and columns
 //! that borrow from the rows rather than cloning them.
 
+use super::error::StoreError;
 pub use super::table_columns::encode_rows;
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int32Type, Int64Type};
@@ -52,30 +53,25 @@ impl Column<'_> {
 }
 
 /// Encodes named columns of equal length as a Parquet file.
-pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, String> {
+pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, StoreError> {
     let fields: String = columns
         .iter()
         .map(|(name, c)| c.schema(name))
         .collect::<Vec<_>>()
         .join(" ");
-    let schema = Arc::new(
-        parse_message_type(&format!("message manifest {{ {fields} }}"))
-            .map_err(|e| e.to_string())?,
-    );
+    let schema = Arc::new(parse_message_type(&format!(
+        "message manifest {{ {fields} }}"
+    ))?);
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build(),
     );
     let mut bytes = Vec::new();
-    let mut writer =
-        SerializedFileWriter::new(&mut bytes, schema, props).map_err(|e| e.to_string())?;
-    let mut group = writer.next_row_group().map_err(|e| e.to_string())?;
+    let mut writer = SerializedFileWriter::new(&mut bytes, schema, props)?;
+    let mut group = writer.next_row_group()?;
     for (_, column) in columns {
-        let mut out = group
-            .next_column()
-            .map_err(|e| e.to_string())?
-            .expect("a column per schema field");
+        let mut out = group.next_column()?.expect("a column per schema field");
         let written = match column {
             Column::U64(values) => {
                 // Unsigned values keep their bits in the signed physical type.
@@ -136,11 +132,11 @@ pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, String> {
                     .write_batch(&values, Some(&defs), Some(&reps))
             }
         };
-        written.map_err(|e| e.to_string())?;
-        out.close().map_err(|e| e.to_string())?;
+        written?;
+        out.close()?;
     }
-    group.close().map_err(|e| e.to_string())?;
-    writer.close().map_err(|e| e.to_string())?;
+    group.close()?;
+    writer.close()?;
     Ok(bytes)
 }
 
@@ -329,6 +325,16 @@ mod tests {
     fn a_row_of_another_kind_is_an_error_not_a_panic() {
         let row = synthetic(0, None);
         let err = encode_rows(TableKind::Sample, &[&row]).unwrap_err();
-        assert_eq!(err, "a Synthetic row in a table of Sample records");
+        assert!(matches!(
+            err,
+            StoreError::WrongRow {
+                row: TableKind::Synthetic,
+                table: TableKind::Sample
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "a Synthetic row in a table of Sample records"
+        );
     }
 }

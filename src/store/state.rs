@@ -2,6 +2,7 @@
 //! instead of overwriting earlier snapshots.
 
 use super::atomic::write_file;
+use super::error::StoreError;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -16,12 +17,13 @@ const FILE: &str = "state/run.json";
 
 impl RunState {
     /// Reads `<output>/state/run.json`; a missing file is a fresh start.
-    pub fn load(output: &Path) -> Result<RunState, String> {
+    pub fn load(output: &Path) -> Result<RunState, StoreError> {
         let file = output.join(FILE);
         match std::fs::read_to_string(&file) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display())),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|source| StoreError::Json { path: file, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RunState::default()),
-            Err(e) => Err(format!("{}: {e}", file.display())),
+            Err(e) => Err(StoreError::io(&file, e)),
         }
     }
 
@@ -31,7 +33,7 @@ impl RunState {
     }
 
     /// Writes the state atomically.
-    pub fn save(&self, output: &Path) -> Result<(), String> {
+    pub fn save(&self, output: &Path) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(self).expect("serialisable");
         write_file(&output.join(FILE), &json)
     }
@@ -53,6 +55,9 @@ mod tests {
         .unwrap();
         assert_eq!(RunState::load(dir.path()).unwrap().next_version(), 5);
         std::fs::write(dir.path().join(FILE), "{").unwrap();
-        assert!(RunState::load(dir.path()).unwrap_err().contains("run.json"));
+        assert!(RunState::load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("run.json"));
     }
 }

@@ -1,13 +1,14 @@
 //! The columns of each record kind's manifest table, borrowed from the rows: the schema is
 //! fixed by the kind, so an empty table has the same columns as a full one.
 
+use super::error::StoreError;
 use super::manifest::{Row, TableKind};
 use super::parquet_table::{encode, Column};
 use crate::record::{ErrorRecord, Progress, Sample, Score, StageItem, StagePlan, Synthetic};
 use std::borrow::Cow;
 
 /// Encodes rows that all have the kind `kind` as a Parquet file with that kind's columns.
-pub fn encode_rows(kind: TableKind, rows: &[&Row]) -> Result<Vec<u8>, String> {
+pub fn encode_rows(kind: TableKind, rows: &[&Row]) -> Result<Vec<u8>, StoreError> {
     match kind {
         TableKind::Sample => {
             let rows = narrow(kind, rows, |r| match r {
@@ -66,11 +67,13 @@ fn narrow<'a, T>(
     kind: TableKind,
     rows: &[&'a Row],
     pick: impl Fn(&'a Row) -> Option<&'a T>,
-) -> Result<Vec<&'a T>, String> {
+) -> Result<Vec<&'a T>, StoreError> {
     rows.iter()
         .map(|row| {
-            pick(row)
-                .ok_or_else(|| format!("a {} row in a table of {kind} records", TableKind::of(row)))
+            pick(row).ok_or_else(|| StoreError::WrongRow {
+                row: TableKind::of(row),
+                table: kind,
+            })
         })
         .collect()
 }

@@ -164,7 +164,7 @@ impl GenerateConfig {
         let mut models = Vec::new();
         for _ in 0..spec.sessions.max(1) {
             let options = pool.session_options(&self.model);
-            models.push(DiffusionModel::open(&spec.path, &options).map_err(in_model)?);
+            models.push(DiffusionModel::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?);
         }
         let model = &models[0];
         let scheduler_file = spec.path.join("scheduler/scheduler_config.json");

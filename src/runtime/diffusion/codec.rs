@@ -4,11 +4,12 @@
 use super::img2img::{Generator, LATENT_CACHE};
 use super::model::Conditioning;
 use crate::record::Digest;
+use crate::runtime::error::RuntimeError;
 use ort::value::TensorRef;
 use std::sync::Arc;
 
 impl Generator {
-    pub(super) fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), String> {
+    pub(super) fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), RuntimeError> {
         let Conditioning::Text(text) = &mut self.model.conditioning else {
             return Ok(());
         };
@@ -26,7 +27,10 @@ impl Generator {
         for prompt in &missing {
             ids.extend(text.tokenizer.encode(prompt)?.into_iter().map(i64::from));
         }
-        let fail = |e: ort::Error| format!("{}: {e}", text.file.display());
+        let fail = |source: ort::Error| RuntimeError::Inference {
+            file: text.file.clone(),
+            source,
+        };
         let shape = [missing.len(), seq];
         let out = if text.input_is_int32 {
             let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
@@ -54,7 +58,7 @@ impl Generator {
     pub(super) fn encode_sources(
         &mut self,
         sources: Vec<(Digest, Arc<Vec<f32>>)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuntimeError> {
         // Evict before deciding what is missing, so nothing this batch needs is dropped.
         if self.latents.len() + sources.len() > LATENT_CACHE {
             self.latents.clear();
@@ -70,11 +74,11 @@ impl Generator {
         }
         let image_len = self.model.image_len();
         if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {
-            return Err(format!(
+            return Err(RuntimeError::request(format!(
                 "source image has {} values, the model takes {:?}",
                 image.len(),
                 self.model.image_shape
-            ));
+            )));
         }
         let Some(vae) = &mut self.model.vae else {
             for (digest, image) in missing {
@@ -84,7 +88,10 @@ impl Generator {
         };
         let [c, h, w] = self.model.image_shape;
         let latent_len = self.model.latent_shape.iter().product::<usize>();
-        let fail = |e: ort::Error| format!("{}: {e}", vae.encoder_file.display());
+        let fail = |source: ort::Error| RuntimeError::Inference {
+            file: vae.encoder_file.clone(),
+            source,
+        };
         let pixels: Vec<f32> = missing
             .iter()
             .flat_map(|(_, image)| image.iter().copied())
@@ -106,10 +113,10 @@ impl Generator {
             latent_len
         };
         if per != expected {
-            return Err(format!(
-                "{}: encoder gave {per} values per image, expected {expected}",
-                vae.encoder_file.display()
-            ));
+            return Err(RuntimeError::Output {
+                file: vae.encoder_file.clone(),
+                message: format!("encoder gave {per} values per image, expected {expected}"),
+            });
         }
         for (k, (digest, _)) in missing.into_iter().enumerate() {
             let mean = &data[k * per..k * per + latent_len];
@@ -125,13 +132,16 @@ impl Generator {
         &mut self,
         latents: Vec<Vec<f32>>,
         batch: usize,
-    ) -> Result<Vec<Vec<f32>>, String> {
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let Some(vae) = &mut self.model.vae else {
             return Ok(latents);
         };
         let [c, h, w] = self.model.latent_shape;
         let image_len = self.model.image_shape.iter().product::<usize>();
-        let fail = |e: ort::Error| format!("{}: {e}", vae.decoder_file.display());
+        let fail = |source: ort::Error| RuntimeError::Inference {
+            file: vae.decoder_file.clone(),
+            source,
+        };
         let mut images = Vec::with_capacity(latents.len());
         for chunk in latents.chunks(batch.max(1)) {
             let scaled: Vec<f32> = chunk
@@ -148,12 +158,14 @@ impl Generator {
                 .try_extract_tensor::<f32>()
                 .map_err(fail)?;
             if data.len() != chunk.len() * image_len {
-                return Err(format!(
-                    "{}: decoder gave {} values for {} images of {image_len}",
-                    vae.decoder_file.display(),
-                    data.len(),
-                    chunk.len()
-                ));
+                return Err(RuntimeError::Output {
+                    file: vae.decoder_file.clone(),
+                    message: format!(
+                        "decoder gave {} values for {} images of {image_len}",
+                        data.len(),
+                        chunk.len()
+                    ),
+                });
             }
             images.extend(data.chunks(image_len).map(<[f32]>::to_vec));
         }
@@ -162,7 +174,7 @@ impl Generator {
 }
 
 /// Encodes a CHW image with values in [-1, 1] as PNG (grey for one channel, RGB for three).
-pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, String> {
+pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, RuntimeError> {
     let [c, h, w] = shape;
     let plane = h * w;
     let byte = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 0.5) * 255.0).round() as u8;
@@ -182,8 +194,8 @@ pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, String> {
             ])
         })
         .write_to(&mut cursor, image::ImageFormat::Png),
-        other => return Err(format!("cannot write a {other}-channel image as PNG")),
+        channels => return Err(RuntimeError::Channels { channels }),
     };
-    result.map_err(|e| e.to_string())?;
+    result.map_err(|source| RuntimeError::Encode { source })?;
     Ok(bytes)
 }

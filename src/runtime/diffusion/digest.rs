@@ -6,6 +6,7 @@
 //! folder, nor outside the output folder unless that variable asks for it.
 
 use crate::record::Digest;
+use crate::runtime::error::RuntimeError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ pub struct FolderDigests {
 }
 
 /// The digest of `folder`, through the process-wide cache (see the module header).
-pub fn folder_digest(folder: &Path) -> Result<Digest, String> {
+pub fn folder_digest(folder: &Path) -> Result<Digest, RuntimeError> {
     static CACHE: OnceLock<FolderDigests> = OnceLock::new();
     CACHE
         .get_or_init(|| FolderDigests::new(default_cache_file()))
@@ -83,9 +84,8 @@ impl FolderDigests {
     }
 
     /// The digest of `folder`, read from the cache when no file's stamp changed.
-    pub fn digest(&self, folder: &Path) -> Result<Digest, String> {
-        let key =
-            std::fs::canonicalize(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    pub fn digest(&self, folder: &Path) -> Result<Digest, RuntimeError> {
+        let key = std::fs::canonicalize(folder).map_err(|e| RuntimeError::io(folder, e))?;
         let files = list(folder)?;
         let now = SystemTime::now();
         let stamps = stamps(&files)?;
@@ -124,17 +124,16 @@ impl FolderDigests {
         Ok(digest)
     }
 
-    fn hash(&self, files: &[(PathBuf, String)]) -> Result<Digest, String> {
+    fn hash(&self, files: &[(PathBuf, String)]) -> Result<Digest, RuntimeError> {
         let mut hasher = blake3::Hasher::new();
         for (file, relative) in files {
-            let mut reader =
-                std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut reader = std::fs::File::open(file).map_err(|e| RuntimeError::io(file, e))?;
             self.files_hashed.fetch_add(1, Ordering::Relaxed);
             hasher.update(relative.as_bytes());
             hasher.update(&[0]);
             hasher
                 .update_reader(&mut reader)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+                .map_err(|e| RuntimeError::io(file, e))?;
         }
         Ok(Digest(*hasher.finalize().as_bytes()))
     }
@@ -172,14 +171,14 @@ impl FolderDigests {
 
 /// The files that make up a model, sorted as paths, with their names relative to `folder`;
 /// documentation does not change what a model computes.
-fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuntimeError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io(dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let entry = entry.map_err(|e| RuntimeError::io(dir, e))?;
             let kind = entry
                 .file_type()
-                .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+                .map_err(|e| RuntimeError::io(&entry.path(), e))?;
             if kind.is_dir() {
                 walk(&entry.path(), out)?;
             } else {
@@ -205,11 +204,11 @@ fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, String> {
         .collect())
 }
 
-fn stamps(files: &[(PathBuf, String)]) -> Result<Vec<FileStamp>, String> {
+fn stamps(files: &[(PathBuf, String)]) -> Result<Vec<FileStamp>, RuntimeError> {
     files
         .iter()
         .map(|(file, relative)| {
-            let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let meta = std::fs::metadata(file).map_err(|e| RuntimeError::io(file, e))?;
             let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let modified = match modified.duration_since(SystemTime::UNIX_EPOCH) {
                 Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),

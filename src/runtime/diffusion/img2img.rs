@@ -7,6 +7,7 @@
 use super::model::{Conditioning, DiffusionModel, TimestepShape};
 use super::noise::{gaussian, NoiseKey};
 use crate::record::Digest;
+use crate::runtime::error::RuntimeError;
 use crate::runtime::scheduler::{ItemState, Schedule, Scheduler, SchedulerError, SchedulerKind};
 use crate::runtime::service::ServiceStats;
 use ort::value::TensorRef;
@@ -73,14 +74,18 @@ impl Generator {
         }
     }
 
-    fn schedule(&mut self, kind: SchedulerKind, steps: usize) -> Result<Arc<Schedule>, String> {
+    fn schedule(
+        &mut self,
+        kind: SchedulerKind,
+        steps: usize,
+    ) -> Result<Arc<Schedule>, RuntimeError> {
         if let Some(s) = self.schedules.get(&(kind, steps)) {
             return Ok(Arc::clone(s));
         }
         let file = self.model.folder.join("scheduler/scheduler_config.json");
         let schedule = Scheduler::new(&self.model.scheduler_config, kind)
             .and_then(|s| s.schedule(steps))
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+            .map_err(|source| RuntimeError::SchedulerConfig { file, source })?;
         let schedule = Arc::new(schedule);
         self.schedules.insert((kind, steps), Arc::clone(&schedule));
         Ok(schedule)
@@ -88,21 +93,15 @@ impl Generator {
 
     /// The index of the first step an item at `level` runs: strength 1 − λ through the
     /// scheduler's one img2img rule ([`Schedule::start_index_per_mille`]).
-    pub fn start_index(schedule: &Schedule, level: u16) -> Result<usize, String> {
+    pub fn start_index(schedule: &Schedule, level: u16) -> Result<usize, RuntimeError> {
         if level >= 1000 {
-            return Err(format!(
-                "guidance level {} is outside [0, 1)",
-                level as f64 / 1000.0
-            ));
+            return Err(RuntimeError::LevelOutOfRange { level });
         }
         schedule
             .start_index_per_mille(1000 - level)
             .map_err(|e| match e {
-                SchedulerError::NoSteps { steps, .. } => format!(
-                    "λ = {} leaves no denoising step out of {steps}: use more steps or a lower level",
-                    level as f64 / 1000.0
-                ),
-                other => other.to_string(),
+                SchedulerError::NoSteps { steps, .. } => RuntimeError::NoSteps { level, steps },
+                other => RuntimeError::Scheduler(other),
             })
     }
 
@@ -112,7 +111,7 @@ impl Generator {
         requests: &[ImageRequest],
         settings: &GenerationSettings,
         stats: &ServiceStats,
-    ) -> Result<Vec<Vec<f32>>, String> {
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let latent_len = self.model.latent_len();
         let noises = requests
             .iter()
@@ -129,7 +128,7 @@ impl Generator {
         noises: Vec<Vec<f32>>,
         settings: &GenerationSettings,
         stats: &ServiceStats,
-    ) -> Result<Vec<Vec<f32>>, String> {
+    ) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let schedule = self.schedule(settings.scheduler, settings.steps)?;
         let guided = settings.guidance_scale > 1.0;
         if let Conditioning::Text(_) = self.model.conditioning {
@@ -156,25 +155,23 @@ impl Generator {
         let mut items = Vec::with_capacity(requests.len());
         for (request, mut x) in requests.iter().zip(noises) {
             if x.len() != latent_len {
-                return Err(format!(
+                return Err(RuntimeError::request(format!(
                     "noise has {} values, the latent {latent_len}",
                     x.len()
-                ));
+                )));
             }
             let start = Self::start_index(&schedule, request.level)?;
-            let state = schedule.start_at(start).map_err(|e| e.to_string())?;
+            let state = schedule.start_at(start)?;
             if request.level == 0 {
                 schedule.init_noise(&mut x);
             } else {
                 let (digest, _) = request
                     .source
                     .as_ref()
-                    .ok_or("a level above 0 needs a source image")?;
+                    .ok_or_else(|| RuntimeError::request("a level above 0 needs a source image"))?;
                 let z0 = &self.latents[digest];
                 let mut noised = z0.as_ref().clone();
-                schedule
-                    .add_noise(&state, &mut noised, &x)
-                    .map_err(|e| e.to_string())?;
+                schedule.add_noise(&state, &mut noised, &x)?;
                 x = noised;
             }
             items.push(Item {
@@ -232,7 +229,7 @@ impl Generator {
         group: &[usize],
         w: f32,
         stats: &ServiceStats,
-    ) -> Result<(), String> {
+    ) -> Result<(), RuntimeError> {
         let model = &mut self.model;
         let guided = w > 1.0;
         let n = group.len();
@@ -244,13 +241,11 @@ impl Generator {
             let item = &items[i];
             let t = schedule.timestep(&item.state).expect("pending");
             let row = if guided { n + k } else { k };
-            schedule
-                .scale_model_input(
-                    &item.state,
-                    &item.x,
-                    &mut sample[row * len..(row + 1) * len],
-                )
-                .map_err(|e| e.to_string())?;
+            schedule.scale_model_input(
+                &item.state,
+                &item.x,
+                &mut sample[row * len..(row + 1) * len],
+            )?;
             if guided {
                 let (uncond, cond) = sample.split_at_mut(n * len);
                 uncond[k * len..(k + 1) * len].copy_from_slice(&cond[k * len..(k + 1) * len]);
@@ -264,7 +259,10 @@ impl Generator {
         };
         let [c, h, wd] = model.latent_shape;
         let io = model.unet_io.clone();
-        let fail = |e: ort::Error| format!("{}: {e}", model.unet_file.display());
+        let fail = |source: ort::Error| RuntimeError::Inference {
+            file: model.unet_file.clone(),
+            source,
+        };
         let sample_tensor =
             TensorRef::from_array_view(([rows, c, h, wd], sample.as_slice())).map_err(fail)?;
         let (t_f32, t_i64): (Vec<f32>, Vec<i64>) = match io.timestep_shape {
@@ -300,7 +298,9 @@ impl Generator {
                     match items[i].condition {
                         Condition::Class(label) => labels.push(label),
                         Condition::Prompt(_) => {
-                            return Err("a class-conditional model was given a prompt".into())
+                            return Err(RuntimeError::request(
+                                "a class-conditional model was given a prompt",
+                            ))
                         }
                     }
                 }
@@ -316,7 +316,9 @@ impl Generator {
                     match &items[i].condition {
                         Condition::Prompt(p) => hidden.extend_from_slice(&self.prompts[p]),
                         Condition::Class(_) => {
-                            return Err("a text-conditioned model was given a class label".into())
+                            return Err(RuntimeError::request(
+                                "a text-conditioned model was given a class label",
+                            ))
                         }
                     }
                 }
@@ -339,11 +341,13 @@ impl Generator {
             .to_vec();
         drop(out);
         if eps.len() != rows * len {
-            return Err(format!(
-                "{}: UNet returned {} values for {rows} items of {len}",
-                model.unet_file.display(),
-                eps.len()
-            ));
+            return Err(RuntimeError::Output {
+                file: model.unet_file.clone(),
+                message: format!(
+                    "UNet returned {} values for {rows} items of {len}",
+                    eps.len()
+                ),
+            });
         }
         let mut guided_eps = vec![0.0f32; len];
         for (k, &i) in group.iter().enumerate() {
@@ -360,9 +364,7 @@ impl Generator {
                 &eps[k * len..(k + 1) * len]
             };
             let item = &mut items[i];
-            schedule
-                .step(&mut item.state, out, &mut item.x)
-                .map_err(|e| e.to_string())?;
+            schedule.step(&mut item.state, out, &mut item.x)?;
         }
         Ok(())
     }
@@ -386,20 +388,31 @@ mod tests {
         let s50 = schedule(50);
         for (level, start) in [(0, 0), (100, 5), (500, 25)] {
             assert_eq!(
-                Generator::start_index(&s50, level),
-                Ok(start),
+                Generator::start_index(&s50, level).unwrap(),
+                start,
                 "λ = {level}‰"
             );
             assert_eq!(s50.start_index_per_mille(1000 - level).unwrap(), start);
         }
         let err = Generator::start_index(&s50, 999).unwrap_err();
         assert!(
-            err.starts_with("λ = 0.999 leaves no denoising step out of 50"),
+            matches!(
+                err,
+                RuntimeError::NoSteps {
+                    level: 999,
+                    steps: 50
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("λ = 0.999 leaves no denoising step out of 50"),
             "{err}"
         );
-        assert_eq!(Generator::start_index(&schedule(25), 500), Ok(13));
+        assert_eq!(Generator::start_index(&schedule(25), 500).unwrap(), 13);
         for level in [1000, 1001, u16::MAX] {
-            let err = Generator::start_index(&s50, level).unwrap_err();
+            let err = Generator::start_index(&s50, level).unwrap_err().to_string();
             assert!(err.contains("is outside [0, 1)"), "{err}");
         }
     }

@@ -9,6 +9,7 @@ use super::tokenizer::ClipTokenizer;
 use super::unet::{find, names, unet_io};
 pub use super::unet::{TimestepShape, UnetIo};
 use crate::record::Digest;
+use crate::runtime::error::RuntimeError;
 use crate::runtime::onnx::{self, SessionOptions, TensorElementType};
 use crate::runtime::scheduler::SchedulerConfig;
 use ort::session::Session;
@@ -82,63 +83,72 @@ struct GeneratorMeta {
     display_names: Option<Vec<String>>,
 }
 
-fn read_generator_meta(folder: &Path) -> Result<Option<ClassNames>, String> {
+fn read_generator_meta(folder: &Path) -> Result<Option<ClassNames>, RuntimeError> {
     let file = folder.join("discl.toml");
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(None);
     };
-    let meta: GeneratorMeta =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
+    let meta: GeneratorMeta = toml::from_str(&text).map_err(|source| RuntimeError::Toml {
+        file: file.clone(),
+        source,
+    })?;
     if meta.kind != "generator" {
-        return Err(format!(
-            "{}: kind is `{}`, expected `generator`",
-            file.display(),
-            meta.kind
+        return Err(RuntimeError::config(
+            &file,
+            format!("kind is `{}`, expected `generator`", meta.kind),
         ));
     }
     let display = meta.display_names.unwrap_or_else(|| meta.classes.clone());
     if display.len() != meta.classes.len() {
-        return Err(format!(
-            "{}: {} display names for {} classes",
-            file.display(),
-            display.len(),
-            meta.classes.len()
+        return Err(RuntimeError::config(
+            &file,
+            format!(
+                "{} display names for {} classes",
+                display.len(),
+                meta.classes.len()
+            ),
         ));
     }
     Ok(Some((meta.classes, display)))
 }
 
-fn read_json(file: &Path) -> Result<Json, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not valid JSON: {e}", file.display()))
+fn read_json(file: &Path) -> Result<Json, RuntimeError> {
+    let text = std::fs::read_to_string(file).map_err(|e| RuntimeError::io(file, e))?;
+    serde_json::from_str(&text).map_err(|source| RuntimeError::Json {
+        file: file.to_path_buf(),
+        source,
+    })
 }
 
 impl DiffusionModel {
     /// Opens and checks a model folder.
-    pub fn open(folder: &Path, options: &SessionOptions) -> Result<DiffusionModel, String> {
+    pub fn open(folder: &Path, options: &SessionOptions) -> Result<DiffusionModel, RuntimeError> {
         let index_file = folder.join("model_index.json");
         if !index_file.is_file() {
-            return Err(format!(
-                "{}: missing (not a diffusers model folder)",
-                index_file.display()
-            ));
+            return Err(RuntimeError::Missing {
+                path: index_file,
+                what: "missing (not a diffusers model folder)",
+            });
         }
         read_json(&index_file)?;
         let scheduler_file = folder.join("scheduler/scheduler_config.json");
         if !scheduler_file.is_file() {
-            return Err(format!(
-                "{}: missing scheduler config",
-                scheduler_file.display()
-            ));
+            return Err(RuntimeError::Missing {
+                path: scheduler_file,
+                what: "missing scheduler config",
+            });
         }
-        let scheduler_config = SchedulerConfig::from_file(&scheduler_file)
-            .map_err(|e| format!("{}: {e}", scheduler_file.display()))?;
+        let scheduler_config = SchedulerConfig::from_file(&scheduler_file).map_err(|source| {
+            RuntimeError::SchedulerConfig {
+                file: scheduler_file.clone(),
+                source,
+            }
+        })?;
 
         let unet_file = folder.join("unet/model.onnx");
         let unet = onnx::open_session(&unet_file, options)?;
         let unet_config = read_json(&folder.join("unet/config.json"))?;
-        let unet_io = unet_io(&onnx::inputs(&unet), &onnx::outputs(&unet))
-            .map_err(|e| format!("{}: {e}", unet_file.display()))?;
+        let unet_io = unet_io(&unet_file, &onnx::inputs(&unet), &onnx::outputs(&unet))?;
         let in_channels = unet_config["in_channels"].as_u64().unwrap_or(4) as usize;
         let (h, w) = match &unet_config["sample_size"] {
             Json::Number(n) => (
@@ -152,9 +162,9 @@ impl DiffusionModel {
             _ => (0, 0),
         };
         if h == 0 || w == 0 {
-            return Err(format!(
-                "{}: no usable sample_size",
-                folder.join("unet/config.json").display()
+            return Err(RuntimeError::config(
+                &folder.join("unet/config.json"),
+                "no usable sample_size",
             ));
         }
         let latent_shape = [in_channels, h, w];
@@ -182,18 +192,20 @@ impl DiffusionModel {
             None => latent_shape,
         };
         if image_shape[0] != 1 && image_shape[0] != 3 {
-            return Err(format!(
-                "{}: images with {} channels; 1 (grey) or 3 (RGB) are supported",
-                folder.display(),
-                image_shape[0]
+            return Err(RuntimeError::interface(
+                folder,
+                format!(
+                    "images with {} channels; 1 (grey) or 3 (RGB) are supported",
+                    image_shape[0]
+                ),
             ));
         }
 
         let conditioning = if unet_io.condition == "class_labels" {
             let classes = unet_config["num_class_embeds"].as_i64().ok_or_else(|| {
-                format!(
-                    "{}: class-conditional UNet without num_class_embeds",
-                    folder.join("unet/config.json").display()
+                RuntimeError::config(
+                    &folder.join("unet/config.json"),
+                    "class-conditional UNet without num_class_embeds",
                 )
             })?;
             Conditioning::Class {
@@ -233,11 +245,11 @@ fn open_vae(
     encoder_file: PathBuf,
     decoder_file: PathBuf,
     options: &SessionOptions,
-) -> Result<Vae, String> {
+) -> Result<Vae, RuntimeError> {
     let encoder = onnx::open_session(&encoder_file, options)?;
     let decoder = onnx::open_session(&decoder_file, options)?;
     let (ein, eout) = (onnx::inputs(&encoder), onnx::outputs(&encoder));
-    let fail = |file: &Path, message: String| format!("{}: {message}", file.display());
+    let fail = |file: &Path, message: String| RuntimeError::interface(file, message);
     let encoder_input = find(&ein, &["sample"]).ok_or_else(|| {
         fail(
             &encoder_file,
@@ -297,39 +309,39 @@ fn open_text_encoder(
     folder: &Path,
     file: PathBuf,
     options: &SessionOptions,
-) -> Result<TextEncoder, String> {
+) -> Result<TextEncoder, RuntimeError> {
     if !file.exists() {
-        return Err(format!(
-            "{}: missing (the UNet takes encoder_hidden_states, so a text encoder is needed)",
-            file.display()
-        ));
+        return Err(RuntimeError::Missing {
+            path: file,
+            what: "missing (the UNet takes encoder_hidden_states, so a text encoder is needed)",
+        });
     }
     let tokenizer = ClipTokenizer::from_folder(&folder.join("tokenizer"))?;
     let session = onnx::open_session(&file, options)?;
     let (inputs, outputs) = (onnx::inputs(&session), onnx::outputs(&session));
     let input = find(&inputs, &["input_ids"]).ok_or_else(|| {
-        format!(
-            "{}: no `input_ids` input (inputs: {:?})",
-            file.display(),
-            names(&inputs)
+        RuntimeError::interface(
+            &file,
+            format!("no `input_ids` input (inputs: {:?})", names(&inputs)),
         )
     })?;
     let input_is_int32 = match input.element_type {
         Some(TensorElementType::Int64) => false,
         Some(TensorElementType::Int32) => true,
         _ => {
-            return Err(format!(
-                "{}: `input_ids` is {}, expected Int64 or Int32",
-                file.display(),
-                input.element
+            return Err(RuntimeError::interface(
+                &file,
+                format!("`input_ids` is {}, expected Int64 or Int32", input.element),
             ))
         }
     };
     let output = find(&outputs, &["last_hidden_state"]).ok_or_else(|| {
-        format!(
-            "{}: no `last_hidden_state` output (outputs: {:?})",
-            file.display(),
-            names(&outputs)
+        RuntimeError::interface(
+            &file,
+            format!(
+                "no `last_hidden_state` output (outputs: {:?})",
+                names(&outputs)
+            ),
         )
     })?;
     Ok(TextEncoder {

@@ -3,6 +3,7 @@
 //! the way transformers converts CLIPTokenizer: NFC, whitespace folded, lower case, CLIP's
 //! split pattern, byte-level BPE with `</w>` word ends, then BOS … EOS padded to 77.
 
+use crate::runtime::error::RuntimeError;
 use serde_json::Value as Json;
 use std::path::Path;
 use tokenizers::models::bpe::BPE;
@@ -33,12 +34,15 @@ fn special(config: &Json, name: &str) -> Option<String> {
 
 impl ClipTokenizer {
     /// Builds the tokenizer from `folder/vocab.json`, `merges.txt` and the special-token files.
-    pub fn from_folder(folder: &Path) -> Result<ClipTokenizer, String> {
+    pub fn from_folder(folder: &Path) -> Result<ClipTokenizer, RuntimeError> {
         let vocab = folder.join("vocab.json");
         let merges = folder.join("merges.txt");
         for file in [&vocab, &merges] {
             if !file.is_file() {
-                return Err(format!("{}: missing tokenizer file", file.display()));
+                return Err(RuntimeError::Missing {
+                    path: file.to_path_buf(),
+                    what: "missing tokenizer file",
+                });
             }
         }
         let mut config = Json::Null;
@@ -46,8 +50,8 @@ impl ClipTokenizer {
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let file = folder.join(name);
             if let Ok(text) = std::fs::read_to_string(&file) {
-                let json: Json =
-                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                let json: Json = serde_json::from_str(&text)
+                    .map_err(|source| RuntimeError::TokenizerConfig { file, source })?;
                 if let Some(n) = json["model_max_length"]
                     .as_u64()
                     .filter(|n| (3..100_000).contains(n))
@@ -68,7 +72,10 @@ impl ClipTokenizer {
         let eos_token = special(&config, "eos_token").unwrap_or_else(|| "<|endoftext|>".into());
         let pad_token = special(&config, "pad_token").unwrap_or_else(|| eos_token.clone());
         let unk_token = special(&config, "unk_token").unwrap_or_else(|| eos_token.clone());
-        let fail = |e: tokenizers::Error| format!("{}: {e}", folder.display());
+        let fail = |source: tokenizers::Error| RuntimeError::Tokenizer {
+            folder: folder.to_path_buf(),
+            source,
+        };
         let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
             .end_of_word_suffix("</w>".into())
             .unk_token(unk_token)
@@ -98,9 +105,12 @@ impl ClipTokenizer {
             ByteLevel::new(false, true, true).into(),
         ])));
         let id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| {
-                format!("{}: token `{token}` is not in vocab.json", folder.display())
-            })
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| RuntimeError::UnknownToken {
+                    folder: folder.to_path_buf(),
+                    token: token.to_string(),
+                })
         };
         let (bos, eos, pad) = (id(&bos_token)?, id(&eos_token)?, id(&pad_token)?);
         Ok(ClipTokenizer {
@@ -113,11 +123,14 @@ impl ClipTokenizer {
     }
 
     /// Token ids of `prompt`: BOS, at most `max_length - 2` tokens, EOS, then padding.
-    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>, RuntimeError> {
         let encoding = self
             .tokenizer
             .encode(prompt.trim(), false)
-            .map_err(|e| format!("cannot tokenize {prompt:?}: {e}"))?;
+            .map_err(|source| RuntimeError::Tokenize {
+                prompt: prompt.to_string(),
+                source,
+            })?;
         let mut ids = Vec::with_capacity(self.max_length);
         ids.push(self.bos);
         ids.extend(encoding.get_ids().iter().take(self.max_length - 2));

@@ -2,7 +2,9 @@
 //! checked against what the engine feeds it. Element types are compared as ONNX Runtime's
 //! [`TensorElementType`], never as their debug text.
 
+use crate::runtime::error::RuntimeError;
 use crate::runtime::onnx::{TensorDecl, TensorElementType};
+use std::path::Path;
 
 /// How the UNet takes its timestep.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,66 +40,71 @@ pub(super) fn names(decls: &[TensorDecl]) -> Vec<&str> {
     decls.iter().map(|d| d.name.as_str()).collect()
 }
 
-/// Reads the UNet's interface from what its file declares; errors say what does not fit.
-pub fn unet_io(inputs: &[TensorDecl], outputs: &[TensorDecl]) -> Result<UnetIo, String> {
+/// Reads the UNet's interface from what its `file` declares; errors say what does not fit.
+pub fn unet_io(
+    file: &Path,
+    inputs: &[TensorDecl],
+    outputs: &[TensorDecl],
+) -> Result<UnetIo, RuntimeError> {
     use TensorElementType::{Float32, Int64};
+    let fail = |message: String| RuntimeError::interface(file, message);
     let sample = find(inputs, &["sample"]).ok_or_else(|| {
-        format!(
+        fail(format!(
             "UNet has no `sample` input (its inputs: {:?})",
             names(inputs)
-        )
+        ))
     })?;
     if !sample.is(Float32) || sample.shape.len() != 4 {
-        return Err(format!(
+        return Err(fail(format!(
             "UNet input `sample` is {} {:?}, expected Float32 [batch, channels, height, width]",
             sample.element, sample.shape
-        ));
+        )));
     }
     let timestep = find(inputs, &["timestep", "timesteps", "t"]).ok_or_else(|| {
-        format!(
+        fail(format!(
             "UNet has no `timestep` input (its inputs: {:?})",
             names(inputs)
-        )
+        ))
     })?;
     let timestep_shape = match timestep.shape.as_slice() {
         [] => TimestepShape::Scalar,
         [1] => TimestepShape::One,
         [_] => TimestepShape::PerItem,
         other => {
-            return Err(format!(
+            return Err(fail(format!(
                 "UNet input `{}` has shape {other:?}, expected a scalar, [1] or [batch]",
                 timestep.name
-            ))
+            )))
         }
     };
     let timestep_is_int = match timestep.element_type {
         Some(Int64) => true,
         Some(Float32) => false,
         _ => {
-            return Err(format!(
+            return Err(fail(format!(
                 "UNet input `{}` is {}, expected Int64 or Float32",
                 timestep.name, timestep.element
-            ))
+            )))
         }
     };
     let condition = if let Some(c) = find(inputs, &["encoder_hidden_states"]) {
         if !c.is(Float32) || c.shape.len() != 3 {
-            return Err(format!("UNet input `encoder_hidden_states` is {} {:?}, expected Float32 [batch, seq, hidden]", c.element, c.shape));
+            return Err(fail(format!("UNet input `encoder_hidden_states` is {} {:?}, expected Float32 [batch, seq, hidden]", c.element, c.shape)));
         }
         c.name.clone()
     } else if let Some(c) = find(inputs, &["class_labels"]) {
         if !c.is(Int64) {
-            return Err(format!(
+            return Err(fail(format!(
                 "UNet input `class_labels` is {}, expected Int64",
                 c.element
-            ));
+            )));
         }
         c.name.clone()
     } else {
-        return Err(format!(
+        return Err(fail(format!(
             "UNet has neither `encoder_hidden_states` nor `class_labels` (its inputs: {:?})",
             names(inputs)
-        ));
+        )));
     };
     let known = [
         sample.name.as_str(),
@@ -105,15 +112,15 @@ pub fn unet_io(inputs: &[TensorDecl], outputs: &[TensorDecl]) -> Result<UnetIo, 
         condition.as_str(),
     ];
     if let Some(extra) = inputs.iter().find(|i| !known.contains(&i.name.as_str())) {
-        return Err(format!(
+        return Err(fail(format!(
             "UNet input `{}` is not one discl can feed (inputs: {:?})",
             extra.name,
             names(inputs)
-        ));
+        )));
     }
     let output = find(outputs, &["out_sample", "sample"])
         .or(outputs.first())
-        .ok_or("UNet has no outputs")?;
+        .ok_or_else(|| fail("UNet has no outputs".into()))?;
     Ok(UnetIo {
         sample: sample.name.clone(),
         timestep: timestep.name.clone(),
@@ -151,10 +158,22 @@ mod tests {
         ]
     }
 
+    /// What does not fit, from an interface error naming the UNet file.
+    fn mismatch(result: Result<UnetIo, RuntimeError>) -> String {
+        match result.unwrap_err() {
+            RuntimeError::Interface { file, message } => {
+                assert_eq!(file, Path::new("unet/model.onnx"));
+                message
+            }
+            other => panic!("expected an interface error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn element_types_are_compared_as_values() {
+        let file = Path::new("unet/model.onnx");
         let out = [decl("out_sample", Float32, &[-1, 1, 32, 32])];
-        let io = unet_io(&unet(Float32, Int64, Int64), &out).unwrap();
+        let io = unet_io(file, &unet(Float32, Int64, Int64), &out).unwrap();
         assert!(io.timestep_is_int);
         assert_eq!(io.timestep_shape, TimestepShape::PerItem);
         assert_eq!(
@@ -162,20 +181,27 @@ mod tests {
             ("class_labels", "out_sample")
         );
         assert!(
-            !unet_io(&unet(Float32, Float32, Int64), &out)
+            !unet_io(file, &unet(Float32, Float32, Int64), &out)
                 .unwrap()
                 .timestep_is_int
         );
 
-        let err = unet_io(&unet(Float16, Int64, Int64), &out).unwrap_err();
+        let err = mismatch(unet_io(file, &unet(Float16, Int64, Int64), &out));
         assert!(err.starts_with("UNet input `sample` is ?"), "{err}");
-        let err = unet_io(&unet(Float32, Int32, Int64), &out).unwrap_err();
+        let err = mismatch(unet_io(file, &unet(Float32, Int32, Int64), &out));
         assert!(err.contains("expected Int64 or Float32"), "{err}");
-        let err = unet_io(&unet(Float32, Int64, Int32), &out).unwrap_err();
+        let err = mismatch(unet_io(file, &unet(Float32, Int64, Int32), &out));
         assert!(err.contains("`class_labels` is ?, expected Int64"), "{err}");
+        let shown = unet_io(file, &unet(Float32, Int64, Int32), &out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.starts_with("unet/model.onnx: UNet input `class_labels`"),
+            "{shown}"
+        );
 
         let mut not_a_tensor = unet(Float32, Int64, Int64);
         not_a_tensor[1].element_type = None;
-        assert!(unet_io(&not_a_tensor, &out).is_err());
+        assert!(unet_io(file, &not_a_tensor, &out).is_err());
     }
 }
