@@ -397,9 +397,9 @@ mod tests {
         assert_eq!(
             shown,
             vec![
-                "g.toml:11: node `scores`: unknown op `clasify` (expected one of source, classify, feedback, hard, generate, sink, filter, sample)",
-                "g.toml:15: node `hard`: input `scorez` is not a node",
-                "g.toml:20: node `out`: unknown field `format`, expected `formats` or `keep_versions`",
+                format!("g.toml:11: node `scores`: unknown op `clasify` (expected one of {})", ops::names()),
+                "g.toml:15: node `hard`: input `scorez` is not a node".to_string(),
+                "g.toml:20: node `out`: unknown field `format`, expected `formats` or `keep_versions`".to_string(),
             ]
         );
     }

@@ -6,6 +6,7 @@ pub mod curriculum;
 pub mod feedback;
 pub mod generate;
 pub mod hard;
+pub mod mix;
 pub mod model_map;
 pub mod sink;
 pub mod source;

@@ -169,6 +169,7 @@ registry! {
     "filter" => filter::FilterConfig,
     "sample" => sample::SampleConfig,
     "curriculum" => curriculum::CurriculumConfig,
+    "mix" => mix::MixConfig,
 }
 
 fn parse<C: Op + DeserializeOwned + 'static>(
