@@ -29,6 +29,10 @@ fn params(node: &str, folder: PathBuf, inputs: &[(&str, TableKind)]) -> SinkPara
         report: None,
         stats: Arc::new(NodeStats::default()),
         written: Arc::new(Mutex::new(SinkLog::default())),
+        provenance: serde_json::json!({ "graph": { "digest": "abc" } })
+            .as_object()
+            .unwrap()
+            .clone(),
     }
 }
 
@@ -239,7 +243,7 @@ fn an_empty_input_writes_its_kinds_columns() {
             .unwrap();
     assert_eq!(
         info,
-        serde_json::json!({"version": 3, "rows": {"synthetic": 0, "scores": 0}})
+        serde_json::json!({"version": 3, "rows": {"synthetic": 0, "scores": 0}, "graph": {"digest": "abc"}})
     );
 }
 
@@ -302,4 +306,48 @@ fn the_writer_thread_ends_with_the_dataflow() {
     assert!(running, "the writer thread runs while the dataflow does");
     assert!(!threads().contains(&"sink:ends-3f9a".to_string()));
     assert!(dir.path().join("out/v000000/hard.jsonl").exists());
+}
+
+fn stage_item(stage: u32, epoch: u32, sample: u64, level: u16) -> Row {
+    let real = level == discl::record::REAL_LEVEL;
+    Row::StageItem(discl::record::StageItem {
+        stage,
+        epoch,
+        sample,
+        level,
+        seed: (!real).then_some(0),
+        prompt: (!real).then(|| "a bag".to_string()),
+        label: "bag".into(),
+        path: format!("x/{sample}-{level}.png"),
+        copies: 1,
+    })
+}
+
+#[test]
+fn stage_items_land_in_one_file_per_stage_with_the_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("manifests");
+    let params = params("stages", folder.clone(), &[("mix", TableKind::StageItem)]);
+    timely::execute_directly(move |worker| {
+        let (mut input, probe) = sink(worker, params);
+        input.update_at((0, stage_item(0, 0, 1, 1000)), 0, 1);
+        input.update_at((0, stage_item(0, 1, 2, 100)), 0, 1);
+        input.update_at((0, stage_item(2, 0, 1, 1000)), 0, 1);
+        input.advance_to(1);
+        input.flush();
+        step_past(worker, &probe, 0);
+    });
+    let current = folder.join("current");
+    let read = |file: &str| std::fs::read_to_string(current.join("mix").join(file)).unwrap();
+    assert_eq!(read("stage-0.jsonl").lines().count(), 2);
+    assert_eq!(read("stage-2.jsonl").lines().count(), 1);
+    assert!(!current.join("mix/stage-1.jsonl").exists());
+    let row: serde_json::Value = serde_json::from_str(read("stage-2.jsonl").lines().next().unwrap()).unwrap();
+    assert_eq!(row["level"], 1000);
+    assert!(row["seed"].is_null() && row["prompt"].is_null(), "a real image has no seed or prompt");
+    assert_eq!(parquet_rows(&current.join("mix/stage-0.parquet")), 2);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(current.join("_snapshot.json")).unwrap()).unwrap();
+    assert_eq!(info["rows"]["mix"]["stage-0"], 2);
+    assert_eq!(info["graph"]["digest"], "abc");
 }

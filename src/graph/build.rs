@@ -95,6 +95,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             report: None,
             stats: Arc::clone(&shared.stats[ERRORS_SINK]),
             written: Arc::clone(&shared.errors_log),
+            provenance: shared.run.provenance.clone(),
         })
         .probe_with(&dataflow.probe);
     WorkerHandles {

@@ -30,6 +30,8 @@ impl CompiledNode {
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub file: String,
+    /// BLAKE3 of the graph file's text.
+    pub digest: crate::record::Digest,
     pub pipeline: PipelineSpec,
     pub models: IndexMap<String, (ModelSpec, usize)>,
     pub nodes: IndexMap<String, CompiledNode>,
@@ -115,6 +117,7 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
         .collect();
     Ok(Compiled {
         file: graph.file.clone(),
+        digest: graph.digest,
         pipeline,
         models: graph.models.clone(),
         nodes,

@@ -120,6 +120,8 @@ impl NodeSpec {
 #[derive(Clone, Debug)]
 pub struct GraphFile {
     pub file: String,
+    /// BLAKE3 of the file's text: what snapshots record as the graph that made them.
+    pub digest: crate::record::Digest,
     pub pipeline: Option<PipelineSpec>,
     pub models: IndexMap<String, (ModelSpec, usize)>,
     pub nodes: IndexMap<String, NodeSpec>,
@@ -211,6 +213,7 @@ impl GraphFile {
         if errors.is_empty() {
             Ok(GraphFile {
                 file: file.to_string(),
+                digest: crate::record::Digest::of(text.as_bytes()),
                 pipeline,
                 models,
                 nodes,

@@ -11,7 +11,7 @@
 use crate::operators::stats::NodeStats;
 use crate::record::Digest;
 use crate::store::contact_sheet::write_contact_sheets;
-use crate::store::manifest::{write_snapshot, ManifestFormat, Row, TableKind};
+use crate::store::manifest::{Layout, write_snapshot, ManifestFormat, Row, TableKind};
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use differential_dataflow::VecCollection;
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +49,8 @@ pub struct SinkParams {
     pub stats: Arc<NodeStats>,
     /// Versions written, and the first error met writing, for the run summary.
     pub written: Arc<Mutex<SinkLog>>,
+    /// What produced the snapshots (graph and model digests), for `_snapshot.json`.
+    pub provenance: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a sink has written.
@@ -280,15 +282,14 @@ fn write(
         .flatten()
         .map(|(_, c)| (*c).max(0) as usize)
         .sum();
-    let result = write_snapshot(
-        &params.folder,
-        version,
-        &params.inputs,
-        &params.kinds,
-        &tables,
-        &params.formats,
-        params.keep_versions,
-    );
+    let layout = Layout {
+        inputs: &params.inputs,
+        kinds: &params.kinds,
+        formats: &params.formats,
+        keep: params.keep_versions,
+        provenance: &params.provenance,
+    };
+    let result = write_snapshot(&params.folder, version, &layout, &tables);
     if let (Ok(()), Some(output)) = (&result, &params.report) {
         let synthetic = tables.iter().flatten().filter_map(|(row, _)| match row {
             Row::Synthetic(s) => Some(s),

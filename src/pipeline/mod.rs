@@ -61,6 +61,26 @@ fn next_unused_version(output: &Path) -> u64 {
         .map_or(0, |v| v + 1)
 }
 
+/// What produced a run's snapshots: the graph file's digest and each model folder's.
+fn provenance(compiled: &Compiled) -> serde_json::Map<String, serde_json::Value> {
+    let models: serde_json::Map<String, serde_json::Value> = compiled
+        .models
+        .iter()
+        .map(|(name, (spec, _))| {
+            let digest = crate::runtime::diffusion::digest::folder_digest(&spec.path)
+                .map_or_else(|e| format!("unreadable: {e}"), |d| d.to_hex());
+            (name.clone(), digest.into())
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "graph".into(),
+        serde_json::json!({ "file": compiled.file, "digest": compiled.digest.to_hex() }),
+    );
+    out.insert("models".into(), models.into());
+    out
+}
+
 /// A compiled pipeline.
 pub struct Pipeline {
     compiled: Compiled,
@@ -141,6 +161,7 @@ impl Pipeline {
             seed: self.compiled.pipeline.seed,
             first_version,
             process,
+            provenance: provenance(&self.compiled),
         };
         let shared = prepare::prepare(&self.compiled, resources, run).map_err(PipelineError::Run)?;
         RunningPipeline::start(shared, config, options.progress)

@@ -114,12 +114,16 @@ pub fn version_dir(version: u64) -> String {
 pub fn write_snapshot(
     folder: &Path,
     version: u64,
-    inputs: &[String],
-    kinds: &[TableKind],
+    layout: &Layout,
     tables: &[Vec<(&Row, isize)>],
-    formats: &[ManifestFormat],
-    keep: usize,
 ) -> Result<(), StoreError> {
+    let Layout {
+        inputs,
+        kinds,
+        formats,
+        keep,
+        provenance,
+    } = *layout;
     if inputs.len() != kinds.len() || inputs.len() != tables.len() {
         return Err(StoreError::SnapshotShape {
             folder: folder.to_path_buf(),
@@ -150,24 +154,31 @@ pub fn write_snapshot(
             .iter()
             .flat_map(|(row, count)| std::iter::repeat_n(*row, (*count).max(0) as usize))
             .collect();
-        counts.insert(input.clone(), rows.len().into());
-        for format in formats {
-            let bytes = match format {
-                ManifestFormat::Jsonl => jsonl(&rows),
-                ManifestFormat::Parquet => {
-                    encode_rows(*kind, &rows).map_err(|e| StoreError::Table {
-                        input: input.clone(),
-                        source: Box::new(e),
-                    })?
+        if *kind == TableKind::StageItem {
+            // One file per stage, in a folder named after the input.
+            let mut stages: std::collections::BTreeMap<u32, Vec<&Row>> = Default::default();
+            for row in rows {
+                if let Row::StageItem(item) = row {
+                    stages.entry(item.stage).or_default().push(row);
                 }
-            };
-            write_file(
-                &staging.join(format!("{input}.{}", format.extension())),
-                &bytes,
-            )?;
+            }
+            let dir = staging.join(input);
+            fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+            let mut per_stage = serde_json::Map::new();
+            for (stage, rows) in stages {
+                per_stage.insert(format!("stage-{stage}"), rows.len().into());
+                write_table(&dir, &format!("stage-{stage}"), *kind, &rows, formats, input)?;
+            }
+            counts.insert(input.clone(), per_stage.into());
+            continue;
         }
+        counts.insert(input.clone(), rows.len().into());
+        write_table(&staging, input, *kind, &rows, formats, input)?;
     }
-    let info = serde_json::json!({ "version": version, "rows": counts });
+    let mut info = serde_json::json!({ "version": version, "rows": counts });
+    for (key, value) in provenance {
+        info[key] = value.clone();
+    }
     write_file(
         &staging.join("_snapshot.json"),
         &serde_json::to_vec_pretty(&info).expect("json"),
@@ -179,6 +190,42 @@ pub fn write_snapshot(
     sync_dir(folder)?;
     replace_symlink(&folder.join("current"), &name)?;
     prune(folder, version, keep)
+}
+
+/// How a sink lays out its snapshots.
+#[derive(Clone, Copy)]
+pub struct Layout<'a> {
+    /// File stem for each input.
+    pub inputs: &'a [String],
+    /// The kind of record each input carries (it fixes the columns).
+    pub kinds: &'a [TableKind],
+    pub formats: &'a [ManifestFormat],
+    /// Past versions kept beside the current one.
+    pub keep: usize,
+    /// What produced the snapshot (graph and model digests), written into `_snapshot.json`.
+    pub provenance: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Writes one table as `<dir>/<stem>.<ext>` in every format.
+fn write_table(
+    dir: &Path,
+    stem: &str,
+    kind: TableKind,
+    rows: &[&Row],
+    formats: &[ManifestFormat],
+    input: &str,
+) -> Result<(), StoreError> {
+    for format in formats {
+        let bytes = match format {
+            ManifestFormat::Jsonl => jsonl(rows),
+            ManifestFormat::Parquet => encode_rows(kind, rows).map_err(|e| StoreError::Table {
+                input: input.to_string(),
+                source: Box::new(e),
+            })?,
+        };
+        write_file(&dir.join(format!("{stem}.{}", format.extension())), &bytes)?;
+    }
+    Ok(())
 }
 
 fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), StoreError> {
@@ -220,6 +267,21 @@ mod tests {
     use super::*;
     use crate::record::{Digest, Value};
 
+    fn layout<'a>(
+        inputs: &'a [String],
+        kinds: &'a [TableKind],
+        formats: &'a [ManifestFormat],
+        provenance: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Layout<'a> {
+        Layout {
+            inputs,
+            kinds,
+            formats,
+            keep: 1,
+            provenance,
+        }
+    }
+
     #[test]
     fn rows_cross_processes_through_bincode() {
         let row = Row::Score(Score {
@@ -254,10 +316,12 @@ mod tests {
         });
         let inputs = vec!["samples".to_string(), "scores".to_string()];
         let formats = [ManifestFormat::Jsonl, ManifestFormat::Parquet];
+        let none = serde_json::Map::new();
         for version in 0..4 {
             let tables = vec![vec![(&s, 2)], vec![(&e, 1)]];
             let kinds = [TableKind::Sample, TableKind::Score];
-            write_snapshot(dir.path(), version, &inputs, &kinds, &tables, &formats, 1).unwrap();
+            write_snapshot(dir.path(), version, &layout(&inputs, &kinds, &formats, &none), &tables)
+                .unwrap();
         }
         let current = dir.path().join("current");
         assert_eq!(fs::read_link(&current).unwrap().to_str(), Some("v000003"));
@@ -305,16 +369,9 @@ mod tests {
         let formats = [ManifestFormat::Jsonl, ManifestFormat::Parquet];
         let tables = vec![vec![(&a, 1), (&b, 1)]];
         let inputs = ["synthetic".to_string()];
-        write_snapshot(
-            dir.path(),
-            0,
-            &inputs,
-            &[TableKind::Synthetic],
-            &tables,
-            &formats,
-            1,
-        )
-        .unwrap();
+        let none = serde_json::Map::new();
+        let kinds = [TableKind::Synthetic];
+        write_snapshot(dir.path(), 0, &layout(&inputs, &kinds, &formats, &none), &tables).unwrap();
         let current = dir.path().join("current");
         let jsonl: Vec<serde_json::Value> = fs::read_to_string(current.join("synthetic.jsonl"))
             .unwrap()
@@ -362,16 +419,10 @@ mod tests {
         });
         let tables = vec![vec![(&e, 1)]];
         let inputs = ["scores".to_string()];
-        let err = write_snapshot(
-            dir.path(),
-            0,
-            &inputs,
-            &[TableKind::Score],
-            &tables,
-            &[ManifestFormat::Jsonl],
-            1,
-        )
-        .unwrap_err();
+        let none = serde_json::Map::new();
+        let (kinds, formats) = ([TableKind::Score], [ManifestFormat::Jsonl]);
+        let err = write_snapshot(dir.path(), 0, &layout(&inputs, &kinds, &formats, &none), &tables)
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::WrongKind { input, kind: TableKind::Score, found: TableKind::Error, .. } if input == "scores"),
             "{err:?}"

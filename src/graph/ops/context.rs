@@ -120,6 +120,8 @@ pub struct RunInfo {
     pub first_version: u64,
     /// This process's index in a timely cluster (0 alone).
     pub process: usize,
+    /// What every snapshot records as having produced it: graph and model digests.
+    pub provenance: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What nodes share while a run starts: classifier services per model and the image store.

@@ -116,6 +116,7 @@ impl Node for SinkNode {
             report: Some(output.clone()),
             stats: dataflow.stats_of(&node.name),
             written: Arc::clone(&self.log),
+            provenance: dataflow.run.provenance.clone(),
         })
         .probe_with(&dataflow.probe);
         Stream::Nothing
