@@ -12,6 +12,7 @@ use discl::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, Noi
 use discl::runtime::image_input::{decode_into, ImageSpec};
 use discl::runtime::onnx::{self, SessionOptions};
 use discl::runtime::scheduler::SchedulerKind;
+use discl::runtime::scorer::{cosine, Scorer, ScorerKind, TextQuery};
 use discl::runtime::{ModelMeta, ServiceStats};
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
@@ -208,4 +209,51 @@ fn fashion_unet_stays_close_to_its_source_at_high_lambda() {
     }
     let d = distance(&out[3], &pixels(&images[0..1], &spec));
     assert!(d > 0.08, "λ = 0 should not copy the source ({d})");
+}
+
+#[test]
+fn tiny_clip_is_an_optimum_clip_export_and_scores_a_known_cosine() {
+    let folder = Path::new(REPO).join("models/tiny-clip");
+    // The layout optimum writes for zero-shot-image-classification.
+    for file in [
+        "model.onnx",
+        "config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(folder.join(file).is_file(), "{file} is missing");
+    }
+    let session =
+        onnx::open_session(&folder.join("model.onnx"), &SessionOptions::default()).unwrap();
+    let names = |decls: Vec<onnx::TensorDecl>| -> Vec<(String, Vec<i64>)> {
+        decls.into_iter().map(|d| (d.name, d.shape)).collect()
+    };
+    assert_eq!(
+        names(onnx::inputs(&session)),
+        [
+            ("input_ids".to_string(), vec![-1, -1]),
+            ("pixel_values".to_string(), vec![-1, -1, -1, -1]),
+            ("attention_mask".to_string(), vec![-1, -1]),
+        ]
+    );
+    let outputs = names(onnx::outputs(&session));
+    assert!(outputs.contains(&("text_embeds".to_string(), vec![-1, 16])));
+    assert!(outputs.contains(&("image_embeds".to_string(), vec![-1, 16])));
+    // Through the runtime: transformers' raw cosine for the first fixture coat and its prompt
+    // (tests/fixtures/clip_reference.json; random weights, so the value means nothing).
+    let mut scorer = Scorer::open(&folder, &SessionOptions::default()).unwrap();
+    assert_eq!(scorer.kind(), ScorerKind::Clip);
+    let text = scorer
+        .embed_texts(&[TextQuery::Prompt("a photo of a coat".into())])
+        .unwrap();
+    let image = scorer
+        .embed_image_files(&[fixture().join("coat/test-0247.png")])
+        .unwrap();
+    assert_eq!(text[0].len(), 16);
+    let score = cosine(&image[0], &text[0]);
+    assert!((score - 0.0357225).abs() < 1e-4, "{score}");
 }

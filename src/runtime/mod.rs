@@ -9,10 +9,12 @@ pub mod image_input;
 pub mod model_meta;
 pub mod onnx;
 pub mod scheduler;
+pub mod scorer;
 pub mod service;
 
 pub use classifier::{Classifier, ClassifierOutput};
 pub use device::Device;
 pub use error::RuntimeError;
 pub use model_meta::ModelMeta;
+pub use scorer::{QualityScore, ScoreItem, Scorer, ScorerError, TextQuery};
 pub use service::{InferenceService, ServiceStats};
