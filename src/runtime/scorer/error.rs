@@ -32,7 +32,7 @@ pub enum ScorerError {
     /// A message from the shared runtime helpers (ONNX Runtime start-up, `discl.toml`), which
     /// already name their file.
     #[error("{0}")]
-    Runtime(String),
+    Runtime(#[from] crate::runtime::RuntimeError),
     /// An image that cannot be read or decoded.
     #[error("{0}")]
     Image(String),

@@ -161,7 +161,7 @@ impl Judge {
 
     /// Decodes an image file's bytes and appends its normalised pixels to `out`.
     pub fn prepare(&self, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), ScorerError> {
-        decode_into(bytes, &self.spec, out).map_err(ScorerError::Image)
+        decode_into(bytes, &self.spec, out).map_err(|e| ScorerError::Image(e.to_string()))
     }
 
     /// Embeds `count` prepared images.
