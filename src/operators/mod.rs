@@ -7,6 +7,7 @@ pub mod feedback;
 pub mod generate;
 pub mod hard;
 pub mod mix;
+pub mod quality;
 pub mod model_map;
 pub mod sink;
 pub mod source;

@@ -84,13 +84,14 @@ impl Node for MixConfig {
             oversample_real: self.oversample_real,
             seed: self.seed.unwrap_or(dataflow.run.seed),
         };
-        let items = mix(
-            inputs[0].samples(),
-            inputs[1].samples(),
-            inputs[2].synthetics(),
-            inputs[3].plans(),
-            rule,
-        );
+        // Synthetic paths are relative to the output folder; in a manifest they are as usable
+        // as the real images' paths (relative to where discl runs, or absolute).
+        let output = dataflow.run.output.clone();
+        let synthetic = inputs[2].synthetics().map(move |mut image| {
+            image.path = output.join(&image.path).display().to_string();
+            image
+        });
+        let items = mix(inputs[0].samples(), inputs[1].samples(), synthetic, inputs[3].plans(), rule);
         let stats = dataflow.stats_of(&node.name);
         let counted = Arc::clone(&stats);
         Stream::StageItems(items.inspect(move |(_, _, d)| counted.records_out(*d)))

@@ -170,6 +170,7 @@ registry! {
     "sample" => sample::SampleConfig,
     "curriculum" => curriculum::CurriculumConfig,
     "mix" => mix::MixConfig,
+    "quality" => quality::QualityConfig,
 }
 
 fn parse<C: Op + DeserializeOwned + 'static>(

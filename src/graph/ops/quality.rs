@@ -1,0 +1,184 @@
+//! `op = "quality"`: the image–text quality filter (METHOD §4). Scores every synthetic image
+//! with a scorer model — a CLIP export as optimum writes it, or the judge — keeps those at or
+//! above `threshold`, and offers the rest as the output `<node>.rejected`.
+
+use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
+use crate::operators::generate::DEFAULT_PROMPT;
+use crate::operators::quality::{quality, ClassQuery, QualityParams};
+use crate::record::{Digest, RecordKind};
+use crate::runtime::scorer::ScorerKind;
+use crate::runtime::{InferenceService, ModelMeta, Scorer, TextQuery};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `op = "quality"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// A scorer folder under `[models]`: a CLIP export or a judge.
+    pub model: String,
+    /// Keep images whose raw image–text cosine is at least this (METHOD: 0.25–0.30 for CLIP).
+    pub threshold: f32,
+    /// The prompt a CLIP scorer compares with; `{class}` becomes the class's display name.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// A `[models]` entry whose `discl.toml` gives display names for the prompt.
+    #[serde(default)]
+    pub classes_from: Option<String>,
+    /// Images per model call.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    32
+}
+
+impl Op for QualityConfig {
+    fn kind(&self) -> &'static str {
+        "quality"
+    }
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn check(&self, graph: &GraphContext) -> Vec<OpError> {
+        let mut errors = Vec::new();
+        if !(-1.0..=1.0).contains(&self.threshold) {
+            let message = format!("threshold = {} is not a cosine in [-1, 1]", self.threshold);
+            errors.push(OpError::field("threshold", message));
+        }
+        if self.batch_size == 0 {
+            errors.push(OpError::field("batch_size", "batch_size must be at least 1"));
+        }
+        if let Some(from) = &self.classes_from {
+            if !graph.models.contains(&from.as_str()) {
+                let message = format!("classes_from names unknown model `{from}`");
+                errors.push(OpError::field("classes_from", message));
+            }
+        }
+        errors
+    }
+    fn output(&self, inputs: &[RecordKind]) -> Result<Option<RecordKind>, OpError> {
+        match inputs {
+            [RecordKind::Synthetic] => Ok(Some(RecordKind::Synthetic)),
+            _ => Err(super::wrong_inputs("one input of Synthetic", inputs)),
+        }
+    }
+    fn port(&self, port: &str, _inputs: &[RecordKind]) -> Option<RecordKind> {
+        (port == "rejected").then_some(RecordKind::Synthetic)
+    }
+    fn model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+    fn dot_detail(&self) -> String {
+        format!("model {}, threshold {}", self.model, self.threshold)
+    }
+    fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
+        let spec = pool.spec(&self.model);
+        let in_model = |e: String| vec![OpError::model(&self.model, format!("{e} {}", pool.used_by(&self.model)))];
+        let mut scorers = Vec::new();
+        for _ in 0..spec.sessions.max(1) {
+            let options = pool.session_options(&self.model);
+            scorers.push(Scorer::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?);
+        }
+        let display = match &self.classes_from {
+            Some(from) => {
+                let (meta, _) = ModelMeta::load(&pool.spec(from).path)
+                    .map_err(|e| vec![OpError::field("classes_from", format!("classes_from: {e}"))])?;
+                let display = meta.display_names.clone().unwrap_or_else(|| meta.classes.clone());
+                meta.classes.into_iter().zip(display).collect()
+            }
+            None => HashMap::new(),
+        };
+        let queries = self.queries(&scorers[0], display)?;
+        Ok(Box::new(OpenedQuality {
+            config: self.clone(),
+            digest: scorers[0].digest(),
+            scorers,
+            queries,
+        }))
+    }
+}
+
+impl QualityConfig {
+    /// What each class is scored against: a judge's own class, or the prompt for CLIP.
+    fn queries(
+        &self,
+        scorer: &Scorer,
+        display: HashMap<String, String>,
+    ) -> Result<ClassQuery, Vec<OpError>> {
+        match scorer.kind() {
+            ScorerKind::Judge => {
+                if self.prompt.is_some() {
+                    let message = "a judge scores its own classes: `prompt` needs a CLIP scorer";
+                    return Err(vec![OpError::field("prompt", message)]);
+                }
+                let classes: Vec<String> = scorer.classes().unwrap_or_default().to_vec();
+                Ok(Arc::new(move |label: &str| {
+                    classes.iter().position(|c| c == label).map(TextQuery::Class)
+                }))
+            }
+            ScorerKind::Clip => {
+                let template = self.prompt.clone().unwrap_or_else(|| DEFAULT_PROMPT.into());
+                Ok(Arc::new(move |label: &str| {
+                    let name = display.get(label).map_or(label, String::as_str);
+                    Some(TextQuery::Prompt(template.replace("{class}", name)))
+                }))
+            }
+        }
+    }
+}
+
+struct OpenedQuality {
+    config: QualityConfig,
+    scorers: Vec<Scorer>,
+    digest: Digest,
+    queries: ClassQuery,
+}
+
+impl Opened for OpenedQuality {
+    fn start(self: Box<Self>, _run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
+        let service = Arc::new(InferenceService::start(&self.config.model, self.scorers));
+        Ok(Arc::new(QualityNode {
+            config: self.config,
+            service,
+            digest: self.digest,
+            queries: self.queries,
+        }))
+    }
+}
+
+struct QualityNode {
+    config: QualityConfig,
+    service: Arc<InferenceService<Scorer>>,
+    digest: Digest,
+    queries: ClassQuery,
+}
+
+impl Node for QualityNode {
+    fn build<'scope>(
+        &self,
+        dataflow: &mut Dataflow<'scope>,
+        node: &NodeInfo,
+        inputs: &[Stream<'scope>],
+    ) -> Stream<'scope> {
+        let params = QualityParams {
+            node: node.name.clone(),
+            service: Arc::clone(&self.service),
+            scorer_digest: self.digest,
+            queries: Arc::clone(&self.queries),
+            root: dataflow.run.output.clone(),
+            threshold: self.config.threshold,
+            batch_size: self.config.batch_size,
+            stats: dataflow.stats_of(&node.name),
+        };
+        let (kept, rejected, errors) = quality(inputs[0].synthetics(), params);
+        dataflow.errors.push(errors);
+        dataflow.add_port(&node.name, "rejected", Stream::Synthetics(rejected));
+        Stream::Synthetics(kept)
+    }
+    fn model_seconds(&self) -> f64 {
+        self.service.stats().snapshot().3
+    }
+}

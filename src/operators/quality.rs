@@ -1,0 +1,103 @@
+//! `quality`: scores every synthetic image with an image–text scorer (a CLIP export or the
+//! judge) — the raw cosine to its class prompt (`text_score`) and to the real image it was
+//! guided by (`image_score`) — on the inference service, memoized per (image, source, prompt).
+//! Images at or above the threshold are kept; the rest are rejected, and both stay visible.
+
+use crate::operators::model_map::{model_map, ModelMap};
+use crate::operators::stats::NodeStats;
+use crate::record::{Digest, ErrorRecord, Synthetic, Value};
+use crate::runtime::scorer::{ScoreItem, ScoreResult, SourceImage};
+use crate::runtime::{InferenceService, Scorer, TextQuery};
+use differential_dataflow::VecCollection;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The text a class is scored against (`None`: the scorer cannot score that class).
+pub type ClassQuery = Arc<dyn Fn(&str) -> Option<TextQuery> + Send + Sync>;
+
+/// How a `quality` node runs.
+#[derive(Clone)]
+pub struct QualityParams {
+    pub node: String,
+    pub service: Arc<InferenceService<Scorer>>,
+    /// The scorer folder's digest (part of every memo key).
+    pub scorer_digest: Digest,
+    /// The text each class is scored against: a prompt, or the judge's class.
+    pub queries: ClassQuery,
+    /// Synthetic image paths are relative to this folder (the run's output).
+    pub root: PathBuf,
+    pub threshold: f32,
+    pub batch_size: usize,
+    pub stats: Arc<NodeStats>,
+}
+
+/// Scored synthetic images: (kept, rejected, errors).
+pub type QualityOutputs<'scope> = (
+    VecCollection<'scope, u64, Synthetic>,
+    VecCollection<'scope, u64, Synthetic>,
+    VecCollection<'scope, u64, ErrorRecord>,
+);
+
+/// Scores synthetic images and splits them by the threshold.
+pub fn quality<'scope>(
+    synthetic: VecCollection<'scope, u64, Synthetic>,
+    params: QualityParams,
+) -> QualityOutputs<'scope> {
+    let name = format!("quality:{}", params.node);
+    let (service, batch, stats, threshold) = (
+        Arc::clone(&params.service),
+        params.batch_size,
+        Arc::clone(&params.stats),
+        params.threshold,
+    );
+    let (scored, errors) = model_map(synthetic, &name, params, service, batch, stats);
+    let passes = move |s: &Synthetic| s.text_score.is_some_and(|v| v.0 >= threshold);
+    let kept = scored.clone().filter(passes);
+    let rejected = scored.filter(move |s| !passes(s));
+    (kept, rejected, errors)
+}
+
+impl ModelMap for QualityParams {
+    type In = Synthetic;
+    type Out = Synthetic;
+    type Key = (Digest, Digest, String, Option<TextQuery>);
+    type Worker = Scorer;
+
+    fn route(&self, image: &Synthetic) -> u64 {
+        image.key.sample
+    }
+    fn key(&self, image: &Synthetic) -> Self::Key {
+        let query = (self.queries)(&image.label);
+        (self.scorer_digest, image.digest, image.source.clone(), query)
+    }
+    fn request(&self, image: &Synthetic) -> Result<ScoreItem, ScoreResult> {
+        let Some(text) = (self.queries)(&image.label) else {
+            return Err(Err(format!(
+                "class `{}` has no prompt or class embedding in the scorer",
+                image.label
+            )));
+        };
+        Ok(ScoreItem {
+            image: self.root.join(&image.path),
+            text,
+            source: Some(SourceImage {
+                path: PathBuf::from(&image.source),
+                digest: None,
+            }),
+        })
+    }
+    fn answer(&self, image: &Synthetic, result: &ScoreResult) -> Result<Synthetic, ErrorRecord> {
+        match result {
+            Ok(score) => Ok(Synthetic {
+                text_score: Some(Value(score.text_score)),
+                image_score: score.image_score.map(Value),
+                ..image.clone()
+            }),
+            Err(message) => Err(ErrorRecord {
+                node: self.node.clone(),
+                location: image.path.clone(),
+                message: message.clone(),
+            }),
+        }
+    }
+}
