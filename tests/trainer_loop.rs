@@ -170,8 +170,16 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     );
     let trained = started.elapsed();
 
-    // Let discl read the last feedback, then Ctrl-C it: it stops cleanly.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait until discl has read the last checkpoint, then Ctrl-C it: it stops cleanly.
+    let scores_file = out.join("manifests/current/trainer.jsonl");
+    let has_last = || {
+        std::fs::read_to_string(&scores_file)
+            .is_ok_and(|t| t.lines().any(|l| l.contains(&format!("\"checkpoint\":{STAGES},"))))
+    };
+    while !has_last() {
+        assert!(started.elapsed().as_secs() < 150, "discl never read checkpoint-{STAGES}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(status.success());
     let mut child = watch.0.take().unwrap();
