@@ -69,7 +69,11 @@ fn plans(path: &Path) -> BTreeMap<u64, Vec<u64>> {
     read_lines(path)
         .iter()
         .map(|p| {
-            let levels = p["levels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap());
+            let levels = p["levels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_u64().unwrap());
             (p["stage"].as_u64().unwrap(), levels.collect())
         })
         .collect()
@@ -82,7 +86,10 @@ fn progress(path: &Path) -> BTreeMap<(u64, u64), f64> {
         .map(|l| {
             let p = l["p_true"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&p), "{l}");
-            ((l["sample"].as_u64().unwrap(), l["level"].as_u64().unwrap()), p as f32 as f64)
+            (
+                (l["sample"].as_u64().unwrap(), l["level"].as_u64().unwrap()),
+                p as f32 as f64,
+            )
         })
         .filter(|((_, level), _)| LEVELS.contains(level))
         .collect()
@@ -107,7 +114,10 @@ fn expected_pick(now: &BTreeMap<(u64, u64), f64>, before: &BTreeMap<(u64, u64), 
         values.sort_by(f64::total_cmp);
         let (q1, q3) = (quantile(&values, 0.25), quantile(&values, 0.75));
         let (low, high) = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1));
-        let kept: Vec<f64> = values.into_iter().filter(|v| *v >= low && *v <= high).collect();
+        let kept: Vec<f64> = values
+            .into_iter()
+            .filter(|v| *v >= low && *v <= high)
+            .collect();
         let mean = kept.iter().sum::<f64>() / kept.len() as f64;
         if best.is_none_or(|(_, b)| mean > b) {
             best = Some((level, mean));
@@ -124,21 +134,36 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let (out, feedback) = (dir.path().join("out"), dir.path().join("feedback"));
-    let example = std::fs::read_to_string(Path::new(REPO).join("examples/python/adaptive-tiny.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(REPO).join("examples/python/adaptive-tiny.toml"))
+            .unwrap();
     let text = example
-        .replace("output = \"out/adaptive-tiny\"", &format!("output = \"{}\"", out.display()))
+        .replace(
+            "output = \"out/adaptive-tiny\"",
+            &format!("output = \"{}\"", out.display()),
+        )
         .replace(
             "path = \"out/adaptive-tiny/feedback\"",
             &format!("path = \"{}\"", feedback.display()),
         );
-    assert_eq!(text.matches(&*dir.path().display().to_string()).count(), 2, "both paths moved");
+    assert_eq!(
+        text.matches(&*dir.path().display().to_string()).count(),
+        2,
+        "both paths moved"
+    );
     let file = dir.path().join("adaptive.toml");
     std::fs::write(&file, text).unwrap();
 
     // discl runs where the example's relative paths (fixture, models) resolve: the repository.
     let mut child = Command::new(env!("CARGO_BIN_EXE_discl"))
         .current_dir(REPO)
-        .args(["run", file.to_str().unwrap(), "--watch", "--interval", "0.5"])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--watch",
+            "--interval",
+            "0.5",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -146,7 +171,10 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     let stdout = child.stdout.take().unwrap();
     let mut watch = Watch(Some(child));
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map(|l| l.unwrap()).collect::<Vec<String>>()
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .collect::<Vec<String>>()
     });
 
     let summary = dir.path().join("summary.json");
@@ -156,7 +184,14 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
         .arg(&out)
         .arg("--feedback")
         .arg(&feedback)
-        .args(["--stages", &STAGES.to_string(), "--seed", "0", "--timeout", "90"])
+        .args([
+            "--stages",
+            &STAGES.to_string(),
+            "--seed",
+            "0",
+            "--timeout",
+            "90",
+        ])
         .arg("--summary")
         .arg(&summary)
         .output()
@@ -173,20 +208,31 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     // Wait until discl has read the last checkpoint, then Ctrl-C it: it stops cleanly.
     let scores_file = out.join("manifests/current/trainer.jsonl");
     let has_last = || {
-        std::fs::read_to_string(&scores_file)
-            .is_ok_and(|t| t.lines().any(|l| l.contains(&format!("\"checkpoint\":{STAGES},"))))
+        std::fs::read_to_string(&scores_file).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.contains(&format!("\"checkpoint\":{STAGES},")))
+        })
     };
     while !has_last() {
-        assert!(started.elapsed().as_secs() < 150, "discl never read checkpoint-{STAGES}");
+        assert!(
+            started.elapsed().as_secs() < 150,
+            "discl never read checkpoint-{STAGES}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let status = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let mut child = watch.0.take().unwrap();
     assert!(child.wait().unwrap().success());
     let discl_lines = reader.join().unwrap();
     println!("{}", discl_lines.join("\n"));
-    println!("trainer done after {trained:.1?}, all done after {:.1?}", started.elapsed());
+    println!(
+        "trainer done after {trained:.1?}, all done after {:.1?}",
+        started.elapsed()
+    );
     assert!(
         discl_lines.last().unwrap().ends_with(" 0 error record(s)"),
         "{discl_lines:?}"
@@ -200,7 +246,10 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
             assert!(l["sample"].is_u64(), "{l}");
             let p = l["p_true"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&p), "{l}");
-            assert!((l["loss"].as_f64().unwrap() + p.max(1e-12).ln()).abs() < 1e-9, "{l}");
+            assert!(
+                (l["loss"].as_f64().unwrap() + p.max(1e-12).ln()).abs() < 1e-9,
+                "{l}"
+            );
             assert!(CLASSES.contains(&l["predicted"].as_str().unwrap()), "{l}");
         }
     }
@@ -257,16 +306,32 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     let stage1 = read_lines(&out.join("manifests/current/mix/stage-1.jsonl"));
     let synthetic: Vec<_> = stage1.iter().filter(|r| r["level"] != 1000).collect();
     assert!(!synthetic.is_empty());
-    assert!(synthetic.iter().all(|r| r["level"] == current[&1][0]), "{synthetic:?}");
+    assert!(
+        synthetic.iter().all(|r| r["level"] == current[&1][0]),
+        "{synthetic:?}"
+    );
     let stages: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(stages.len(), STAGES as usize);
     for (stage, s) in stages.iter().enumerate() {
-        let levels: Vec<u64> = s["levels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap()).collect();
+        let levels: Vec<u64> = s["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_u64().unwrap())
+            .collect();
         assert_eq!(levels, current[&(stage as u64)], "{s}");
-        let index: BTreeSet<u64> = s["index"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap()).collect();
+        let index: BTreeSet<u64> = s["index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_u64().unwrap())
+            .collect();
         if stage + 1 < STAGES as usize {
-            assert!(!index.contains(&(stage as u64 + 1)), "stage {stage} read before the next was planned: {s}");
+            assert!(
+                !index.contains(&(stage as u64 + 1)),
+                "stage {stage} read before the next was planned: {s}"
+            );
         }
     }
 
@@ -274,7 +339,11 @@ fn a_python_trainer_drives_an_adaptive_curriculum_through_feedback_files() {
     let scores = read_jsonl(&out, "manifests", "trainer");
     let last = read_lines(&feedback.join(format!("checkpoint-{STAGES}.jsonl")));
     let latest = scores.iter().filter(|s| s["checkpoint"] == STAGES).count();
-    assert_eq!(latest, last.len(), "every score of checkpoint-{STAGES} reached the sink");
+    assert_eq!(
+        latest,
+        last.len(),
+        "every score of checkpoint-{STAGES} reached the sink"
+    );
     let errors = std::fs::read_to_string(out.join("errors/current/errors.jsonl")).unwrap();
     assert!(errors.is_empty(), "{errors}");
 }
