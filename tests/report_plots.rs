@@ -28,7 +28,10 @@ fn sink(worker: &mut Worker, params: SinkParams) -> (Rows, Handle<u64>) {
 fn step_past(worker: &mut Worker, probe: &Handle<u64>, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while probe.less_equal(&version) {
-        assert!(Instant::now() < deadline, "version {version} never completed");
+        assert!(
+            Instant::now() < deadline,
+            "version {version} never completed"
+        );
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
 }
@@ -70,7 +73,10 @@ fn scored(out: &Path, sample: u64, level: u16, score: f32) -> Row {
         label: "coat".into(),
         path: rel,
         digest: Digest::of(&bytes),
-        source: out.join(format!("real/{sample}.png")).to_string_lossy().into_owned(),
+        source: out
+            .join(format!("real/{sample}.png"))
+            .to_string_lossy()
+            .into_owned(),
         text_score: Some(Value(score)),
         image_score: Some(Value(0.5)),
     })
@@ -87,7 +93,11 @@ fn stage_sheets_and_quality_histograms_are_drawn_and_redrawn_only_on_change() {
     for s in 0..4u64 {
         png(&out, &format!("real/{s}.png"), 10 * s as u8);
         for level in [100u16, 300] {
-            png(&out, &format!("syn/{s}-{level}.png"), 50 + s as u8 + level as u8);
+            png(
+                &out,
+                &format!("syn/{s}-{level}.png"),
+                50 + s as u8 + level as u8,
+            );
         }
     }
     let inputs = [
@@ -111,14 +121,14 @@ fn stage_sheets_and_quality_histograms_are_drawn_and_redrawn_only_on_change() {
         provenance,
     };
     let log = Arc::clone(&params.written);
-    let report = out.join("report");
-    let sheet = |n: u32| report.join(format!("stages/manifests-stages-stage-{n}.png"));
-    let hist = |level: &str, ext: &str| {
-        report.join(format!("quality/manifests-quality-lambda-{level}.{ext}"))
-    };
     let out2 = out.clone();
     timely::execute_directly(move |worker| {
         let out = out2;
+        let report = out.join("report");
+        let sheet = |n: u32| report.join(format!("stages/manifests-stages-stage-{n}.png"));
+        let hist = |level: &str, ext: &str| {
+            report.join(format!("quality/manifests-quality-lambda-{level}.{ext}"))
+        };
         let (mut input, probe) = sink(worker, params);
         // Stage 0: λ 0.1 for samples 0..3 (sample 3 is not hard: no synthetic image), stage 1:
         // λ 0.3 for samples 0 and 1, stage 2: real only.
@@ -163,19 +173,45 @@ fn stage_sheets_and_quality_histograms_are_drawn_and_redrawn_only_on_change() {
         assert_eq!(h["rejected_input"], "quality.rejected");
         assert_eq!(h["level"], 100);
         let counts = |key: &str| -> Vec<u64> {
-            h[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+            h[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
         };
         let (kept, rejected) = (counts("kept"), counts("rejected"));
-        let edges: Vec<f64> = h["edges"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let edges: Vec<f64> = h["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(edges.len(), kept.len() + 1);
+        // Scores span 0.1..0.31: bins of 0.02 from 0.09 to 0.33, written as short decimals.
+        assert_eq!((edges[0], edges[12], edges.len()), (0.09, 0.33, 13));
         assert_eq!(kept.iter().sum::<u64>(), 3);
         assert_eq!(rejected.iter().sum::<u64>(), 1);
         // The threshold is an edge: kept counts start there, rejected ones end there.
-        let t = edges.iter().position(|e| (*e - 0.25).abs() < 1e-6).expect("0.25 is an edge");
+        let t = edges
+            .iter()
+            .position(|e| *e == 0.25)
+            .expect("0.25 is an edge");
         assert_eq!(kept[..t].iter().sum::<u64>(), 0);
         assert_eq!(rejected[t..].iter().sum::<u64>(), 0);
-        assert_eq!(decoded(&hist("0100", "png")).to_rgb8().dimensions(), (640, 400));
-        assert_eq!(json(&hist("0300", "json"))["kept"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 1);
+        assert_eq!(
+            decoded(&hist("0100", "png")).to_rgb8().dimensions(),
+            (640, 400)
+        );
+        assert_eq!(
+            json(&hist("0300", "json"))["kept"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum::<u64>(),
+            1
+        );
 
         // Version 1: one more score at λ 0.3, stages unchanged: the stage sheets are not
         // redrawn (a deleted one stays deleted), the λ 0.1 histogram neither.
@@ -187,7 +223,15 @@ fn stage_sheets_and_quality_histograms_are_drawn_and_redrawn_only_on_change() {
         step_past(worker, &probe, 1);
         assert!(!sheet(0).exists() && !hist("0100", "png").exists());
         let h3 = json(&hist("0300", "json"));
-        assert_eq!(h3["rejected"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 1);
+        assert_eq!(
+            h3["rejected"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum::<u64>(),
+            1
+        );
         assert!(hist("0300", "png").exists());
 
         // Version 2: sample 3 gets a λ 0.1 image in stage 0: that sheet is redrawn, wider.

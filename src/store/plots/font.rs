@@ -86,7 +86,11 @@ pub fn draw_text(img: &mut RgbImage, (x, y): (i64, i64), scale: u32, text: &str,
                     for dx in 0..s {
                         let px = left + i64::from(col) * s + dx;
                         let py = y + row as i64 * s + dy;
-                        if px >= 0 && py >= 0 && px < i64::from(img.width()) && py < i64::from(img.height()) {
+                        if px >= 0
+                            && py >= 0
+                            && px < i64::from(img.width())
+                            && py < i64::from(img.height())
+                        {
                             img.put_pixel(px as u32, py as u32, color);
                         }
                     }

@@ -125,7 +125,11 @@ pub fn draw(
     let n = h.kept.len();
     let (x0, x1) = (h.edges[0], h.edges[n]);
     let step = (x1 - x0) / n as f64;
-    let tallest = (0..n).map(|i| h.kept[i] + h.rejected[i]).max().unwrap_or(0).max(1);
+    let tallest = (0..n)
+        .map(|i| h.kept[i] + h.rejected[i])
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let y_step = nice(tallest as f64 / 5.0).max(1.0).round();
     let y_max = (tallest as f64 / y_step).ceil() * y_step;
     let mut labels = Vec::new();
@@ -152,10 +156,7 @@ pub fn draw(
             .flatten()
         });
         chart.draw_series(bars).map_err(e)?;
-        let axes = [
-            vec![(x0, 0.0), (x1, 0.0)],
-            vec![(x0, 0.0), (x0, y_max)],
-        ];
+        let axes = [vec![(x0, 0.0), (x1, 0.0)], vec![(x0, 0.0), (x0, y_max)]];
         chart
             .draw_series(axes.into_iter().map(|p| PathElement::new(p, BLACK)))
             .map_err(e)?;
@@ -172,13 +173,21 @@ pub fn draw(
         for v in &ticks {
             let (px, py) = chart.backend_coord(&(*v, 0.0));
             marks.push(vec![(px, py), (px, py + 5)]);
-            labels.push(Label { at: (px, py + 9), text: format!("{v:.d$}"), below: true });
+            labels.push(Label {
+                at: (px, py + 9),
+                text: format!("{v:.d$}"),
+                below: true,
+            });
         }
         let mut y = 0.0;
         while y <= y_max + 0.5 {
             let (px, py) = chart.backend_coord(&(x0, y));
             marks.push(vec![(px - 5, py), (px, py)]);
-            labels.push(Label { at: (px - 8, py), text: format!("{y}"), below: false });
+            labels.push(Label {
+                at: (px - 8, py),
+                text: format!("{y}"),
+                below: false,
+            });
             y += y_step;
         }
         for mark in marks {
@@ -188,9 +197,18 @@ pub fn draw(
     }
     let mut img = RgbImage::from_raw(W, H, buf).ok_or("histogram buffer of the wrong size")?;
     let th = text_height(1) as i32;
-    for Label { at: (x, y), text, below } in labels {
+    for Label {
+        at: (x, y),
+        text,
+        below,
+    } in labels
+    {
         let w = text_width(&text, 1) as i32;
-        let at = if below { (x - w / 2, y) } else { (x - w, y - th / 2) };
+        let at = if below {
+            (x - w / 2, y)
+        } else {
+            (x - w, y - th / 2)
+        };
         draw_text(&mut img, (i64::from(at.0), i64::from(at.1)), 1, &text, INK);
     }
     let axis = "TEXT SCORE";
@@ -234,13 +252,20 @@ mod tests {
         // Span 0.21 over 20 bins → step 0.0105 → 0.02; 0.25 is an edge.
         let step = 0.02;
         assert!(h.edges.iter().any(|e| *e == f64::from(0.25f32)));
-        assert!(h.edges.windows(2).all(|p| (p[1] - p[0] - step).abs() < 1e-12));
+        assert!(h
+            .edges
+            .windows(2)
+            .all(|p| (p[1] - p[0] - step).abs() < 1e-12));
         assert_eq!(h.edges.len(), h.kept.len() + 1);
         assert_eq!(h.kept.iter().sum::<u64>(), 4);
         assert_eq!(h.rejected.iter().sum::<u64>(), 3);
         assert!(h.edges[0] <= 0.1 && *h.edges.last().unwrap() > 0.31);
         // Every kept score sits in a bin at or above the threshold, every rejected one below.
-        let t = h.edges.iter().position(|e| *e == f64::from(0.25f32)).unwrap();
+        let t = h
+            .edges
+            .iter()
+            .position(|e| *e == f64::from(0.25f32))
+            .unwrap();
         assert_eq!(h.rejected[t..].iter().sum::<u64>(), 0);
         assert_eq!(h.kept[..t].iter().sum::<u64>(), 0);
         // 0.25 and 0.26 share the first kept bin; 0.31 (twice) is three bins up.
@@ -269,9 +294,18 @@ mod tests {
         let h = histogram(&w(&[0.25, 0.3]), &w(&[0.1]), Some(0.25)).unwrap();
         let img = draw(&h, Some(0.25), &[("λ0.3".into(), None)]).unwrap();
         assert_eq!(img.dimensions(), (W, H));
-        let red = img.pixels().filter(|p| p.0 == [LINE.0, LINE.1, LINE.2]).count();
-        assert!(red > (H - TOP - BOTTOM) as usize, "a vertical threshold line");
-        let kept = img.pixels().filter(|p| p.0 == [KEPT.0, KEPT.1, KEPT.2]).count();
+        let red = img
+            .pixels()
+            .filter(|p| p.0 == [LINE.0, LINE.1, LINE.2])
+            .count();
+        assert!(
+            red > (H - TOP - BOTTOM) as usize,
+            "a vertical threshold line"
+        );
+        let kept = img
+            .pixels()
+            .filter(|p| p.0 == [KEPT.0, KEPT.1, KEPT.2])
+            .count();
         assert!(kept > 100);
         assert_eq!(decimals(&[0.15, 0.25], 0.1), 2);
         assert_eq!(decimals(&[0.2, 0.4], 0.2), 1);

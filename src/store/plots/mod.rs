@@ -31,7 +31,9 @@ pub const MEMO: u64 = u64::MAX;
 pub type Drawn = HashMap<(String, u64), Digest>;
 
 /// Quality thresholds by quality node, from the provenance's `thresholds` object.
-pub fn thresholds(provenance: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, f32> {
+pub fn thresholds(
+    provenance: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeMap<String, f32> {
     provenance
         .get("thresholds")
         .and_then(|t| t.as_object())
@@ -52,7 +54,14 @@ pub fn write_plots(
     drawn: &mut Drawn,
 ) {
     let mut errors = write_stage_sheets(output, sink, inputs, tables, drawn);
-    errors.extend(write_histograms(output, sink, inputs, tables, &thresholds(provenance), drawn));
+    errors.extend(write_histograms(
+        output,
+        sink,
+        inputs,
+        tables,
+        &thresholds(provenance),
+        drawn,
+    ));
     for e in errors {
         eprintln!("warning: sink `{sink}`: report picture not written: {e}");
     }
@@ -60,8 +69,11 @@ pub fn write_plots(
 
 fn png(img: &RgbImage) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| format!("encoding a PNG: {e}"))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| format!("encoding a PNG: {e}"))?;
     Ok(bytes)
 }
 
@@ -134,7 +146,11 @@ fn write_histograms(
             let (Some(score), true) = (s.text_score, *count > 0) else {
                 continue;
             };
-            let entry = groups.entry(group).or_default().entry(s.key.level).or_default();
+            let entry = groups
+                .entry(group)
+                .or_default()
+                .entry(s.key.level)
+                .or_default();
             let side = if rejected { &mut entry.1 } else { &mut entry.0 };
             side.push((score.0, *count as u64));
         }
@@ -157,7 +173,10 @@ fn write_histograms(
                 if let Some(t) = threshold {
                     title.push((format!("THRESHOLD {t}"), None));
                 }
-                title.push((format!("KEPT {}", h.kept.iter().sum::<u64>()), Some(kept_color)));
+                title.push((
+                    format!("KEPT {}", h.kept.iter().sum::<u64>()),
+                    Some(kept_color),
+                ));
                 if has_rejected {
                     let n = h.rejected.iter().sum::<u64>();
                     title.push((format!("REJECTED {n}"), Some(rejected_color)));
@@ -169,6 +188,11 @@ fn write_histograms(
         }
     }
     errors
+}
+
+/// The shortest decimal that reads back as `v` (so 0.3f32 is written 0.3, not 0.30000001…).
+fn short(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// What a histogram picture shows, as JSON.
@@ -186,9 +210,9 @@ fn sidecar(
         "rejected_input": has_rejected.then(|| format!("{input}.rejected")),
         "level": level,
         "lambda": f64::from(level) / 1000.0,
-        "threshold": threshold,
+        "threshold": threshold.map(short),
         "score": "text_score",
-        "edges": h.edges.iter().map(|e| *e as f32).collect::<Vec<_>>(),
+        "edges": h.edges.iter().map(|e| short(*e as f32)).collect::<Vec<_>>(),
         "kept": h.kept,
         "rejected": h.rejected,
     })

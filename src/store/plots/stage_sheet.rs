@@ -120,11 +120,18 @@ fn load(path: &str) -> Result<RgbImage, String> {
 pub fn draw(chosen: &Chosen) -> Result<RgbImage, String> {
     let mut groups: Vec<(String, Vec<RgbImage>)> = Vec::new();
     for (level, items) in &chosen.levels {
-        let images = items.iter().map(|i| load(&i.path)).collect::<Result<_, _>>()?;
+        let images = items
+            .iter()
+            .map(|i| load(&i.path))
+            .collect::<Result<_, _>>()?;
         groups.push((format!("λ{}", lambda(*level)), images));
     }
     if !chosen.real.is_empty() {
-        let images = chosen.real.iter().map(|i| load(&i.path)).collect::<Result<_, _>>()?;
+        let images = chosen
+            .real
+            .iter()
+            .map(|i| load(&i.path))
+            .collect::<Result<_, _>>()?;
         groups.push(("REAL".into(), images));
     }
     let largest = groups
@@ -134,17 +141,27 @@ pub fn draw(chosen: &Chosen) -> Result<RgbImage, String> {
         .unwrap_or(MIN_TILE)
         .max(1);
     let tile = (largest * (MIN_TILE / largest).max(1)).min(MAX_TILE);
-    let cols = groups.iter().map(|(_, imgs)| imgs.len()).max().unwrap_or(1).min(COLS) as u32;
+    let cols = groups
+        .iter()
+        .map(|(_, imgs)| imgs.len())
+        .max()
+        .unwrap_or(1)
+        .min(COLS) as u32;
     let label_w = groups
         .iter()
         .map(|(label, _)| text_width(label, 2))
         .max()
         .unwrap_or(0)
         + 2 * PAD;
-    let title = format!(
-        "STAGE {}: {} SYNTHETIC IMAGES",
-        chosen.stage, chosen.synthetic
-    );
+    let shown: usize = chosen.levels.iter().map(|(_, items)| items.len()).sum();
+    let title = if shown < chosen.synthetic {
+        format!(
+            "STAGE {}: {shown} OF {} SYNTHETIC IMAGES",
+            chosen.stage, chosen.synthetic
+        )
+    } else {
+        format!("STAGE {}: {shown} SYNTHETIC IMAGES", chosen.stage)
+    };
     let header = text_height(2) + 2 * PAD;
     let grid_rows: Vec<u32> = groups
         .iter()
@@ -160,7 +177,13 @@ pub fn draw(chosen: &Chosen) -> Result<RgbImage, String> {
     let mut y = header;
     for ((label, images), rows) in groups.iter().zip(grid_rows) {
         let label_y = y + (tile.saturating_sub(text_height(2))) / 2;
-        draw_text(&mut sheet, (i64::from(PAD), i64::from(label_y)), 2, label, INK);
+        draw_text(
+            &mut sheet,
+            (i64::from(PAD), i64::from(label_y)),
+            2,
+            label,
+            INK,
+        );
         for (i, img) in images.iter().enumerate() {
             let (row, col) = ((i as u32) / cols, (i as u32) % cols);
             let fitted = fit(img, tile);
@@ -178,10 +201,7 @@ pub fn draw(chosen: &Chosen) -> Result<RgbImage, String> {
 fn fit(img: &RgbImage, tile: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let side = w.max(h).max(1);
-    let (nw, nh) = (
-        (w * tile / side).max(1),
-        (h * tile / side).max(1),
-    );
+    let (nw, nh) = ((w * tile / side).max(1), (h * tile / side).max(1));
     let filter = if side <= tile {
         imageops::FilterType::Nearest
     } else {
@@ -227,12 +247,18 @@ mod tests {
         assert_eq!(c.levels.len(), 2);
         for (_, shown) in &c.levels {
             assert_eq!(shown.len(), COLS * ROWS / 2);
-            let hashes: Vec<_> = shown.iter().map(|i| blake3::hash(i.path.as_bytes())).collect();
+            let hashes: Vec<_> = shown
+                .iter()
+                .map(|i| blake3::hash(i.path.as_bytes()))
+                .collect();
             assert!(hashes.windows(2).all(|p| p[0].as_bytes() < p[1].as_bytes()));
         }
         assert_eq!(c.real.len(), COLS);
-        let samples: BTreeSet<u64> =
-            c.levels.iter().flat_map(|(_, v)| v.iter().map(|i| i.sample)).collect();
+        let samples: BTreeSet<u64> = c
+            .levels
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|i| i.sample))
+            .collect();
         assert!(c.real.iter().all(|r| samples.contains(&r.sample)));
         // The same rows in another order choose the same images.
         let mut reversed = refs.clone();
