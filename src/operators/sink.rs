@@ -302,6 +302,8 @@ fn write(
                 params.node
             );
         }
+        let (node, inputs, provenance) = (&params.node, &params.inputs, &params.provenance);
+        crate::store::plots::write_plots(output, node, inputs, provenance, &tables, drawn);
     }
     params.stats.busy_since(started);
     let mut log = params.written.lock().unwrap_or_else(|e| e.into_inner());

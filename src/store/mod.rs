@@ -7,6 +7,7 @@ pub mod error;
 pub mod images;
 pub mod manifest;
 pub mod parquet_table;
+pub mod plots;
 pub mod state;
 pub mod table_columns;
 
