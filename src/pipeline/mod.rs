@@ -78,6 +78,17 @@ fn provenance(compiled: &Compiled) -> serde_json::Map<String, serde_json::Value>
         serde_json::json!({ "file": compiled.file, "digest": compiled.digest.to_hex() }),
     );
     out.insert("models".into(), models.into());
+    let thresholds: serde_json::Map<String, serde_json::Value> = compiled
+        .nodes
+        .iter()
+        .filter_map(|(name, node)| {
+            let threshold = node.op.provenance()?.get("threshold")?.clone();
+            Some((name.clone(), threshold))
+        })
+        .collect();
+    if !thresholds.is_empty() {
+        out.insert("thresholds".into(), thresholds.into());
+    }
     out
 }
 

@@ -100,6 +100,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn model(&self) -> Option<&str> {
         None
     }
+    /// Settings worth recording in every snapshot's `_snapshot.json` (a quality node's
+    /// threshold, which the report pictures also draw).
+    fn provenance(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Input, transform or output.
     fn role(&self) -> Role {
         Role::Transform

@@ -71,6 +71,9 @@ impl Op for QualityConfig {
     fn model(&self) -> Option<&str> {
         Some(&self.model)
     }
+    fn provenance(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "threshold": self.threshold }))
+    }
     fn dot_detail(&self) -> String {
         format!("model {}, threshold {}", self.model, self.threshold)
     }
