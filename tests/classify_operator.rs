@@ -8,7 +8,7 @@ use differential_dataflow::input::Input;
 use discl::operators::{ClassifyExt, ClassifyParams, NodeStats};
 use discl::record::{sample_id, Digest, Sample};
 use discl::runtime::onnx::SessionOptions;
-use discl::runtime::{Classifier, InferenceService};
+use discl::runtime::{Classifier, InferenceService, Persisted};
 use std::sync::Arc;
 use timely::dataflow::operators::capture::Capture;
 
@@ -35,7 +35,7 @@ fn emits_exact_diffs_and_answers_retractions_from_the_memo() {
     let classifier = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let classes = Arc::new(classifier.meta().classes.clone());
     let model_digest = classifier.digest();
-    let service = Arc::new(InferenceService::start("test", vec![classifier]));
+    let service = Arc::new(InferenceService::start("test", vec![Persisted::alone(classifier)]));
     let stats = Arc::new(NodeStats::default());
     let (coat, bag, trouser) = (sample("coat"), sample("bag"), sample("trouser"));
     let mut stranger = sample("coat");
@@ -105,7 +105,7 @@ fn nodes_sharing_a_model_count_their_own_model_calls() {
     let classifier = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let classes = Arc::new(classifier.meta().classes.clone());
     let model_digest = classifier.digest();
-    let service = Arc::new(InferenceService::start("shared", vec![classifier]));
+    let service = Arc::new(InferenceService::start("shared", vec![Persisted::alone(classifier)]));
     let node = |name: &str, batch_size: usize| ClassifyParams {
         node: name.into(),
         service: Arc::clone(&service),
