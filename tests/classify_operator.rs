@@ -184,8 +184,14 @@ formats = ["jsonl"]
         progress: false,
     };
     let summary = pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"));
-    // 120 images: 8 calls in batches of 16, 3 in batches of 40; the service made 11 in all,
-    // and neither node reports the other's.
-    assert_eq!(summary.nodes["small"].model_calls, 8);
-    assert_eq!(summary.nodes["large"].model_calls, 3);
+    // 120 images: at most 8 calls in batches of 16 and 3 in batches of 40, and neither node
+    // reports the other's. The nodes share the answer store (same model, same images), so an
+    // image one node has scored by the time the other's batch runs is a hit for the other.
+    let (small, large) = (&summary.nodes["small"], &summary.nodes["large"]);
+    assert!(small.model_calls <= 8 && large.model_calls <= 3, "{small:?} {large:?}");
+    for node in [small, large] {
+        assert_eq!(node.computed + node.cache_hits, 120);
+        assert_eq!(node.model_calls > 0, node.computed > 0);
+    }
+    assert!(small.computed + large.computed >= 120, "every image scored once at least");
 }
