@@ -8,7 +8,7 @@ use discl::operators::{ClassifyExt, ClassifyParams, NodeStats, SourceLocation, S
 use discl::record::{Digest, Sample};
 use discl::runtime::image_input::decode_into;
 use discl::runtime::onnx::SessionOptions;
-use discl::runtime::{Classifier, InferenceService};
+use discl::runtime::{Classifier, InferenceService, Persisted};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +37,7 @@ fn main() {
     let engine = Classifier::open(&model, &options).unwrap();
     let classes = Arc::new(engine.meta().classes.clone());
     let model_digest = engine.digest();
-    let service = Arc::new(InferenceService::start("bench", vec![engine]));
+    let service = Arc::new(InferenceService::start("bench", vec![Persisted::alone(engine)]));
     println!(
         "classify: {} images from {}, batch {BATCH}, 1 ONNX Runtime thread, {ROUNDS} rounds each",
         samples.len(),
@@ -80,7 +80,7 @@ fn bare_loop(classifier: &mut Classifier, samples: &[Sample]) -> f64 {
 }
 
 fn through_engine(
-    service: &Arc<InferenceService<Classifier>>,
+    service: &Arc<InferenceService<Persisted<Classifier>>>,
     model_digest: Digest,
     classes: &Arc<Vec<String>>,
     samples: &[Sample],

@@ -148,6 +148,17 @@ fn graph_prints_dot_and_run_writes_a_summary() {
     assert_eq!(summary["nodes"]["scores"]["records_out"], 120);
     assert_eq!(summary["nodes"]["scores"]["model_calls"], 8);
     assert!(summary["nodes"]["scores"]["seconds"].as_f64().unwrap() > 0.0);
+
+    // A second process with nothing changed: answers come from the output folder's store.
+    let again = dir.path().join("again.json");
+    let args = ["run", file.to_str().unwrap(), "--summary-json", again.to_str().unwrap()];
+    let (code, _, stderr) = discl(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again).unwrap()).unwrap();
+    assert_eq!(again["versions_written"], serde_json::json!([]));
+    assert_eq!(again["nodes"]["scores"]["model_calls"], 0);
+    assert_eq!(again["nodes"]["scores"]["cache_hits"], 120);
 }
 
 #[test]

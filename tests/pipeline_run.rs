@@ -134,15 +134,30 @@ fn corrupt_images_become_error_records_and_nothing_else_is_lost() {
 }
 
 #[test]
-fn reruns_continue_the_version_sequence_with_identical_content() {
+fn reruns_write_nothing_unchanged_and_continue_the_version_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let images = copy_fixture(dir.path());
     let out = dir.path().join("out");
     let text = pipeline_text(dir.path(), &images, &classifier(), RULES);
     run(&text, 1);
     let first = std::fs::read(out.join("manifests/v000000/hard.jsonl")).unwrap();
+    // Nothing changed: no version, and every score comes from the answer store.
+    let summary = run(&text, 1);
+    assert_eq!(summary.versions_written, Vec::<u64>::new());
+    assert_eq!(summary.nodes["scores"].model_calls, 0);
+    assert_eq!(summary.nodes["scores"].cache_hits, 120);
+    assert!(!out.join("manifests/v000001").exists());
+    // A copy of an image that is not hard: the next version continues the sequence.
+    let hard = read_jsonl(&out, "manifests", "hard");
+    let easy = std::fs::read_dir(images.join("trouser"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !hard.iter().any(|h| h["path"].as_str() == p.to_str()))
+        .unwrap();
+    std::fs::copy(&easy, images.join("trouser/copy.png")).unwrap();
     let summary = run(&text, 1);
     assert_eq!(summary.versions_written, vec![1]);
+    assert_eq!(summary.nodes["scores"].computed, 0, "the copy's bytes were scored before");
     assert_eq!(
         std::fs::read_link(out.join("manifests/current"))
             .unwrap()

@@ -2,13 +2,14 @@
 //! sample on its first output, and an error record on its second for an image that cannot be
 //! read. Batches run on the inference service (see `model_map`); answers are memoized by
 //! (model digest, sample, image digest, label), so a retraction, or a record seen again, never
-//! calls the model.
+//! calls the model; and kept across runs in the output folder's answer store, keyed by
+//! (model digest, image digest, label), so a rerun classifies only images it has not seen.
 
 use crate::operators::model_map::{model_map, ModelMap};
 use crate::operators::stats::NodeStats;
 use crate::record::{Digest, ErrorRecord, Sample, SampleId, Score, Value};
 use crate::runtime::classifier::{ClassifyItem, ClassifyResult};
-use crate::runtime::{Classifier, InferenceService};
+use crate::runtime::{Answered, Classifier, InferenceService, Keyed, Persisted};
 use differential_dataflow::VecCollection;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use std::sync::Arc;
 pub struct ClassifyParams {
     /// The graph node's name (for error records and logs).
     pub node: String,
-    pub service: Arc<InferenceService<Classifier>>,
+    /// The model's service; its workers keep answers in the run's answer store.
+    pub service: Arc<InferenceService<Persisted<Classifier>>>,
     /// The model's digest ([`Classifier::digest`]: weights and metadata), part of every memo key.
     pub model_digest: Digest,
     /// The model's classes, in output order.
@@ -65,7 +67,7 @@ impl ModelMap for ClassifyParams {
     type In = Sample;
     type Out = Score;
     type Key = (Digest, SampleId, Digest, String);
-    type Worker = Classifier;
+    type Worker = Persisted<Classifier>;
 
     fn route(&self, sample: &Sample) -> u64 {
         sample.id
@@ -78,20 +80,30 @@ impl ModelMap for ClassifyParams {
             sample.label.clone(),
         )
     }
-    fn request(&self, sample: &Sample) -> Result<ClassifyItem, ClassifyResult> {
+    fn request(&self, sample: &Sample) -> Result<Keyed<ClassifyItem>, Answered<ClassifyResult>> {
         match self.classes.iter().position(|c| *c == sample.label) {
-            Some(label) => Ok(ClassifyItem {
-                path: PathBuf::from(&sample.path),
-                label,
+            Some(label) => Ok(Keyed {
+                key: Some(answer_key(self.model_digest, sample.digest, label)),
+                item: ClassifyItem {
+                    path: PathBuf::from(&sample.path),
+                    label,
+                },
             }),
-            None => Err(Err(format!(
-                "class `{}` is not one of the model's classes {:?}",
-                sample.label, self.classes
-            ))),
+            None => Err(Answered {
+                answer: Err(format!(
+                    "class `{}` is not one of the model's classes {:?}",
+                    sample.label, self.classes
+                )),
+                computed: false,
+            }),
         }
     }
-    fn answer(&self, sample: &Sample, result: &ClassifyResult) -> Result<Score, ErrorRecord> {
-        match result {
+    fn answer(
+        &self,
+        sample: &Sample,
+        result: &Answered<ClassifyResult>,
+    ) -> Result<Score, ErrorRecord> {
+        match &result.answer {
             Ok(out) => Ok(Score {
                 sample: sample.id,
                 checkpoint: self.checkpoint,
@@ -106,4 +118,17 @@ impl ModelMap for ClassifyParams {
             }),
         }
     }
+    fn was_computed(&self, answer: &Answered<ClassifyResult>) -> bool {
+        answer.computed
+    }
+}
+
+/// The content key of a score in the answer store: what decides it is the model (weights and
+/// metadata), the image's bytes and the index of its true class.
+pub fn answer_key(model: Digest, image: Digest, label: usize) -> Digest {
+    let mut h = blake3::Hasher::new_derive_key("discl 2026-11 classify answer v1");
+    h.update(&model.0);
+    h.update(&image.0);
+    h.update(&(label as u64).to_le_bytes());
+    Digest(*h.finalize().as_bytes())
 }

@@ -11,7 +11,8 @@
 use crate::operators::stats::NodeStats;
 use crate::record::Digest;
 use crate::store::contact_sheet::write_contact_sheets;
-use crate::store::manifest::{Layout, write_snapshot, ManifestFormat, Row, TableKind};
+use crate::store::content::write_snapshot_if_changed;
+use crate::store::manifest::{Layout, ManifestFormat, Row, TableKind};
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use differential_dataflow::VecCollection;
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +42,8 @@ pub struct SinkParams {
     pub formats: Vec<ManifestFormat>,
     /// How many past versions to keep beside the current one.
     pub keep_versions: usize,
-    /// The first version of this run: a snapshot is written for it even if it is empty.
+    /// The first version of this run: a snapshot is written for it even if it is empty, unless
+    /// `current` already holds the same content (an earlier run wrote it).
     pub first_version: u64,
     /// The pipeline's output folder, when synthetic images should get contact sheets under
     /// `report/spectrum/`.
@@ -242,7 +244,7 @@ impl<F: Fn()> Drop for WakeOnExit<F> {
 }
 
 /// The writer thread: owns the sink's accumulated rows, applies each version's updates and
-/// writes its snapshot, until the operator closes the queue.
+/// writes its snapshot unless it equals the current one, until the operator closes the queue.
 fn write_versions(
     params: SinkParams,
     queue: Receiver<Job>,
@@ -289,8 +291,9 @@ fn write(
         keep: params.keep_versions,
         provenance: &params.provenance,
     };
-    let result = write_snapshot(&params.folder, version, &layout, &tables);
-    if let (Ok(()), Some(output)) = (&result, &params.report) {
+    // A snapshot equal to the current one (this run's or an earlier run's) is not written.
+    let result = write_snapshot_if_changed(&params.folder, version, &layout, &tables);
+    if let (Ok(true), Some(output)) = (&result, &params.report) {
         let synthetic = tables.iter().flatten().filter_map(|(row, _)| match row {
             Row::Synthetic(s) => Some(s),
             _ => None,
@@ -308,9 +311,11 @@ fn write(
     params.stats.busy_since(started);
     let mut log = params.written.lock().unwrap_or_else(|e| e.into_inner());
     match result {
-        Ok(()) => {
-            params.stats.records_out(rows as isize);
-            log.versions.push(version);
+        Ok(written) => {
+            if written {
+                params.stats.records_out(rows as isize);
+                log.versions.push(version);
+            }
             log.last_rows = rows;
         }
         Err(e) => {

@@ -7,6 +7,7 @@ use super::error::RuntimeError;
 use super::image_input::{decode_into, ImageSpec};
 use super::model_meta::{ModelMeta, META_FILE};
 use super::onnx::{self, SessionOptions};
+use super::persisted::Persist;
 use super::service::{BatchWorker, ServiceStats};
 use crate::record::Digest;
 use ort::session::Session;
@@ -24,7 +25,7 @@ pub struct Classifier {
 }
 
 /// The verdict on one image.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassifierOutput {
     pub p_true: f32,
     pub loss: f32,
@@ -277,6 +278,17 @@ impl BatchWorker for Classifier {
             .into_iter()
             .map(|result| result.expect("every item answered"))
             .collect()
+    }
+}
+
+impl Persist for Classifier {
+    const TABLE: &'static str = "classify";
+    type Stored = ClassifierOutput;
+    fn to_stored(output: &ClassifyResult) -> Option<ClassifierOutput> {
+        output.as_ref().ok().cloned()
+    }
+    fn from_stored(stored: ClassifierOutput) -> ClassifyResult {
+        Ok(stored)
     }
 }
 

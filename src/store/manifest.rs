@@ -117,6 +117,18 @@ pub fn write_snapshot(
     layout: &Layout,
     tables: &[Vec<(&Row, isize)>],
 ) -> Result<(), StoreError> {
+    let content = super::content::content_digest(layout, tables);
+    write_snapshot_with(folder, version, layout, tables, &content)
+}
+
+/// [`write_snapshot`], given the tables' content digest for `_snapshot.json`.
+pub(super) fn write_snapshot_with(
+    folder: &Path,
+    version: u64,
+    layout: &Layout,
+    tables: &[Vec<(&Row, isize)>],
+    content: &crate::record::Digest,
+) -> Result<(), StoreError> {
     let Layout {
         inputs,
         kinds,
@@ -175,7 +187,8 @@ pub fn write_snapshot(
         counts.insert(input.clone(), rows.len().into());
         write_table(&staging, input, *kind, &rows, formats, input)?;
     }
-    let mut info = serde_json::json!({ "version": version, "rows": counts });
+    let mut info =
+        serde_json::json!({ "version": version, "rows": counts, "content": content.to_hex() });
     for (key, value) in provenance {
         info[key] = value.clone();
     }

@@ -1,8 +1,10 @@
 //! What the engine keeps on disk: manifests (snapshots per version) and the run state, all
 //! written atomically (temporary file, fsync, rename).
 
+pub mod answers;
 pub mod atomic;
 pub mod contact_sheet;
+pub mod content;
 pub mod error;
 pub mod images;
 pub mod manifest;

@@ -4,7 +4,7 @@
 use super::{Dataflow, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
 use crate::operators::{ClassifyExt, ClassifyParams};
 use crate::record::{Digest, RecordKind};
-use crate::runtime::{Classifier, InferenceService};
+use crate::runtime::{Classifier, InferenceService, Persisted};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -83,7 +83,7 @@ struct ClassifyNode {
     config: ClassifyConfig,
     classes: Arc<Vec<String>>,
     model_digest: Digest,
-    service: Arc<InferenceService<Classifier>>,
+    service: Arc<InferenceService<Persisted<Classifier>>>,
 }
 
 impl Node for ClassifyNode {

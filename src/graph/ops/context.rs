@@ -7,7 +7,8 @@ use crate::operators::feedback::{LocatedProgress, LocatedScore};
 use crate::operators::{FeedbackState, NodeStats, SourceState};
 use crate::record::{ErrorRecord, RecordKind, Sample};
 use crate::runtime::onnx::SessionOptions;
-use crate::runtime::{Classifier, InferenceService};
+use crate::runtime::{Classifier, InferenceService, Persisted};
+use crate::store::answers::AnswerStore;
 use crate::store::images::ImageStore;
 use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
@@ -107,6 +108,7 @@ impl ModelPool {
                 .collect(),
             services: IndexMap::new(),
             store: None,
+            answers: None,
             run,
         }
     }
@@ -124,11 +126,13 @@ pub struct RunInfo {
     pub provenance: serde_json::Map<String, serde_json::Value>,
 }
 
-/// What nodes share while a run starts: classifier services per model and the image store.
+/// What nodes share while a run starts: classifier services per model, the image store and
+/// the answer store.
 pub struct StartContext {
     classifiers: IndexMap<String, Vec<Classifier>>,
-    services: IndexMap<String, Arc<InferenceService<Classifier>>>,
+    services: IndexMap<String, Arc<InferenceService<Persisted<Classifier>>>>,
     store: Option<Arc<ImageStore>>,
+    answers: Option<Arc<AnswerStore>>,
     pub run: RunInfo,
 }
 
@@ -137,7 +141,7 @@ impl StartContext {
     pub fn classifier_service(
         &mut self,
         model: &str,
-    ) -> Result<Arc<InferenceService<Classifier>>, String> {
+    ) -> Result<Arc<InferenceService<Persisted<Classifier>>>, String> {
         if let Some(service) = self.services.get(model) {
             return Ok(Arc::clone(service));
         }
@@ -145,7 +149,12 @@ impl StartContext {
             .classifiers
             .shift_remove(model)
             .ok_or_else(|| format!("model `{model}` was not opened"))?;
-        let service = Arc::new(InferenceService::start(model, sessions));
+        let answers = self.answer_store();
+        let workers = sessions
+            .into_iter()
+            .map(|session| Persisted::new(session, Arc::clone(&answers)))
+            .collect();
+        let service = Arc::new(InferenceService::start(model, workers));
         self.services.insert(model.to_string(), Arc::clone(&service));
         Ok(service)
     }
@@ -157,6 +166,16 @@ impl StartContext {
             self.store = Some(Arc::new(store));
         }
         Ok(Arc::clone(self.store.as_ref().expect("opened")))
+    }
+
+    /// The answer store under the output folder (`state/answers.redb`), opened on first use;
+    /// it never fails (see [`AnswerStore`]).
+    pub fn answer_store(&mut self) -> Arc<AnswerStore> {
+        let (output, process) = (&self.run.output, self.run.process);
+        Arc::clone(
+            self.answers
+                .get_or_insert_with(|| Arc::new(AnswerStore::open(output, process))),
+        )
     }
 }
 

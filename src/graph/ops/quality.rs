@@ -7,7 +7,7 @@ use crate::operators::generate::DEFAULT_PROMPT;
 use crate::operators::quality::{quality, ClassQuery, QualityParams};
 use crate::record::{Digest, RecordKind};
 use crate::runtime::scorer::ScorerKind;
-use crate::runtime::{InferenceService, ModelMeta, Scorer, TextQuery};
+use crate::runtime::{InferenceService, ModelMeta, Persisted, Scorer, TextQuery};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -141,8 +141,14 @@ struct OpenedQuality {
 }
 
 impl Opened for OpenedQuality {
-    fn start(self: Box<Self>, _run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
-        let service = Arc::new(InferenceService::start(&self.config.model, self.scorers));
+    fn start(self: Box<Self>, run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
+        let answers = run.answer_store();
+        let workers = self
+            .scorers
+            .into_iter()
+            .map(|scorer| Persisted::new(scorer, Arc::clone(&answers)))
+            .collect();
+        let service = Arc::new(InferenceService::start(&self.config.model, workers));
         Ok(Arc::new(QualityNode {
             config: self.config,
             service,
@@ -154,7 +160,7 @@ impl Opened for OpenedQuality {
 
 struct QualityNode {
     config: QualityConfig,
-    service: Arc<InferenceService<Scorer>>,
+    service: Arc<InferenceService<Persisted<Scorer>>>,
     digest: Digest,
     queries: ClassQuery,
 }

@@ -6,6 +6,7 @@
 
 use super::{cosine, Embeddings, Scorer, ScorerError, TextQuery};
 use crate::record::Digest;
+use crate::runtime::persisted::Persist;
 use crate::runtime::service::{BatchWorker, ServiceStats};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -239,5 +240,35 @@ impl BatchWorker for Scorer {
             stats.model_call();
         }
         results
+    }
+}
+
+impl Persist for Scorer {
+    const TABLE: &'static str = "quality";
+    type Stored = QualityScore;
+    /// Adds the source image's content digest to the operator's key (scorer, synthetic image,
+    /// text): the image score depends on the source's bytes, which only this thread reads.
+    /// The digest found is handed on to the scorer, which then need not hash the file again.
+    fn answer_key(&mut self, key: Digest, item: &mut ScoreItem) -> Option<Digest> {
+        let mut h = blake3::Hasher::new_derive_key("discl 2026-11 quality answer source v1");
+        h.update(&key.0);
+        if let Some(source) = &mut item.source {
+            let digest = match source.digest {
+                Some(digest) => digest,
+                None => Digest::of(&std::fs::read(&source.path).ok()?),
+            };
+            source.digest = Some(digest);
+            h.update(&[1]);
+            h.update(&digest.0);
+        } else {
+            h.update(&[0]);
+        }
+        Some(Digest(*h.finalize().as_bytes()))
+    }
+    fn to_stored(output: &ScoreResult) -> Option<QualityScore> {
+        output.as_ref().ok().copied()
+    }
+    fn from_stored(stored: QualityScore) -> ScoreResult {
+        Ok(stored)
     }
 }
