@@ -7,6 +7,7 @@ pub mod build;
 pub mod compile;
 pub mod dot;
 pub mod ops;
+pub mod order;
 pub mod resources;
 pub mod spec;
 pub mod toml_spans;

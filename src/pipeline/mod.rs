@@ -2,6 +2,7 @@
 //! or start it and refresh it as data and feedback change, and read the summary. Timely and
 //! differential stay behind this facade.
 
+mod feed;
 mod prepare;
 mod running;
 mod summary;
