@@ -96,19 +96,27 @@ impl Curriculum {
         if self.schedule != Schedule::Adaptive {
             return Vec::new();
         }
-        let mut evaluations: BTreeMap<u32, BTreeMap<(SampleId, Level), f64>> = BTreeMap::new();
+        // Several lines for one image and level (one per seed, say) count as their mean.
+        let mut sums: BTreeMap<u32, BTreeMap<(SampleId, Level), (f64, u32)>> = BTreeMap::new();
         for p in progress.iter().filter(|p| self.levels.contains(&p.level)) {
-            evaluations
+            let entry = sums
                 .entry(p.after_stages)
                 .or_default()
-                .insert((p.sample, p.level), p.p_true.0 as f64);
+                .entry((p.sample, p.level))
+                .or_default();
+            *entry = (entry.0 + p.p_true.0 as f64, entry.1 + 1);
         }
-        let empty = BTreeMap::new();
+        let evaluations: BTreeMap<u32, BTreeMap<(SampleId, Level), f64>> = sums
+            .into_iter()
+            .map(|(after, images)| {
+                let means = images.into_iter().map(|(k, (sum, n))| (k, sum / n as f64));
+                (after, means.collect())
+            })
+            .collect();
         (1..self.curriculum_stages())
             .filter_map(|stage| {
                 let now = evaluations.get(&stage)?;
-                let before = evaluations.get(&(stage - 1)).unwrap_or(&empty);
-                let level = pick_level(now, before)?;
+                let level = pick_level(now, evaluations.get(&(stage - 1)))?;
                 Some(StagePlan {
                     stage,
                     levels: vec![level],
@@ -119,15 +127,22 @@ impl Curriculum {
     }
 }
 
-/// The level with the largest mean progress (p now − p before, 0 before when missing), outliers
-/// beyond 1.5·IQR dropped per level; ties go to the lower level.
+/// The level with the largest mean progress (p now − p before), outliers beyond 1.5·IQR
+/// dropped per level; ties go to the lower level. Without a previous evaluation p before counts
+/// as 0; with one, images it did not evaluate are left out (their change is unknown).
 pub fn pick_level(
     now: &BTreeMap<(SampleId, Level), f64>,
-    before: &BTreeMap<(SampleId, Level), f64>,
+    before: Option<&BTreeMap<(SampleId, Level), f64>>,
 ) -> Option<Level> {
     let mut by_level: BTreeMap<Level, Vec<f64>> = BTreeMap::new();
     for (&(sample, level), &p) in now {
-        let previous = before.get(&(sample, level)).copied().unwrap_or(0.0);
+        let previous = match before {
+            None => 0.0,
+            Some(before) => match before.get(&(sample, level)) {
+                Some(previous) => *previous,
+                None => continue,
+            },
+        };
         by_level.entry(level).or_default().push(p - previous);
     }
     let mut best: Option<(Level, f64)> = None;

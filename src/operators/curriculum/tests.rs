@@ -170,3 +170,19 @@ fn plans_follow_progress_in_a_dataflow() {
         ]
     );
 }
+
+#[test]
+fn repeated_lines_average_and_images_new_to_an_evaluation_are_left_out() {
+    let c = curriculum(Schedule::Adaptive);
+    let data = vec![
+        progress(0, 1, 100, 0.2),
+        progress(0, 1, 300, 0.2),
+        // Two seeds of image 1 at level 100: mean 0.5, a gain of 0.3.
+        progress(1, 1, 100, 0.4),
+        progress(1, 1, 100, 0.6),
+        progress(1, 1, 300, 0.4), // a gain of 0.2
+        // Image 2 was not evaluated before: its 0.9 at level 300 is no known gain.
+        progress(1, 2, 300, 0.9),
+    ];
+    assert_eq!(levels(&c.adaptive_plans(&data)), vec![(1, vec![100], 15)]);
+}
