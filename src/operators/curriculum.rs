@@ -10,6 +10,9 @@ use differential_dataflow::VecCollection;
 use std::collections::BTreeMap;
 use timely::dataflow::Scope;
 
+/// One evaluation's values per (validation image, level).
+type Evaluation<V> = BTreeMap<(SampleId, Level), V>;
+
 /// How levels are ordered over the curriculum stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
@@ -97,7 +100,7 @@ impl Curriculum {
             return Vec::new();
         }
         // Several lines for one image and level (one per seed, say) count as their mean.
-        let mut sums: BTreeMap<u32, BTreeMap<(SampleId, Level), (f64, u32)>> = BTreeMap::new();
+        let mut sums: BTreeMap<u32, Evaluation<(f64, u32)>> = BTreeMap::new();
         for p in progress.iter().filter(|p| self.levels.contains(&p.level)) {
             let entry = sums
                 .entry(p.after_stages)
@@ -106,7 +109,7 @@ impl Curriculum {
                 .or_default();
             *entry = (entry.0 + p.p_true.0 as f64, entry.1 + 1);
         }
-        let evaluations: BTreeMap<u32, BTreeMap<(SampleId, Level), f64>> = sums
+        let evaluations: BTreeMap<u32, Evaluation<f64>> = sums
             .into_iter()
             .map(|(after, images)| {
                 let means = images.into_iter().map(|(k, (sum, n))| (k, sum / n as f64));
@@ -130,10 +133,7 @@ impl Curriculum {
 /// The level with the largest mean progress (p now − p before), outliers beyond 1.5·IQR
 /// dropped per level; ties go to the lower level. Without a previous evaluation p before counts
 /// as 0; with one, images it did not evaluate are left out (their change is unknown).
-pub fn pick_level(
-    now: &BTreeMap<(SampleId, Level), f64>,
-    before: Option<&BTreeMap<(SampleId, Level), f64>>,
-) -> Option<Level> {
+pub fn pick_level(now: &Evaluation<f64>, before: Option<&Evaluation<f64>>) -> Option<Level> {
     let mut by_level: BTreeMap<Level, Vec<f64>> = BTreeMap::new();
     for (&(sample, level), &p) in now {
         let previous = match before {
