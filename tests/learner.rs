@@ -10,7 +10,15 @@ use discl::runtime::ModelMeta;
 use std::path::{Path, PathBuf};
 
 const CLASSES: [&str; 10] = [
-    "tshirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+    "tshirt-top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
     "ankle-boot",
 ];
 
@@ -52,7 +60,10 @@ fn accuracy(learner: &Learner, rows: &[TrainRow]) -> f64 {
         .iter()
         .zip(rows)
         .filter(|(p, r)| {
-            let best = p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+            let best = p
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
             best == r.label
         })
         .count();
@@ -91,21 +102,45 @@ fn learns_is_bit_identical_across_runs_and_resumes_from_a_checkpoint() {
     let after = accuracy(&a, &rows);
     println!("inference accuracy on the training rows: {before:.3} -> {after:.3}");
     let (first, last) = (&history[0], &history[EPOCHS - 1]);
-    assert!(last.loss < 0.7 * first.loss, "loss {} -> {}", first.loss, last.loss);
-    assert!(last.accuracy > first.accuracy + 0.2, "{} -> {}", first.accuracy, last.accuracy);
+    assert!(
+        last.loss < 0.7 * first.loss,
+        "loss {} -> {}",
+        first.loss,
+        last.loss
+    );
+    assert!(
+        last.accuracy > first.accuracy + 0.2,
+        "{} -> {}",
+        first.accuracy,
+        last.accuracy
+    );
     assert!(after > before + 0.25, "{before} -> {after}");
     assert_eq!(a.cache().len(), 120);
     a.save(&dir.path().join("a.safetensors")).unwrap();
 
     // Same seed, rows listed in reverse, a pool of two threads instead of one: the same bits.
     let reversed: Vec<TrainRow> = rows.iter().rev().cloned().collect();
-    let mut b = Learner::new(LearnerConfig { threads: 2, ..config() }, classes()).unwrap();
+    let mut b = Learner::new(
+        LearnerConfig {
+            threads: 2,
+            ..config()
+        },
+        classes(),
+    )
+    .unwrap();
     let history_b = train(&mut b, &reversed, EPOCHS);
-    let bits = |h: &[EpochStats]| h.iter().map(|s| (s.loss.to_bits(), s.accuracy.to_bits())).collect::<Vec<_>>();
+    let bits = |h: &[EpochStats]| {
+        h.iter()
+            .map(|s| (s.loss.to_bits(), s.accuracy.to_bits()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(bits(&history), bits(&history_b));
     b.save(&dir.path().join("b.safetensors")).unwrap();
     let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
-    assert!(read("a.safetensors") == read("b.safetensors"), "weights differ between runs");
+    assert!(
+        read("a.safetensors") == read("b.safetensors"),
+        "weights differ between runs"
+    );
     println!(
         "final loss bits {:#018x}, checkpoint blake3 {}",
         history[EPOCHS - 1].loss.to_bits(),
@@ -120,7 +155,10 @@ fn learns_is_bit_identical_across_runs_and_resumes_from_a_checkpoint() {
     let history_c = train(&mut c, &rows, EPOCHS / 2);
     assert_eq!(bits(&history[EPOCHS / 2..]), bits(&history_c));
     c.save(&dir.path().join("c.safetensors")).unwrap();
-    assert!(read("a.safetensors") == read("c.safetensors"), "resumed weights differ");
+    assert!(
+        read("a.safetensors") == read("c.safetensors"),
+        "resumed weights differ"
+    );
 }
 
 #[test]
@@ -142,7 +180,9 @@ fn the_onnx_export_opens_as_a_classifier_and_gives_the_learners_logits() {
     let spec = classifier.spec().clone();
     let mut pixels = Vec::new();
     for row in &rows {
-        let LearnerImage::File(path) = &row.image else { unreachable!() };
+        let LearnerImage::File(path) = &row.image else {
+            unreachable!()
+        };
         decode_into(&std::fs::read(path).unwrap(), &spec, &mut pixels).unwrap();
     }
     let onnx = classifier.logits(&pixels, rows.len()).unwrap();
@@ -159,7 +199,10 @@ fn the_onnx_export_opens_as_a_classifier_and_gives_the_learners_logits() {
     assert!(max_diff < 1e-4, "{max_diff}");
     // A batch of one through the dynamic batch axis.
     let one = classifier.logits(&pixels[..spec.len()], 1).unwrap();
-    assert!(one[0].iter().zip(&rust[0]).all(|(x, y)| (x - y).abs() < 1e-4));
+    assert!(one[0]
+        .iter()
+        .zip(&rust[0])
+        .all(|(x, y)| (x - y).abs() < 1e-4));
     // p_true agrees with the classifier's scoring of the same logits.
     let p = learner.p_true(&rows[..3]).unwrap();
     for (i, p) in p.iter().enumerate() {
@@ -172,16 +215,31 @@ fn the_onnx_export_opens_as_a_classifier_and_gives_the_learners_logits() {
 fn bad_rows_and_checkpoints_are_typed_errors() {
     use discl::runtime::learner::LearnerError;
     let mut learner = Learner::new(config(), classes()).unwrap();
-    let err = learner.train_epoch(&[TrainRow::new(PathBuf::from("x.png"), 10)]).unwrap_err();
-    assert!(matches!(err, LearnerError::Label { label: 10, classes: 10 }), "{err:?}");
+    let err = learner
+        .train_epoch(&[TrainRow::new(PathBuf::from("x.png"), 10)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LearnerError::Label {
+                label: 10,
+                classes: 10
+            }
+        ),
+        "{err:?}"
+    );
     let err = learner.train_epoch(&[]).unwrap_err();
     assert!(matches!(err, LearnerError::Empty), "{err:?}");
-    let err = learner.train_epoch(&[TrainRow::new(PathBuf::from("/no/such.png"), 1)]).unwrap_err();
+    let err = learner
+        .train_epoch(&[TrainRow::new(PathBuf::from("/no/such.png"), 1)])
+        .unwrap_err();
     assert!(matches!(err, LearnerError::Io { .. }), "{err:?}");
     let dir = tempfile::tempdir().unwrap();
     let other = Learner::new(config(), vec!["a".into(), "b".into()]).unwrap();
     other.save(&dir.path().join("two.safetensors")).unwrap();
-    let err = learner.load(&dir.path().join("two.safetensors")).unwrap_err();
+    let err = learner
+        .load(&dir.path().join("two.safetensors"))
+        .unwrap_err();
     assert!(matches!(err, LearnerError::Checkpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("head.weight"), "{err}");
     assert_eq!(learner.epoch(), 0);

@@ -15,7 +15,10 @@ pub fn save(learner: &Learner, path: &Path) -> Result<(), LearnerError> {
     for (i, (name, var)) in params.iter().enumerate() {
         tensors.insert(name.clone(), var.as_tensor().clone());
         tensors.insert(format!("adam.m.{name}"), learner.optimiser.first[i].clone());
-        tensors.insert(format!("adam.v.{name}"), learner.optimiser.second[i].clone());
+        tensors.insert(
+            format!("adam.v.{name}"),
+            learner.optimiser.second[i].clone(),
+        );
     }
     for (i, b) in learner.net.blocks.iter().enumerate() {
         tensors.insert(format!("block{i}.running_mean"), b.running_mean.clone());
@@ -41,7 +44,8 @@ pub fn load(learner: &mut Learner, path: &Path) -> Result<(), LearnerError> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| fail(e.to_string()))?;
+    let mut tensors =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| fail(e.to_string()))?;
     let mut take = |name: &str, like: &Tensor| -> Result<Tensor, LearnerError> {
         let t = tensors
             .remove(name)

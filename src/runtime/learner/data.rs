@@ -91,7 +91,7 @@ impl ImageCache {
     pub fn get(&self, image: &LearnerImage) -> Result<Arc<[f32]>, LearnerError> {
         let fail = |source| LearnerError::Image {
             image: image.describe(),
-            source,
+            source: Box::new(source),
         };
         match image {
             LearnerImage::Pixels(pixels) => {

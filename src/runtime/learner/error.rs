@@ -37,7 +37,7 @@ pub enum LearnerError {
     Image {
         image: String,
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     /// A row's class index is not one of the learner's classes.
     #[error("class index {label} out of range: the learner has {classes} classes")]

@@ -58,7 +58,10 @@ fn initializer(name: &str, t: &Tensor) -> Result<Msg, LearnerError> {
         m.varint(1, d as u64);
     }
     m.varint(2, FLOAT).string(8, name);
-    let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).ctx("export weights")?;
+    let values = t
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .ctx("export weights")?;
     let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     m.bytes(9, &raw);
     Ok(m)
@@ -144,13 +147,28 @@ pub fn model_bytes(net: &Folded, spec: &ImageSpec, input: &str) -> Result<Vec<u8
         current = relu;
         if POOL_AFTER.contains(&i) {
             let pool = format!("block{i}.pool");
-            let attrs = [Attr::Ints("kernel_shape", &[2, 2]), Attr::Ints("strides", &[2, 2])];
+            let attrs = [
+                Attr::Ints("kernel_shape", &[2, 2]),
+                Attr::Ints("strides", &[2, 2]),
+            ];
             graph.msg(1, &node("MaxPool", &pool, &[&current], &pool, &attrs));
             current = pool;
         }
     }
-    graph.msg(1, &node("GlobalAveragePool", "gap", &[&current], "gap", &[]));
-    graph.msg(1, &node("Flatten", "flatten", &["gap"], "features", &[Attr::Int("axis", 1)]));
+    graph.msg(
+        1,
+        &node("GlobalAveragePool", "gap", &[&current], "gap", &[]),
+    );
+    graph.msg(
+        1,
+        &node(
+            "Flatten",
+            "flatten",
+            &["gap"],
+            "features",
+            &[Attr::Int("axis", 1)],
+        ),
+    );
     inits.push(initializer("head.weight", &net.head_weight)?);
     inits.push(initializer("head.bias", &net.head_bias)?);
     graph.msg(
@@ -167,8 +185,16 @@ pub fn model_bytes(net: &Folded, spec: &ImageSpec, input: &str) -> Result<Vec<u8
     for init in &inits {
         graph.msg(5, init);
     }
-    let (classes, features) = (net.head_weight.dim(0).ctx("shape")?, net.head_weight.dim(1).ctx("shape")?);
-    let image = [None, Some(spec.channels), Some(spec.height), Some(spec.width)];
+    let (classes, features) = (
+        net.head_weight.dim(0).ctx("shape")?,
+        net.head_weight.dim(1).ctx("shape")?,
+    );
+    let image = [
+        None,
+        Some(spec.channels),
+        Some(spec.height),
+        Some(spec.width),
+    ];
     graph.msg(11, &value_info(input, &image));
     graph.msg(12, &value_info("logits", &[None, Some(classes)]));
     graph.msg(12, &value_info("features", &[None, Some(features)]));
@@ -205,7 +231,12 @@ struct Outputs<'a> {
 }
 
 /// Writes `<folder>/model.onnx` and `<folder>/discl.toml`, creating the folder.
-pub fn write(folder: &Path, net: &Folded, spec: &ImageSpec, classes: &[String]) -> Result<(), LearnerError> {
+pub fn write(
+    folder: &Path,
+    net: &Folded,
+    spec: &ImageSpec,
+    classes: &[String],
+) -> Result<(), LearnerError> {
     std::fs::create_dir_all(folder).map_err(|e| LearnerError::io(folder, e))?;
     let input = "input";
     let onnx = folder.join("model.onnx");
@@ -224,7 +255,8 @@ pub fn write(folder: &Path, net: &Folded, spec: &ImageSpec, classes: &[String]) 
             features: "features",
         },
     };
-    let text = toml::to_string(&meta).map_err(|e| LearnerError::config(format!("cannot write discl.toml: {e}")))?;
+    let text = toml::to_string(&meta)
+        .map_err(|e| LearnerError::config(format!("cannot write discl.toml: {e}")))?;
     let file = folder.join(crate::runtime::model_meta::META_FILE);
     std::fs::write(&file, text).map_err(|e| LearnerError::io(&file, e))
 }

@@ -69,6 +69,9 @@ impl LearnerConfig {
     }
 }
 
+/// One row of numbers per image (logits, probabilities or features).
+pub type Rows = Vec<Vec<f32>>;
+
 /// What one epoch did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochStats {
@@ -100,7 +103,9 @@ impl Learner {
     pub fn new(config: LearnerConfig, classes: Vec<String>) -> Result<Learner, LearnerError> {
         let spec = &config.image;
         if config.threads == 0 || config.batch_size == 0 {
-            return Err(LearnerError::config("threads and batch_size must be at least 1"));
+            return Err(LearnerError::config(
+                "threads and batch_size must be at least 1",
+            ));
         }
         if classes.is_empty() {
             return Err(LearnerError::config("no classes"));
@@ -111,7 +116,9 @@ impl Learner {
             ));
         }
         if spec.height < 4 || spec.width < 4 {
-            return Err(LearnerError::config("images must be at least 4×4 (two 2×2 pools)"));
+            return Err(LearnerError::config(
+                "images must be at least 4×4 (two 2×2 pools)",
+            ));
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads)
@@ -174,7 +181,14 @@ impl Learner {
             }
             let image_key = row.image.key();
             for copy in 0..row.copies {
-                let k = key(&[seed, purpose::ORDER, epoch, image_key, row.label as u64, copy as u64]);
+                let k = key(&[
+                    seed,
+                    purpose::ORDER,
+                    epoch,
+                    image_key,
+                    row.label as u64,
+                    copy as u64,
+                ]);
                 order.push((k, image_key, i, copy));
             }
         }
@@ -187,7 +201,11 @@ impl Learner {
             .map(|row| self.cache.get(&row.image))
             .collect::<Result<Vec<_>, _>>()?;
         let (spec, batch_size) = (self.config.image.clone(), self.config.batch_size);
-        let (lr, wd, augment) = (self.config.learning_rate, self.config.weight_decay, self.config.augment);
+        let (lr, wd, augment) = (
+            self.config.learning_rate,
+            self.config.weight_decay,
+            self.config.augment,
+        );
         let (net, optimiser, pool) = (&mut self.net, &mut self.optimiser, &self.pool);
         let (loss_sum, correct) = pool.install(|| -> Result<(f64, usize), LearnerError> {
             let (mut loss_sum, mut correct) = (0.0f64, 0usize);
@@ -205,9 +223,11 @@ impl Learner {
                     labels.push(rows[i].label);
                 }
                 let n = batch.len();
-                let x = Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), &Device::Cpu)
-                    .ctx("batch")?;
-                let logits = net.forward_train(&x, key(&[seed, purpose::DROPOUT, epoch, b as u64]))?;
+                let x =
+                    Tensor::from_vec(x, (n, spec.channels, spec.height, spec.width), &Device::Cpu)
+                        .ctx("batch")?;
+                let logits =
+                    net.forward_train(&x, key(&[seed, purpose::DROPOUT, epoch, b as u64]))?;
                 let (loss, right) = net::cross_entropy(&logits, &labels)?;
                 let grads = loss.backward().ctx("backward")?;
                 optimiser.step(&net.params(), &grads, lr, wd)?;
@@ -232,7 +252,7 @@ impl Learner {
     pub fn logits_and_features(
         &self,
         images: &[LearnerImage],
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), LearnerError> {
+    ) -> Result<(Rows, Rows), LearnerError> {
         let folded = self.net.fold()?;
         let spec = &self.config.image;
         let (mut logits, mut features) = (Vec::new(), Vec::new());
@@ -259,7 +279,11 @@ impl Learner {
 
     /// Class probabilities of `images` (softmax of the logits), one row per image.
     pub fn predict(&self, images: &[LearnerImage]) -> Result<Vec<Vec<f32>>, LearnerError> {
-        Ok(self.logits(images)?.iter().map(|row| softmax(row)).collect())
+        Ok(self
+            .logits(images)?
+            .iter()
+            .map(|row| softmax(row))
+            .collect())
     }
 
     /// The probability of each row's true class.

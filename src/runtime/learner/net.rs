@@ -70,7 +70,12 @@ impl Net {
         for (i, &c_out) in WIDTHS.iter().enumerate() {
             let fan_in = (c_in * 9) as f32;
             blocks.push(Block {
-                weight: var(uniform(&[c_out, c_in, 3, 3], fan_in.powf(-0.5), seed, i as u64)?)?,
+                weight: var(uniform(
+                    &[c_out, c_in, 3, 3],
+                    fan_in.powf(-0.5),
+                    seed,
+                    i as u64,
+                )?)?,
                 gamma: var(full(c_out, 1.0)?)?,
                 beta: var(full(c_out, 0.0)?)?,
                 running_mean: full(c_out, 0.0)?,
@@ -114,9 +119,22 @@ impl Net {
             let (n, _, hh, ww) = y.dims4().ctx("shape")?;
             let mean = y.mean_keepdim((0, 2, 3)).ctx("batch mean")?;
             let centred = y.broadcast_sub(&mean).ctx("batch norm")?;
-            let var = centred.sqr().ctx("batch var")?.mean_keepdim((0, 2, 3)).ctx("batch var")?;
-            let inv = (var.clone() + BN_EPS).ctx("batch norm")?.sqrt().ctx("batch norm")?.recip().ctx("batch norm")?;
-            let gamma = b.gamma.as_tensor().reshape((1, c, 1, 1)).ctx("batch norm")?;
+            let var = centred
+                .sqr()
+                .ctx("batch var")?
+                .mean_keepdim((0, 2, 3))
+                .ctx("batch var")?;
+            let inv = (var.clone() + BN_EPS)
+                .ctx("batch norm")?
+                .sqrt()
+                .ctx("batch norm")?
+                .recip()
+                .ctx("batch norm")?;
+            let gamma = b
+                .gamma
+                .as_tensor()
+                .reshape((1, c, 1, 1))
+                .ctx("batch norm")?;
             let beta = b.beta.as_tensor().reshape((1, c, 1, 1)).ctx("batch norm")?;
             let y = centred
                 .broadcast_mul(&inv.broadcast_mul(&gamma).ctx("batch norm")?)
@@ -125,9 +143,16 @@ impl Net {
                 .ctx("batch norm")?;
             // Running statistics (unbiased variance), outside the graph.
             let count = (n * hh * ww) as f64;
-            let unbias = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+            let unbias = if count > 1.0 {
+                count / (count - 1.0)
+            } else {
+                1.0
+            };
             let update = |running: &Tensor, batch: &Tensor, scale: f64| {
-                let batch = batch.detach().flatten_all()?.affine(BN_MOMENTUM * scale, 0.0)?;
+                let batch = batch
+                    .detach()
+                    .flatten_all()?
+                    .affine(BN_MOMENTUM * scale, 0.0)?;
                 running.affine(1.0 - BN_MOMENTUM, 0.0)? + batch
             };
             b.running_mean = update(&b.running_mean, &mean, 1.0).ctx("running mean")?;
@@ -142,11 +167,21 @@ impl Net {
         let mut stream = Stream::new(dropout_key);
         let keep = 1.0 - DROPOUT;
         let mask: Vec<f32> = (0..n * f)
-            .map(|_| if stream.unit() < keep { 1.0 / keep } else { 0.0 })
+            .map(|_| {
+                if stream.unit() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, (n, f), &Device::Cpu).ctx("dropout")?;
         let features = features.mul(&mask).ctx("dropout")?;
-        linear(&features, self.head_weight.as_tensor(), self.head_bias.as_tensor())
+        linear(
+            &features,
+            self.head_weight.as_tensor(),
+            self.head_bias.as_tensor(),
+        )
     }
 
     /// Batch norm folded into the convolutions, with the running statistics.
@@ -157,7 +192,11 @@ impl Net {
                 .and_then(|v| v.sqrt())
                 .and_then(|s| b.gamma.as_tensor().div(&s))
                 .ctx("fold batch norm")?;
-            let bias = b.beta.as_tensor().sub(&b.running_mean.mul(&scale).ctx("fold")?).ctx("fold")?;
+            let bias = b
+                .beta
+                .as_tensor()
+                .sub(&b.running_mean.mul(&scale).ctx("fold")?)
+                .ctx("fold")?;
             let c = scale.dim(0).ctx("shape")?;
             let weight = b
                 .weight
@@ -230,14 +269,24 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize]) -> Result<(Tensor, usize
     }
     let onehot = Tensor::from_vec(onehot, (n, k), &Device::Cpu).ctx("one-hot")?;
     let lse = logits.log_sum_exp(D::Minus1).ctx("log-softmax")?;
-    let log_p = logits.broadcast_sub(&lse.unsqueeze(1).ctx("log-softmax")?).ctx("log-softmax")?;
+    let log_p = logits
+        .broadcast_sub(&lse.unsqueeze(1).ctx("log-softmax")?)
+        .ctx("log-softmax")?;
     let loss = log_p
         .mul(&onehot)
         .and_then(|t| t.sum_all())
         .and_then(|t| t.affine(-1.0 / n as f64, 0.0))
         .ctx("loss")?;
-    let predicted = logits.argmax(D::Minus1).ctx("arg-max")?.to_vec1::<u32>().ctx("arg-max")?;
-    let correct = predicted.iter().zip(labels).filter(|(p, l)| **p as usize == **l).count();
+    let predicted = logits
+        .argmax(D::Minus1)
+        .ctx("arg-max")?
+        .to_vec1::<u32>()
+        .ctx("arg-max")?;
+    let correct = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as usize == **l)
+        .count();
     Ok((loss, correct))
 }
 

@@ -48,17 +48,23 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let m = (self.first[i].affine(BETA1, 0.0).ctx("adam")? + g.affine(1.0 - BETA1, 0.0).ctx("adam")?)
-                .ctx("adam")?;
+            let m = (self.first[i].affine(BETA1, 0.0).ctx("adam")?
+                + g.affine(1.0 - BETA1, 0.0).ctx("adam")?)
+            .ctx("adam")?;
             let v = (self.second[i].affine(BETA2, 0.0).ctx("adam")?
-                + g.sqr().and_then(|g2| g2.affine(1.0 - BETA2, 0.0)).ctx("adam")?)
+                + g.sqr()
+                    .and_then(|g2| g2.affine(1.0 - BETA2, 0.0))
+                    .ctx("adam")?)
             .ctx("adam")?;
             let denom = v
                 .affine(1.0 / correct2, 0.0)
                 .and_then(|v| v.sqrt())
                 .and_then(|s| s.affine(1.0, EPS))
                 .ctx("adam")?;
-            let update = m.affine(lr / correct1, 0.0).and_then(|m| m.div(&denom)).ctx("adam")?;
+            let update = m
+                .affine(lr / correct1, 0.0)
+                .and_then(|m| m.div(&denom))
+                .ctx("adam")?;
             let p = var
                 .as_tensor()
                 .affine(1.0 - lr * weight_decay, 0.0)
