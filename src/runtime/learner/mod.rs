@@ -31,9 +31,11 @@ use std::time::Instant;
 pub struct LearnerConfig {
     /// Keys every random choice: initial weights, epoch order, augmentation, dropout.
     pub seed: u64,
-    /// Threads of the learner's rayon pool. Results are bit-identical for a fixed count on one
-    /// machine (candle's matrix products also read `RAYON_NUM_THREADS`, when set, for how they
-    /// split work; keep it unset or fixed).
+    /// Threads of the learner's rayon pool (candle's matrix products run on it). candle's
+    /// element-wise ops run on a process-wide pool of its own, sized once from
+    /// `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the physical cores); on a loaded
+    /// machine `CANDLE_NUM_THREADS=1` is fastest. Results were bit-identical across 1 and 2
+    /// threads of either pool on the test machine; the promise is per thread count.
     pub threads: usize,
     /// Rows per optimiser step (the last batch of an epoch may be smaller).
     pub batch_size: usize,
