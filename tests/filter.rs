@@ -4,49 +4,9 @@
 mod common;
 
 use common::*;
-use discl::{Pipeline, RunOptions};
+use discl::Pipeline;
 use std::collections::BTreeSet;
 use std::path::Path;
-
-fn run(text: &str, workers: usize) -> discl::RunSummary {
-    let pipeline = Pipeline::from_toml("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions {
-        timely_args: vec!["-w".into(), workers.to_string()],
-        progress: false,
-    };
-    pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn graph(out: &Path, images: &Path, nodes: &str) -> String {
-    format!(
-        r#"[pipeline]
-name = "ops"
-output = "{out}"
-seed = 3
-
-[models.cnn]
-path = "{model}"
-
-[nodes.train]
-op = "source"
-format = "image_folder"
-path = "{images}"
-
-[nodes.scores]
-op = "classify"
-inputs = ["train"]
-model = "cnn"
-batch_size = 32
-{nodes}"#,
-        out = out.display(),
-        model = classifier().display(),
-        images = images.display(),
-    )
-}
-
-fn ids(rows: &[serde_json::Value], field: &str) -> BTreeSet<u64> {
-    rows.iter().map(|r| r[field].as_u64().unwrap()).collect()
-}
 
 #[test]
 fn filter_keeps_records_whose_field_meets_every_condition() {
@@ -71,7 +31,7 @@ below = 0.9
 op = "sink"
 inputs = ["train", "scores", "footwear", "unsure"]
 "#;
-    let summary = run(&graph(&out, &images, nodes), 2);
+    let summary = run_text(&scored_graph(&out, &images, nodes), 2);
     let footwear = read_jsonl(&out, "out", "footwear");
     assert_eq!(footwear.len(), 36, "12 images in each of three classes");
     assert!(footwear.iter().all(|r| ["sandal", "sneaker", "ankle-boot"]
@@ -113,7 +73,7 @@ op = "filter"
 inputs = ["train"]
 field = "label"
 "#;
-    let text = graph(Path::new("out"), Path::new("images"), nodes);
+    let text = scored_graph(Path::new("out"), Path::new("images"), nodes);
     let error = Pipeline::from_toml("g.toml", &text).err().unwrap().to_string();
     let lines: Vec<&str> = error.lines().collect();
     assert_eq!(

@@ -4,49 +4,8 @@
 mod common;
 
 use common::*;
-use discl::{Pipeline, RunOptions};
-use std::collections::BTreeSet;
+use discl::Pipeline;
 use std::path::Path;
-
-fn run(text: &str, workers: usize) -> discl::RunSummary {
-    let pipeline = Pipeline::from_toml("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions {
-        timely_args: vec!["-w".into(), workers.to_string()],
-        progress: false,
-    };
-    pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn graph(out: &Path, images: &Path, nodes: &str) -> String {
-    format!(
-        r#"[pipeline]
-name = "ops"
-output = "{out}"
-seed = 3
-
-[models.cnn]
-path = "{model}"
-
-[nodes.train]
-op = "source"
-format = "image_folder"
-path = "{images}"
-
-[nodes.scores]
-op = "classify"
-inputs = ["train"]
-model = "cnn"
-batch_size = 32
-{nodes}"#,
-        out = out.display(),
-        model = classifier().display(),
-        images = images.display(),
-    )
-}
-
-fn ids(rows: &[serde_json::Value], field: &str) -> BTreeSet<u64> {
-    rows.iter().map(|r| r[field].as_u64().unwrap()).collect()
-}
 
 #[test]
 fn sample_keeps_the_same_samples_and_their_scores_whatever_the_workers() {
@@ -70,7 +29,7 @@ inputs = ["some", "some_scores"]
         let dir = tempfile::tempdir().unwrap();
         let images = copy_fixture(dir.path());
         let out = dir.path().join("out");
-        run(&graph(&out, &images, nodes), workers);
+        run_text(&scored_graph(&out, &images, nodes), workers);
         let samples = ids(&read_jsonl(&out, "out", "some"), "id");
         let scores = ids(&read_jsonl(&out, "out", "some_scores"), "sample");
         assert!((15..=45).contains(&samples.len()), "{}", samples.len());
@@ -83,7 +42,7 @@ inputs = ["some", "some_scores"]
 #[test]
 fn a_fraction_outside_zero_to_one_names_its_line() {
     let nodes = "\n[nodes.c]\nop = \"sample\"\ninputs = [\"train\"]\nfraction = 1.5\n";
-    let text = graph(Path::new("out"), Path::new("images"), nodes);
+    let text = scored_graph(Path::new("out"), Path::new("images"), nodes);
     let error = Pipeline::from_toml("g.toml", &text).err().unwrap().to_string();
     assert_eq!(error, "g.toml:23: node `c`: fraction = 1.5 must be in (0, 1]");
 }

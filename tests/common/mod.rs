@@ -2,6 +2,8 @@
 //! graph files pointing into it, and readers for what a run writes.
 #![allow(dead_code)]
 
+use discl::{Pipeline, RunOptions};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -129,4 +131,47 @@ pub fn sorted_updates<T: Ord, D: Ord + Clone + 'static>(
         .collect();
     out.sort();
     out
+}
+
+/// Compiles and runs graph-file text with `workers` timely workers.
+pub fn run_text(text: &str, workers: usize) -> discl::RunSummary {
+    let pipeline = Pipeline::from_toml("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let options = RunOptions {
+        timely_args: vec!["-w".into(), workers.to_string()],
+        progress: false,
+    };
+    pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A graph file: the fixture at `images` scored by the shipped CNN (`train`, `scores`), then `nodes`.
+pub fn scored_graph(out: &Path, images: &Path, nodes: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "ops"
+output = "{out}"
+seed = 3
+
+[models.cnn]
+path = "{model}"
+
+[nodes.train]
+op = "source"
+format = "image_folder"
+path = "{images}"
+
+[nodes.scores]
+op = "classify"
+inputs = ["train"]
+model = "cnn"
+batch_size = 32
+{nodes}"#,
+        out = out.display(),
+        model = classifier().display(),
+        images = images.display(),
+    )
+}
+
+/// The distinct values of an integer field.
+pub fn ids(rows: &[serde_json::Value], field: &str) -> BTreeSet<u64> {
+    rows.iter().map(|r| r[field].as_u64().unwrap()).collect()
 }
