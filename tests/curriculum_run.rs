@@ -4,18 +4,8 @@
 mod common;
 
 use common::*;
-use discl::{Pipeline, RunOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-fn run(text: &str, workers: usize) -> discl::RunSummary {
-    let pipeline = Pipeline::from_toml("curriculum.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    let options = RunOptions {
-        timely_args: vec!["-w".into(), workers.to_string()],
-        progress: false,
-    };
-    pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// Bags and ankle boots are the "tail"; their 24 images get 2 levels × 2 seeds each.
 fn graph(out: &Path, images: &Path, schedule: &str) -> String {
@@ -99,7 +89,7 @@ fn diverse_to_specific_stages_hold_scored_images_of_their_level() {
     let dir = tempfile::tempdir().unwrap();
     let images = copy_fixture(dir.path());
     let out = dir.path().join("out");
-    let summary = run(&graph(&out, &images, "schedule = \"diverse_to_specific\""), 2);
+    let summary = run_text(&graph(&out, &images, "schedule = \"diverse_to_specific\""), 2);
     assert_eq!(summary.errors, 0);
     assert_eq!(summary.nodes["synthetic"].records_out, 96, "24 images × 2 levels × 2 seeds");
 
@@ -168,7 +158,7 @@ fn stage_manifests_are_the_same_bytes_whatever_the_workers() {
         let dir = tempfile::tempdir().unwrap();
         let images = copy_fixture(dir.path());
         let out = dir.path().join("out");
-        run(&graph(&out, &images, "schedule = \"random\"\nstages = 3"), workers);
+        run_text(&graph(&out, &images, "schedule = \"random\"\nstages = 3"), workers);
         let read = |file: &str| {
             std::fs::read_to_string(out.join("manifests/current/mix").join(file))
                 .unwrap()
