@@ -37,7 +37,10 @@ fn main() {
     let engine = Classifier::open(&model, &options).unwrap();
     let classes = Arc::new(engine.meta().classes.clone());
     let model_digest = engine.digest();
-    let service = Arc::new(InferenceService::start("bench", vec![Persisted::alone(engine)]));
+    let service = Arc::new(InferenceService::start(
+        "bench",
+        vec![Persisted::alone(engine)],
+    ));
     println!(
         "classify: {} images from {}, batch {BATCH}, 1 ONNX Runtime thread, {ROUNDS} rounds each",
         samples.len(),

@@ -82,8 +82,14 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
-    let wanted: u64 = std::env::var("SYNTHETIC").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let changed: u64 = std::env::var("CHANGED").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let wanted: u64 = std::env::var("SYNTHETIC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let changed: u64 = std::env::var("CHANGED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     // The hard samples (2% of the training set, as a long tail) have every synthetic record.
     let per_sample = LEVELS.len() as u64 * SEEDS;
     let candidates = (wanted / per_sample).max(1);
@@ -110,7 +116,10 @@ fn main() {
                 let (samples_in, samples) = scope.new_collection::<Sample, isize>();
                 let (scores_in, scores) = scope.new_collection::<Score, isize>();
                 let (synthetic_in, synthetic) = scope.new_collection::<Synthetic, isize>();
-                let hard = samples.clone().hard(scores, &[HardSampleRule::PTrueBelow(0.5)], Combine::Any);
+                let hard =
+                    samples
+                        .clone()
+                        .hard(scores, &[HardSampleRule::PTrueBelow(0.5)], Combine::Any);
                 // Only hard samples' images enter (as the generate node would make them).
                 let hard_ids = hard.clone().map(|s| s.id);
                 let pool = synthetic
@@ -138,7 +147,11 @@ fn main() {
                 }
             }
         }
-        for input in [&mut samples_in as &mut dyn Advance, &mut scores_in, &mut synthetic_in] {
+        for input in [
+            &mut samples_in as &mut dyn Advance,
+            &mut scores_in,
+            &mut synthetic_in,
+        ] {
             input.to(1);
         }
         while probe.less_than(&1) {
@@ -153,7 +166,11 @@ fn main() {
         for id in (0..samples_n).step_by(step as usize).take(changed as usize) {
             scores_in.insert(score(id, 1, candidates));
         }
-        for input in [&mut samples_in as &mut dyn Advance, &mut scores_in, &mut synthetic_in] {
+        for input in [
+            &mut samples_in as &mut dyn Advance,
+            &mut scores_in,
+            &mut synthetic_in,
+        ] {
             input.to(2);
         }
         while probe.less_than(&2) {
@@ -176,7 +193,9 @@ trait Advance {
     fn to(&mut self, time: u64);
 }
 
-impl<D: differential_dataflow::Data> Advance for differential_dataflow::input::InputSession<u64, D, isize> {
+impl<D: differential_dataflow::Data> Advance
+    for differential_dataflow::input::InputSession<u64, D, isize>
+{
     fn to(&mut self, time: u64) {
         self.advance_to(time);
         self.flush();

@@ -35,7 +35,10 @@ fn emits_exact_diffs_and_answers_retractions_from_the_memo() {
     let classifier = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let classes = Arc::new(classifier.meta().classes.clone());
     let model_digest = classifier.digest();
-    let service = Arc::new(InferenceService::start("test", vec![Persisted::alone(classifier)]));
+    let service = Arc::new(InferenceService::start(
+        "test",
+        vec![Persisted::alone(classifier)],
+    ));
     let stats = Arc::new(NodeStats::default());
     let (coat, bag, trouser) = (sample("coat"), sample("bag"), sample("trouser"));
     let mut stranger = sample("coat");
@@ -105,7 +108,10 @@ fn nodes_sharing_a_model_count_their_own_model_calls() {
     let classifier = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let classes = Arc::new(classifier.meta().classes.clone());
     let model_digest = classifier.digest();
-    let service = Arc::new(InferenceService::start("shared", vec![Persisted::alone(classifier)]));
+    let service = Arc::new(InferenceService::start(
+        "shared",
+        vec![Persisted::alone(classifier)],
+    ));
     let node = |name: &str, batch_size: usize| ClassifyParams {
         node: name.into(),
         service: Arc::clone(&service),
@@ -188,10 +194,16 @@ formats = ["jsonl"]
     // reports the other's. The nodes share the answer store (same model, same images), so an
     // image one node has scored by the time the other's batch runs is a hit for the other.
     let (small, large) = (&summary.nodes["small"], &summary.nodes["large"]);
-    assert!(small.model_calls <= 8 && large.model_calls <= 3, "{small:?} {large:?}");
+    assert!(
+        small.model_calls <= 8 && large.model_calls <= 3,
+        "{small:?} {large:?}"
+    );
     for node in [small, large] {
         assert_eq!(node.computed + node.cache_hits, 120);
         assert_eq!(node.model_calls > 0, node.computed > 0);
     }
-    assert!(small.computed + large.computed >= 120, "every image scored once at least");
+    assert!(
+        small.computed + large.computed >= 120,
+        "every image scored once at least"
+    );
 }

@@ -60,8 +60,14 @@ keep = 2
     assert_eq!(lines.len(), 3, "{stderr}");
     let f = file.display();
     let ops = discl::graph::ops::names();
-    assert!(ops.starts_with("source, classify, feedback, hard, generate, sink"), "{ops}");
-    assert_eq!(lines[0], format!("{f}:14: node `scores`: unknown op `clasify` (expected one of {ops})"));
+    assert!(
+        ops.starts_with("source, classify, feedback, hard, generate, sink"),
+        "{ops}"
+    );
+    assert_eq!(
+        lines[0],
+        format!("{f}:14: node `scores`: unknown op `clasify` (expected one of {ops})")
+    );
     assert_eq!(
         lines[1],
         format!("{f}:20: node `hard`: input `scorez` is not a node")
@@ -151,7 +157,12 @@ fn graph_prints_dot_and_run_writes_a_summary() {
 
     // A second process with nothing changed: answers come from the output folder's store.
     let again = dir.path().join("again.json");
-    let args = ["run", file.to_str().unwrap(), "--summary-json", again.to_str().unwrap()];
+    let args = [
+        "run",
+        file.to_str().unwrap(),
+        "--summary-json",
+        again.to_str().unwrap(),
+    ];
     let (code, _, stderr) = discl(&args);
     assert_eq!(code, 0, "{stderr}");
     let again: serde_json::Value =

@@ -89,9 +89,15 @@ fn diverse_to_specific_stages_hold_scored_images_of_their_level() {
     let dir = tempfile::tempdir().unwrap();
     let images = copy_fixture(dir.path());
     let out = dir.path().join("out");
-    let summary = run_text(&graph(&out, &images, "schedule = \"diverse_to_specific\""), 2);
+    let summary = run_text(
+        &graph(&out, &images, "schedule = \"diverse_to_specific\""),
+        2,
+    );
     assert_eq!(summary.errors, 0);
-    assert_eq!(summary.nodes["synthetic"].records_out, 96, "24 images × 2 levels × 2 seeds");
+    assert_eq!(
+        summary.nodes["synthetic"].records_out, 96,
+        "24 images × 2 levels × 2 seeds"
+    );
 
     let kept = read_jsonl(&out, "manifests", "quality");
     let rejected = read_jsonl(&out, "manifests", "quality.rejected");
@@ -107,8 +113,16 @@ fn diverse_to_specific_stages_hold_scored_images_of_their_level() {
     let plan: BTreeMap<u64, (Vec<u64>, u64)> = plans
         .iter()
         .map(|p| {
-            let levels = p["levels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap()).collect();
-            (p["stage"].as_u64().unwrap(), (levels, p["epochs"].as_u64().unwrap()))
+            let levels = p["levels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_u64().unwrap())
+                .collect();
+            (
+                p["stage"].as_u64().unwrap(),
+                (levels, p["epochs"].as_u64().unwrap()),
+            )
         })
         .collect();
     assert_eq!(
@@ -124,11 +138,15 @@ fn diverse_to_specific_stages_hold_scored_images_of_their_level() {
         let rows = read_stage(&out, stage);
         let epochs: BTreeSet<u64> = rows.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
         assert_eq!(epochs, BTreeSet::from([0, 1]));
-        let synthetic: Vec<&serde_json::Value> = rows.iter().filter(|r| r["level"] != 1000).collect();
+        let synthetic: Vec<&serde_json::Value> =
+            rows.iter().filter(|r| r["level"] != 1000).collect();
         assert!(!synthetic.is_empty());
         for row in &synthetic {
             assert_eq!(row["level"], level, "only the stage's level");
-            assert!(kept_paths.contains(row["path"].as_str().unwrap()), "only images that passed");
+            assert!(
+                kept_paths.contains(row["path"].as_str().unwrap()),
+                "only images that passed"
+            );
             assert!(Path::new(row["path"].as_str().unwrap()).is_file());
         }
         // All 24 tail images are in every epoch.
@@ -142,7 +160,9 @@ fn diverse_to_specific_stages_hold_scored_images_of_their_level() {
         }
     }
     let real_only = read_stage(&out, 2);
-    assert!(real_only.iter().all(|r| r["level"] == 1000 && r["seed"].is_null()));
+    assert!(real_only
+        .iter()
+        .all(|r| r["level"] == 1000 && r["seed"].is_null()));
     let info: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("manifests/current/_snapshot.json")).unwrap(),
     )
@@ -158,13 +178,20 @@ fn stage_manifests_are_the_same_bytes_whatever_the_workers() {
         let dir = tempfile::tempdir().unwrap();
         let images = copy_fixture(dir.path());
         let out = dir.path().join("out");
-        run_text(&graph(&out, &images, "schedule = \"random\"\nstages = 3"), workers);
+        run_text(
+            &graph(&out, &images, "schedule = \"random\"\nstages = 3"),
+            workers,
+        );
         let read = |file: &str| {
             std::fs::read_to_string(out.join("manifests/current/mix").join(file))
                 .unwrap()
                 .replace(&dir.path().display().to_string(), "<dir>")
         };
-        stages.push((read("stage-0.jsonl"), read("stage-2.jsonl"), read("stage-3.jsonl")));
+        stages.push((
+            read("stage-0.jsonl"),
+            read("stage-2.jsonl"),
+            read("stage-3.jsonl"),
+        ));
     }
     assert_eq!(stages[0], stages[1]);
 }

@@ -34,8 +34,9 @@ inputs = ["train", "scores", "footwear", "unsure"]
     let summary = run_text(&scored_graph(&out, &images, nodes), 2);
     let footwear = read_jsonl(&out, "out", "footwear");
     assert_eq!(footwear.len(), 36, "12 images in each of three classes");
-    assert!(footwear.iter().all(|r| ["sandal", "sneaker", "ankle-boot"]
-        .contains(&r["label"].as_str().unwrap())));
+    assert!(footwear
+        .iter()
+        .all(|r| ["sandal", "sneaker", "ankle-boot"].contains(&r["label"].as_str().unwrap())));
     let scores = read_jsonl(&out, "out", "scores");
     let expected: BTreeSet<u64> = scores
         .iter()
@@ -46,7 +47,11 @@ inputs = ["train", "scores", "footwear", "unsure"]
         .map(|r| r["sample"].as_u64().unwrap())
         .collect();
     let unsure = read_jsonl(&out, "out", "unsure");
-    assert!(!expected.is_empty() && expected.len() < 120, "{}", expected.len());
+    assert!(
+        !expected.is_empty() && expected.len() < 120,
+        "{}",
+        expected.len()
+    );
     assert_eq!(ids(&unsure, "sample"), expected);
     assert_eq!(summary.nodes["footwear"].records_in, 120);
     assert_eq!(summary.nodes["footwear"].records_out, 36);
@@ -74,7 +79,10 @@ inputs = ["train"]
 field = "label"
 "#;
     let text = scored_graph(Path::new("out"), Path::new("images"), nodes);
-    let error = Pipeline::from_toml("g.toml", &text).err().unwrap().to_string();
+    let error = Pipeline::from_toml("g.toml", &text)
+        .err()
+        .unwrap()
+        .to_string();
     let lines: Vec<&str> = error.lines().collect();
     assert_eq!(
         lines,

@@ -157,7 +157,10 @@ fn reruns_write_nothing_unchanged_and_continue_the_version_sequence() {
     std::fs::copy(&easy, images.join("trouser/copy.png")).unwrap();
     let summary = run(&text, 1);
     assert_eq!(summary.versions_written, vec![1]);
-    assert_eq!(summary.nodes["scores"].computed, 0, "the copy's bytes were scored before");
+    assert_eq!(
+        summary.nodes["scores"].computed, 0,
+        "the copy's bytes were scored before"
+    );
     assert_eq!(
         std::fs::read_link(out.join("manifests/current"))
             .unwrap()

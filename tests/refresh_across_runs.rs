@@ -132,7 +132,12 @@ fn assert_same_snapshot(ours: &Path, scratch: &Path) {
         info.remove("graph");
         info.clone()
     };
-    assert_eq!(info(&mut ours_files), info(&mut scratch_files), "{}", ours.display());
+    assert_eq!(
+        info(&mut ours_files),
+        info(&mut scratch_files),
+        "{}",
+        ours.display()
+    );
     assert_eq!(
         ours_files.keys().collect::<Vec<_>>(),
         scratch_files.keys().collect::<Vec<_>>()
@@ -170,7 +175,11 @@ fn three_runs_compute_only_what_changed_and_equal_from_scratch_runs() {
     assert_eq!(first.versions_written, vec![0]);
     let hard = names(&out);
     let generated = first.nodes["synthetic"].computed;
-    assert_eq!(generated, 2 * hard.len() as u64, "2 levels × 1 seed per hard sample");
+    assert_eq!(
+        generated,
+        2 * hard.len() as u64,
+        "2 levels × 1 seed per hard sample"
+    );
     assert_eq!(work(&first, "scores").1, 120);
     assert_eq!(first.nodes["quality"].computed, generated);
     assert!(out.join("state/answers.redb").exists());
@@ -235,11 +244,19 @@ fn three_runs_compute_only_what_changed_and_equal_from_scratch_runs() {
     let empty = dir.path().join("no-feedback");
     std::fs::create_dir_all(&empty).unwrap();
     run(&scratch, &images, &empty);
-    assert_same_snapshot(&out.join("manifests/v000000"), &scratch.join("manifests/v000000"));
+    assert_same_snapshot(
+        &out.join("manifests/v000000"),
+        &scratch.join("manifests/v000000"),
+    );
     let scratch = dir.path().join("scratch-2");
     run(&scratch, &images, &feedback);
-    assert_same_snapshot(&out.join("manifests/v000001"), &scratch.join("manifests/v000000"));
-    assert!(files(&out.join("manifests/v000001")).keys().any(|f| f.ends_with("quality.parquet")));
+    assert_same_snapshot(
+        &out.join("manifests/v000001"),
+        &scratch.join("manifests/v000000"),
+    );
+    assert!(files(&out.join("manifests/v000001"))
+        .keys()
+        .any(|f| f.ends_with("quality.parquet")));
     assert_same_snapshot(&out.join("errors/current"), &scratch.join("errors/current"));
 }
 

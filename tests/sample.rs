@@ -33,7 +33,10 @@ inputs = ["some", "some_scores"]
         let samples = ids(&read_jsonl(&out, "out", "some"), "id");
         let scores = ids(&read_jsonl(&out, "out", "some_scores"), "sample");
         assert!((15..=45).contains(&samples.len()), "{}", samples.len());
-        assert_eq!(samples, scores, "by sample id: the same samples and their scores");
+        assert_eq!(
+            samples, scores,
+            "by sample id: the same samples and their scores"
+        );
         kept.push(samples);
     }
     assert_eq!(kept[0], kept[1]);
@@ -43,6 +46,12 @@ inputs = ["some", "some_scores"]
 fn a_fraction_outside_zero_to_one_names_its_line() {
     let nodes = "\n[nodes.c]\nop = \"sample\"\ninputs = [\"train\"]\nfraction = 1.5\n";
     let text = scored_graph(Path::new("out"), Path::new("images"), nodes);
-    let error = Pipeline::from_toml("g.toml", &text).err().unwrap().to_string();
-    assert_eq!(error, "g.toml:23: node `c`: fraction = 1.5 must be in (0, 1]");
+    let error = Pipeline::from_toml("g.toml", &text)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        error,
+        "g.toml:23: node `c`: fraction = 1.5 must be in (0, 1]"
+    );
 }

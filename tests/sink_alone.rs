@@ -345,12 +345,17 @@ fn stage_items_land_in_one_file_per_stage_with_the_provenance() {
     assert_eq!(read("stage-0.jsonl").lines().count(), 2);
     assert_eq!(read("stage-2.jsonl").lines().count(), 1);
     assert!(!current.join("mix/stage-1.jsonl").exists());
-    let row: serde_json::Value = serde_json::from_str(read("stage-2.jsonl").lines().next().unwrap()).unwrap();
+    let row: serde_json::Value =
+        serde_json::from_str(read("stage-2.jsonl").lines().next().unwrap()).unwrap();
     assert_eq!(row["level"], 1000);
-    assert!(row["seed"].is_null() && row["prompt"].is_null(), "a real image has no seed or prompt");
+    assert!(
+        row["seed"].is_null() && row["prompt"].is_null(),
+        "a real image has no seed or prompt"
+    );
     assert_eq!(parquet_rows(&current.join("mix/stage-0.parquet")), 2);
     let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(current.join("_snapshot.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(current.join("_snapshot.json")).unwrap())
+            .unwrap();
     assert_eq!(info["rows"]["mix"]["stage-0"], 2);
     assert_eq!(info["graph"]["digest"], "abc");
 }

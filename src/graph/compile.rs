@@ -3,8 +3,8 @@
 //! and checked by each op, (2) shape — inputs that exist, arity, no cycles, (3) record types
 //! along every edge; only once all that holds, phase (4) in `resources` opens files and models.
 
-use super::order::topological_order;
 use super::ops::{self, GraphContext, NodeInfo, Op, OpError, Place};
+use super::order::topological_order;
 use super::spec::{GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
 use crate::record::RecordKind;
 use indexmap::IndexMap;
@@ -41,7 +41,13 @@ pub struct Compiled {
 impl Compiled {
     /// A graph error about a node, placed by an op's error.
     pub fn op_error(&self, node: &CompiledNode, error: OpError) -> GraphError {
-        place_error(&self.file, &self.models, &node.info, &node.field_lines, error)
+        place_error(
+            &self.file,
+            &self.models,
+            &node.info,
+            &node.field_lines,
+            error,
+        )
     }
 }
 
@@ -85,7 +91,12 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
             for cycle in cycles {
                 let first = &graph.nodes[&cycle[0]];
                 let message = format!("cycle: {}", cycle.join(" → "));
-                errors.push(node_error(&graph.file, first, first.line_of("inputs"), message));
+                errors.push(node_error(
+                    &graph.file,
+                    first,
+                    first.line_of("inputs"),
+                    message,
+                ));
             }
             Vec::new()
         }
@@ -106,7 +117,11 @@ pub fn compile(graph: GraphFile) -> Result<Compiled, Vec<GraphError>> {
                 name: name.clone(),
                 line: spec.line,
                 inputs: spec.inputs.clone(),
-                input_kinds: spec.inputs.iter().filter_map(|i| kinds[i.as_str()]).collect(),
+                input_kinds: spec
+                    .inputs
+                    .iter()
+                    .filter_map(|i| kinds[i.as_str()])
+                    .collect(),
             };
             let node = CompiledNode {
                 info,
@@ -188,21 +203,41 @@ fn read_ops(graph: &GraphFile, errors: &mut Vec<GraphError>) -> IndexMap<String,
             }
         }
         for error in found {
-            errors.push(place_error(&graph.file, &graph.models, &info, &node.field_lines, error));
+            errors.push(place_error(
+                &graph.file,
+                &graph.models,
+                &info,
+                &node.field_lines,
+                error,
+            ));
         }
     }
     ops
 }
 
 /// Phase 2: inputs name nodes, and each op gets as many as it takes.
-fn check_shape(graph: &GraphFile, ops: &IndexMap<String, Arc<dyn Op>>, errors: &mut Vec<GraphError>) {
+fn check_shape(
+    graph: &GraphFile,
+    ops: &IndexMap<String, Arc<dyn Op>>,
+    errors: &mut Vec<GraphError>,
+) {
     for (name, node) in &graph.nodes {
         let line = node.line_of("inputs");
         for input in &node.inputs {
             if node_of(input) == name {
-                errors.push(node_error(&graph.file, node, line, "a node cannot be its own input".into()));
+                errors.push(node_error(
+                    &graph.file,
+                    node,
+                    line,
+                    "a node cannot be its own input".into(),
+                ));
             } else if !graph.nodes.contains_key(node_of(input)) {
-                errors.push(node_error(&graph.file, node, line, format!("input `{input}` is not a node")));
+                errors.push(node_error(
+                    &graph.file,
+                    node,
+                    line,
+                    format!("input `{input}` is not a node"),
+                ));
             }
         }
         if let Some(op) = ops.get(name) {
@@ -245,7 +280,12 @@ fn check_types<'a>(
                         Some(kind) => inputs.push(kind),
                         None => {
                             let message = format!("node `{from}` has no output `{port}`");
-                            errors.push(node_error(&graph.file, node, node.line_of("inputs"), message));
+                            errors.push(node_error(
+                                &graph.file,
+                                node,
+                                node.line_of("inputs"),
+                                message,
+                            ));
                             known = false;
                         }
                     },
@@ -257,7 +297,12 @@ fn check_types<'a>(
                 Some(Some(kind)) => inputs.push(*kind),
                 Some(None) => {
                     let message = format!("input `{input}` is a sink and produces nothing");
-                    errors.push(node_error(&graph.file, node, node.line_of("inputs"), message));
+                    errors.push(node_error(
+                        &graph.file,
+                        node,
+                        node.line_of("inputs"),
+                        message,
+                    ));
                     known = false;
                 }
                 None => known = false,
@@ -278,7 +323,13 @@ fn check_types<'a>(
                     inputs: node.inputs.clone(),
                     input_kinds: inputs.clone(),
                 };
-                errors.push(place_error(&graph.file, &graph.models, &info, &node.field_lines, error));
+                errors.push(place_error(
+                    &graph.file,
+                    &graph.models,
+                    &info,
+                    &node.field_lines,
+                    error,
+                ));
             }
         }
     }
@@ -387,10 +438,15 @@ mod tests {
              levels = [0.5, 1.5]\nscheduler = \"warp\"\n"
         );
         let errors = compile(GraphFile::parse("g.toml", &text).unwrap()).unwrap_err();
-        let placed: Vec<(usize, Option<&str>)> =
-            errors.iter().map(|e| (e.line, e.field.as_deref())).collect();
+        let placed: Vec<(usize, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.line, e.field.as_deref()))
+            .collect();
         assert_eq!(placed, vec![(14, Some("batch_size")), (19, Some("levels"))]);
-        assert!(errors[0].message.contains("invalid type: string \"many\""), "{errors:?}");
+        assert!(
+            errors[0].message.contains("invalid type: string \"many\""),
+            "{errors:?}"
+        );
         assert_eq!(errors[1].message, "level λ = 1.5 is outside [0, 1)");
     }
 

@@ -6,7 +6,9 @@ use indexmap::IndexMap;
 use std::collections::{HashMap, HashSet};
 
 /// Nodes in dependency order, or every cycle (as node lists) when there are some.
-pub fn topological_order(nodes: &IndexMap<String, NodeSpec>) -> Result<Vec<String>, Vec<Vec<String>>> {
+pub fn topological_order(
+    nodes: &IndexMap<String, NodeSpec>,
+) -> Result<Vec<String>, Vec<Vec<String>>> {
     let mut order = Vec::new();
     let mut state: HashMap<&str, u8> = HashMap::new(); // 1: on the stack, 2: done
     let mut cycles = Vec::new();
@@ -64,4 +66,3 @@ pub fn topological_order(nodes: &IndexMap<String, NodeSpec>) -> Result<Vec<Strin
         Err(cycles)
     }
 }
-

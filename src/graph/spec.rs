@@ -110,7 +110,9 @@ impl NodeSpec {
         let field = self
             .field_spans
             .iter()
-            .find(|(_, range)| range.start <= span.start && span.start < range.end.max(range.start + 1))
+            .find(|(_, range)| {
+                range.start <= span.start && span.start < range.end.max(range.start + 1)
+            })
             .map(|(name, _)| name.clone());
         (line_at(&self.text, span.start), field)
     }

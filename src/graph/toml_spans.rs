@@ -1,7 +1,6 @@
 //! Where things are written in a graph file: byte spans from `toml_edit` turned into lines,
 //! and values read through serde with their spans kept, so every error can name its line.
 
-
 /// The entries of a table (or inline table), in file order.
 pub fn entries(item: Option<&toml_edit::Item>) -> Vec<(&str, &toml_edit::Item)> {
     match item.and_then(toml_edit::Item::as_table_like) {
@@ -66,7 +65,9 @@ impl Lines<'_> {
             return Err((self.key(path), "must be a table".into()));
         };
         read_value(toml_edit::Value::InlineTable(table)).map_err(|e| {
-            let line = e.span.map_or(self.key(path), |s| line_at(self.text, s.start));
+            let line = e
+                .span
+                .map_or(self.key(path), |s| line_at(self.text, s.start));
             (line, e.message)
         })
     }
@@ -86,4 +87,3 @@ pub fn read_value<T: serde::de::DeserializeOwned>(value: toml_edit::Value) -> Re
         span: e.span(),
     })
 }
-

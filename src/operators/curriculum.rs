@@ -68,19 +68,26 @@ impl Curriculum {
             epochs: self.epochs_per_stage,
         };
         let mut plans: Vec<StagePlan> = match self.schedule {
-            Schedule::DiverseToSpecific => {
-                (0..n).map(|s| plan(s, vec![self.levels[s as usize]])).collect()
-            }
+            Schedule::DiverseToSpecific => (0..n)
+                .map(|s| plan(s, vec![self.levels[s as usize]]))
+                .collect(),
             Schedule::SpecificToDiverse => (0..n)
                 .map(|s| plan(s, vec![self.levels[(n - 1 - s) as usize]]))
                 .collect(),
             Schedule::Fixed(level) => (0..n).map(|s| plan(s, vec![level])).collect(),
             Schedule::AllLevels => (0..n).map(|s| plan(s, self.levels.clone())).collect(),
             Schedule::Random => (0..n)
-                .map(|s| plan(s, vec![self.levels[keyed_index(self.seed, s, self.levels.len())]]))
+                .map(|s| {
+                    plan(
+                        s,
+                        vec![self.levels[keyed_index(self.seed, s, self.levels.len())]],
+                    )
+                })
                 .collect(),
             Schedule::TextOnly => (0..n).map(|s| plan(s, vec![0])).collect(),
-            Schedule::Adaptive => (0..n.min(1)).map(|s| plan(s, vec![self.start_level])).collect(),
+            Schedule::Adaptive => (0..n.min(1))
+                .map(|s| plan(s, vec![self.start_level]))
+                .collect(),
         };
         if self.real_epochs > 0 {
             plans.push(StagePlan {
@@ -168,7 +175,10 @@ pub fn mean_without_outliers(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let (q1, q3) = (quantile(&values, 0.25), quantile(&values, 0.75));
     let (low, high) = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1));
-    let kept: Vec<f64> = values.into_iter().filter(|v| (low..=high).contains(v)).collect();
+    let kept: Vec<f64> = values
+        .into_iter()
+        .filter(|v| (low..=high).contains(v))
+        .collect();
     Some(kept.iter().sum::<f64>() / kept.len() as f64)
 }
 
@@ -183,7 +193,9 @@ fn keyed_index(seed: u64, stage: u32, n: usize) -> usize {
     let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 random curriculum v1");
     hasher.update(&seed.to_le_bytes());
     hasher.update(&stage.to_le_bytes());
-    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8]
+        .try_into()
+        .expect("8 bytes");
     (u64::from_le_bytes(bytes) % n as u64) as usize
 }
 

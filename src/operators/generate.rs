@@ -289,7 +289,9 @@ impl BatchWorker for GenerateWorker {
                         let mut pixels = Vec::with_capacity(spec.len());
                         std::fs::read(path)
                             .map_err(|e| format!("cannot read image: {e}"))
-                            .and_then(|bytes| decode_into(&bytes, &spec, &mut pixels).map_err(|e| e.to_string()))
+                            .and_then(|bytes| {
+                                decode_into(&bytes, &spec, &mut pixels).map_err(|e| e.to_string())
+                            })
                             .map(|()| Arc::new(pixels))
                     });
                     match loaded {
@@ -313,7 +315,9 @@ impl BatchWorker for GenerateWorker {
                         .zip(images)
                         .map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?)))
                         .collect();
-                    match pngs.and_then(|pngs| self.store.put_many(&pngs).map_err(|e| e.to_string())) {
+                    match pngs
+                        .and_then(|pngs| self.store.put_many(&pngs).map_err(|e| e.to_string()))
+                    {
                         Ok(stored) => {
                             for ((i, _, _), s) in todo.iter().zip(stored) {
                                 answers[*i] = Some(Ok((s, true)));

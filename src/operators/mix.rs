@@ -42,13 +42,17 @@ fn keyed(seed: u64, stage: u32, epoch: u32, item: &[u8]) -> u64 {
     hasher.update(&stage.to_le_bytes());
     hasher.update(&epoch.to_le_bytes());
     hasher.update(item);
-    u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
 }
 
 /// Whether a head image enters an epoch.
 pub fn head_chosen(rule: &MixRule, stage: u32, epoch: u32, sample: u64) -> bool {
-    let unit = (keyed(rule.seed, stage, epoch, &sample.to_le_bytes()) >> 11) as f64
-        / (1u64 << 53) as f64;
+    let unit =
+        (keyed(rule.seed, stage, epoch, &sample.to_le_bytes()) >> 11) as f64 / (1u64 << 53) as f64;
     unit < rule.head_fraction
 }
 
@@ -67,7 +71,9 @@ pub fn fill(needed: u64, pool: usize) -> Vec<u32> {
         return Vec::new();
     }
     let (each, extra) = (needed / pool as u64, (needed % pool as u64) as usize);
-    (0..pool).map(|i| (each + u64::from(i < extra)) as u32).collect()
+    (0..pool)
+        .map(|i| (each + u64::from(i < extra)) as u32)
+        .collect()
 }
 
 fn real_item(stage: u32, epoch: u32, sample: &Sample, copies: u32) -> StageItem {
@@ -110,15 +116,18 @@ pub fn mix<'scope>(
     let epochs = plans.flat_map(|plan| {
         (0..plan.epochs).map(move |epoch| (plan.stage, epoch, plan.levels.clone()))
     });
-    let every_epoch = epochs.clone().map(|(stage, epoch, levels)| ((), (stage, epoch, levels.is_empty())));
+    let every_epoch = epochs
+        .clone()
+        .map(|(stage, epoch, levels)| ((), (stage, epoch, levels.is_empty())));
     let hard_ids = hard.clone().map(|s| (s.id, ()));
     let heads = samples
         .map(|s| (s.id, s))
         .antijoin(hard_ids.map(|(id, ())| id))
         .map(|(_, s)| ((), s))
-        .join_map(every_epoch.clone(), move |(), sample, &(stage, epoch, _)| {
-            (stage, epoch, sample.clone())
-        })
+        .join_map(
+            every_epoch.clone(),
+            move |(), sample, &(stage, epoch, _)| (stage, epoch, sample.clone()),
+        )
         .filter(move |(stage, epoch, sample)| head_chosen(&rule, *stage, *epoch, sample.id))
         .map(|(stage, epoch, sample)| real_item(stage, epoch, &sample, 1));
     let head_counts = heads
@@ -131,15 +140,16 @@ pub fn mix<'scope>(
         .join_map(every_epoch.clone(), |(), sample, &(stage, epoch, _)| {
             ((stage, epoch), Part::Tail(sample.clone()))
         });
-    let pool = synthetic
-        .map(|s| (s.key.level, s))
-        .join_map(
-            epochs.clone().flat_map(|(stage, epoch, levels)| {
-                levels.into_iter().map(move |level: Level| (level, (stage, epoch)))
-            }),
-            |_, image, &(stage, epoch)| ((stage, epoch), Part::Synthetic(image.clone())),
-        );
-    let marks = every_epoch.map(|((), (stage, epoch, real_only))| ((stage, epoch), Part::Epoch(real_only)));
+    let pool = synthetic.map(|s| (s.key.level, s)).join_map(
+        epochs.clone().flat_map(|(stage, epoch, levels)| {
+            levels
+                .into_iter()
+                .map(move |level: Level| (level, (stage, epoch)))
+        }),
+        |_, image, &(stage, epoch)| ((stage, epoch), Part::Synthetic(image.clone())),
+    );
+    let marks =
+        every_epoch.map(|((), (stage, epoch, real_only))| ((stage, epoch), Part::Epoch(real_only)));
     let tail_items = head_counts
         .concat(tails)
         .concat(pool)
@@ -173,8 +183,11 @@ fn epoch_tail(rule: &MixRule, stage: u32, epoch: u32, input: &[(&Part, isize)]) 
     let order = |bytes: Vec<u8>| keyed(rule.seed, stage, epoch, &bytes);
     let mut extra = vec![0u32; tails.len()];
     if real_only && rule.oversample_real {
-        let mut by_hash: Vec<(u64, usize)> =
-            tails.iter().enumerate().map(|(i, s)| (order(s.id.to_le_bytes().to_vec()), i)).collect();
+        let mut by_hash: Vec<(u64, usize)> = tails
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (order(s.id.to_le_bytes().to_vec()), i))
+            .collect();
         by_hash.sort_unstable();
         for ((_, i), copies) in by_hash.iter().zip(fill(needed, tails.len())) {
             extra[*i] = copies;
@@ -190,7 +203,8 @@ fn epoch_tail(rule: &MixRule, stage: u32, epoch: u32, input: &[(&Part, isize)]) 
             .iter()
             .map(|image| {
                 let key = &image.key;
-                let mut bytes = [key.sample.to_le_bytes(), (key.level as u64).to_le_bytes()].concat();
+                let mut bytes =
+                    [key.sample.to_le_bytes(), (key.level as u64).to_le_bytes()].concat();
                 bytes.extend_from_slice(&key.seed.to_le_bytes());
                 bytes.extend_from_slice(key.prompt.as_bytes());
                 (order(bytes), *image)

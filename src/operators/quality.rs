@@ -70,7 +70,12 @@ impl ModelMap for QualityParams {
     }
     fn key(&self, image: &Synthetic) -> Self::Key {
         let query = (self.queries)(&image.label);
-        (self.scorer_digest, image.digest, image.source.clone(), query)
+        (
+            self.scorer_digest,
+            image.digest,
+            image.source.clone(),
+            query,
+        )
     }
     fn request(&self, image: &Synthetic) -> Result<Keyed<ScoreItem>, Answered<ScoreResult>> {
         let Some(text) = (self.queries)(&image.label) else {

@@ -68,7 +68,13 @@ fn off_worker<T: Send>(worker: &mut Worker, job: impl FnOnce() -> T + Send) -> T
 }
 
 /// Pushes what changed in sources and feedback at `version`, then advances every input past it.
-pub fn feed(handles: &mut WorkerHandles, shared: &Shared, version: u64, pushed: Pushed, scans: Scans) {
+pub fn feed(
+    handles: &mut WorkerHandles,
+    shared: &Shared,
+    version: u64,
+    pushed: Pushed,
+    scans: Scans,
+) {
     handles.errors.advance_to(version);
     for (node, sample, d) in pushed.samples {
         if let Some(source) = handles.sources.iter_mut().find(|s| s.node == node) {

@@ -175,7 +175,8 @@ impl Pipeline {
             process,
             provenance: provenance(&self.compiled),
         };
-        let shared = prepare::prepare(&self.compiled, resources, run).map_err(PipelineError::Run)?;
+        let shared =
+            prepare::prepare(&self.compiled, resources, run).map_err(PipelineError::Run)?;
         RunningPipeline::start(shared, config, options.progress)
     }
 

@@ -3,8 +3,8 @@
 //! until that version is complete everywhere — so each sink writes one consistent snapshot
 //! per version that changed something. `stop` closes the inputs, drains and joins.
 
-use super::summary::{progress_message, spinner, RunSummary};
 use super::feed::{feed, scan, Pushed};
+use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
 use crate::graph::build::{build, Shared};
 use crate::operators::source::worker_for;
@@ -30,7 +30,6 @@ struct ControlState {
     /// Local workers that finished the current command.
     done: usize,
 }
-
 
 /// The commands the controller gives the workers of this process.
 struct Control {
@@ -79,7 +78,10 @@ impl Control {
         });
         pushed.samples = rest;
         let (feedback, progress) = if index == first {
-            (std::mem::take(&mut pushed.feedback), std::mem::take(&mut pushed.progress))
+            (
+                std::mem::take(&mut pushed.feedback),
+                std::mem::take(&mut pushed.progress),
+            )
         } else {
             (Vec::new(), Vec::new())
         };
@@ -374,4 +376,3 @@ fn step_while(
         bar.finish_and_clear();
     }
 }
-

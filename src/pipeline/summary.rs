@@ -27,15 +27,14 @@ impl RunSummary {
             .stats
             .iter()
             .map(|(name, stats)| {
-                let busy = shared.nodes.get(name).map_or(0.0, |node| node.model_seconds());
+                let busy = shared
+                    .nodes
+                    .get(name)
+                    .map_or(0.0, |node| node.model_seconds());
                 (name.clone(), stats.summary(busy))
             })
             .collect();
-        let errors = shared
-            .errors_log
-            .lock()
-            .expect("sink log")
-            .last_rows as u64;
+        let errors = shared.errors_log.lock().expect("sink log").last_rows as u64;
         RunSummary {
             pipeline: shared.compiled.pipeline.name.clone(),
             versions_written,

@@ -139,7 +139,13 @@ mod tests {
             stats.model_call();
             items
                 .into_iter()
-                .map(|x| if x % 2 == 0 { Ok(2 * x) } else { Err("odd".into()) })
+                .map(|x| {
+                    if x % 2 == 0 {
+                        Ok(2 * x)
+                    } else {
+                        Err("odd".into())
+                    }
+                })
                 .collect()
         }
         fn failed(message: &str) -> Self::Output {
@@ -176,7 +182,13 @@ mod tests {
         {
             let mut worker = open();
             let out = worker.run(vec![keyed(2), keyed(3)], &stats);
-            assert_eq!(out[0], Answered { answer: Ok(4), computed: true });
+            assert_eq!(
+                out[0],
+                Answered {
+                    answer: Ok(4),
+                    computed: true
+                }
+            );
             assert_eq!(out[1].answer, Err("odd".to_string()));
             assert_eq!(calls(&stats), 1);
         }

@@ -149,9 +149,7 @@ fn open_or_rebuild(path: &Path) -> Option<Database> {
         }
     }
     Database::create(path)
-        .inspect_err(|e| {
-            eprintln!("warning: {shown}: {e}; model answers are not kept across runs")
-        })
+        .inspect_err(|e| eprintln!("warning: {shown}: {e}; model answers are not kept across runs"))
         .ok()
 }
 
@@ -177,9 +175,15 @@ mod tests {
         // Tables are separate.
         assert_eq!(store.get_many("quality", &[a]), vec![None]);
         // Another process of a cluster keeps its own file.
-        assert_eq!(AnswerStore::open(dir.path(), 1).get_many("classify", &[a]), vec![None]);
+        assert_eq!(
+            AnswerStore::open(dir.path(), 1).get_many("classify", &[a]),
+            vec![None]
+        );
         assert!(dir.path().join("state/answers-p1.redb").exists());
-        assert_eq!(AnswerStore::disabled().get_many("classify", &[a]), vec![None]);
+        assert_eq!(
+            AnswerStore::disabled().get_many("classify", &[a]),
+            vec![None]
+        );
     }
 
     #[test]
@@ -194,7 +198,10 @@ mod tests {
         let key = Digest::of(b"k");
         assert_eq!(store.get_many("classify", &[key]), vec![None]);
         store.put_many("classify", &[(key, b"v".to_vec())]);
-        assert_eq!(store.get_many("classify", &[key]), vec![Some(b"v".to_vec())]);
+        assert_eq!(
+            store.get_many("classify", &[key]),
+            vec![Some(b"v".to_vec())]
+        );
     }
 
     #[test]

@@ -105,6 +105,9 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 4, "v0, v2, v4, v5: {left:?}");
         let content = current_content(dir.path()).unwrap();
-        assert_eq!(content, content_digest(&layout, &[vec![(&a, 2), (&b, 1)]]).to_hex());
+        assert_eq!(
+            content,
+            content_digest(&layout, &[vec![(&a, 2), (&b, 1)]]).to_hex()
+        );
     }
 }

@@ -4,7 +4,9 @@
 use super::atomic::{replace_symlink, sync_dir, write_file};
 use super::error::StoreError;
 use super::parquet_table::encode_rows;
-use crate::record::{ErrorRecord, Progress, RecordKind, Sample, Score, StageItem, StagePlan, Synthetic};
+use crate::record::{
+    ErrorRecord, Progress, RecordKind, Sample, Score, StageItem, StagePlan, Synthetic,
+};
 use serde::Serialize;
 use std::fmt;
 use std::fs;
@@ -179,7 +181,14 @@ pub(super) fn write_snapshot_with(
             let mut per_stage = serde_json::Map::new();
             for (stage, rows) in stages {
                 per_stage.insert(format!("stage-{stage}"), rows.len().into());
-                write_table(&dir, &format!("stage-{stage}"), *kind, &rows, formats, input)?;
+                write_table(
+                    &dir,
+                    &format!("stage-{stage}"),
+                    *kind,
+                    &rows,
+                    formats,
+                    input,
+                )?;
             }
             counts.insert(input.clone(), per_stage.into());
             continue;
@@ -333,8 +342,13 @@ mod tests {
         for version in 0..4 {
             let tables = vec![vec![(&s, 2)], vec![(&e, 1)]];
             let kinds = [TableKind::Sample, TableKind::Score];
-            write_snapshot(dir.path(), version, &layout(&inputs, &kinds, &formats, &none), &tables)
-                .unwrap();
+            write_snapshot(
+                dir.path(),
+                version,
+                &layout(&inputs, &kinds, &formats, &none),
+                &tables,
+            )
+            .unwrap();
         }
         let current = dir.path().join("current");
         assert_eq!(fs::read_link(&current).unwrap().to_str(), Some("v000003"));
@@ -384,7 +398,13 @@ mod tests {
         let inputs = ["synthetic".to_string()];
         let none = serde_json::Map::new();
         let kinds = [TableKind::Synthetic];
-        write_snapshot(dir.path(), 0, &layout(&inputs, &kinds, &formats, &none), &tables).unwrap();
+        write_snapshot(
+            dir.path(),
+            0,
+            &layout(&inputs, &kinds, &formats, &none),
+            &tables,
+        )
+        .unwrap();
         let current = dir.path().join("current");
         let jsonl: Vec<serde_json::Value> = fs::read_to_string(current.join("synthetic.jsonl"))
             .unwrap()
@@ -434,8 +454,13 @@ mod tests {
         let inputs = ["scores".to_string()];
         let none = serde_json::Map::new();
         let (kinds, formats) = ([TableKind::Score], [ManifestFormat::Jsonl]);
-        let err = write_snapshot(dir.path(), 0, &layout(&inputs, &kinds, &formats, &none), &tables)
-            .unwrap_err();
+        let err = write_snapshot(
+            dir.path(),
+            0,
+            &layout(&inputs, &kinds, &formats, &none),
+            &tables,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, StoreError::WrongKind { input, kind: TableKind::Score, found: TableKind::Error, .. } if input == "scores"),
             "{err:?}"

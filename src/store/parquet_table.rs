@@ -108,8 +108,11 @@ pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, StoreError> {
             }
             Column::OptionalText(values) => {
                 let levels: Vec<i16> = values.iter().map(|v| i16::from(v.is_some())).collect();
-                let present: Vec<ByteArray> =
-                    values.iter().flatten().map(|v| ByteArray::from(v.as_ref())).collect();
+                let present: Vec<ByteArray> = values
+                    .iter()
+                    .flatten()
+                    .map(|v| ByteArray::from(v.as_ref()))
+                    .collect();
                 out.typed::<ByteArrayType>()
                     .write_batch(&present, Some(&levels), None)
             }
@@ -144,8 +147,8 @@ pub fn encode(columns: &[(&str, Column<'_>)]) -> Result<Vec<u8>, StoreError> {
 mod tests {
     use super::*;
     use crate::record::Synthetic;
-    use crate::store::manifest::{Row, TableKind};
     use crate::record::{Digest, GenKey, Value};
+    use crate::store::manifest::{Row, TableKind};
     use parquet::basic::{ConvertedType, Repetition, Type as Physical};
     use parquet::column::reader::ColumnReader;
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -264,9 +267,9 @@ mod tests {
 
     #[test]
     fn empty_tables_have_their_kinds_columns() {
+        use parquet::basic::FieldRepetitionType as R;
         use ConvertedType::{NONE, UINT_16, UINT_32, UINT_64, UTF8};
         use Physical::{BYTE_ARRAY, FLOAT, INT32, INT64};
-        use parquet::basic::FieldRepetitionType as R;
         const OPTIONAL: Repetition = R::OPTIONAL;
         const REQUIRED: Repetition = R::REQUIRED;
         let expect = |kind, columns: &[(&str, Physical, ConvertedType, Repetition)]| {

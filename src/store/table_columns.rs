@@ -154,21 +154,35 @@ fn hex<'a>(digests: impl Iterator<Item = crate::record::Digest>) -> Column<'a> {
     Column::Text(digests.map(|d| Cow::Owned(d.to_hex())).collect())
 }
 
-
 fn progress_columns<'a>(rows: &[&'a Progress]) -> Vec<(&'static str, Column<'a>)> {
     vec![
-        ("after_stages", Column::U32(rows.iter().map(|r| r.after_stages).collect())),
-        ("sample", Column::U64(rows.iter().map(|r| r.sample).collect())),
+        (
+            "after_stages",
+            Column::U32(rows.iter().map(|r| r.after_stages).collect()),
+        ),
+        (
+            "sample",
+            Column::U64(rows.iter().map(|r| r.sample).collect()),
+        ),
         ("level", Column::U16(rows.iter().map(|r| r.level).collect())),
-        ("p_true", Column::F32(rows.iter().map(|r| r.p_true.0).collect())),
+        (
+            "p_true",
+            Column::F32(rows.iter().map(|r| r.p_true.0).collect()),
+        ),
     ]
 }
 
 fn plan_columns<'a>(rows: &[&'a StagePlan]) -> Vec<(&'static str, Column<'a>)> {
     vec![
         ("stage", Column::U32(rows.iter().map(|r| r.stage).collect())),
-        ("levels", Column::ListU16(rows.iter().map(|r| r.levels.clone()).collect())),
-        ("epochs", Column::U32(rows.iter().map(|r| r.epochs).collect())),
+        (
+            "levels",
+            Column::ListU16(rows.iter().map(|r| r.levels.clone()).collect()),
+        ),
+        (
+            "epochs",
+            Column::U32(rows.iter().map(|r| r.epochs).collect()),
+        ),
     ]
 }
 
@@ -176,15 +190,28 @@ fn stage_item_columns<'a>(rows: &[&'a StageItem]) -> Vec<(&'static str, Column<'
     vec![
         ("stage", Column::U32(rows.iter().map(|r| r.stage).collect())),
         ("epoch", Column::U32(rows.iter().map(|r| r.epoch).collect())),
-        ("sample", Column::U64(rows.iter().map(|r| r.sample).collect())),
+        (
+            "sample",
+            Column::U64(rows.iter().map(|r| r.sample).collect()),
+        ),
         ("level", Column::U16(rows.iter().map(|r| r.level).collect())),
-        ("seed", Column::OptionalU32(rows.iter().map(|r| r.seed).collect())),
+        (
+            "seed",
+            Column::OptionalU32(rows.iter().map(|r| r.seed).collect()),
+        ),
         (
             "prompt",
-            Column::OptionalText(rows.iter().map(|r| r.prompt.as_deref().map(Cow::Borrowed)).collect()),
+            Column::OptionalText(
+                rows.iter()
+                    .map(|r| r.prompt.as_deref().map(Cow::Borrowed))
+                    .collect(),
+            ),
         ),
         ("label", text(rows, |r| &r.label)),
         ("path", text(rows, |r| &r.path)),
-        ("copies", Column::U32(rows.iter().map(|r| r.copies).collect())),
+        (
+            "copies",
+            Column::U32(rows.iter().map(|r| r.copies).collect()),
+        ),
     ]
 }

@@ -155,7 +155,8 @@ impl StartContext {
             .map(|session| Persisted::new(session, Arc::clone(&answers)))
             .collect();
         let service = Arc::new(InferenceService::start(model, workers));
-        self.services.insert(model.to_string(), Arc::clone(&service));
+        self.services
+            .insert(model.to_string(), Arc::clone(&service));
         Ok(service)
     }
 

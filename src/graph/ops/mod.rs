@@ -7,7 +7,6 @@
 pub mod context;
 mod stream;
 
-
 pub use context::{Dataflow, FeedbackInput, ModelPool, NodeInfo, SourceInput, StartContext};
 pub use stream::Stream;
 
@@ -205,7 +204,10 @@ pub fn names() -> String {
 /// `takes X, but its inputs give [..]`, about the `inputs` field.
 pub fn wrong_inputs(expected: &str, kinds: &[RecordKind]) -> OpError {
     let given: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    let message = format!("takes {expected}, but its inputs give [{}]", given.join(", "));
+    let message = format!(
+        "takes {expected}, but its inputs give [{}]",
+        given.join(", ")
+    );
     OpError::field("inputs", message)
 }
 

@@ -17,7 +17,10 @@ fn curriculum(schedule: Schedule) -> Curriculum {
 }
 
 fn levels(plans: &[StagePlan]) -> Vec<(u32, Vec<Level>, u32)> {
-    plans.iter().map(|p| (p.stage, p.levels.clone(), p.epochs)).collect()
+    plans
+        .iter()
+        .map(|p| (p.stage, p.levels.clone(), p.epochs))
+        .collect()
 }
 
 #[test]
@@ -25,7 +28,12 @@ fn diverse_to_specific_ascends_in_equal_shares_then_real_only() {
     let plans = curriculum(Schedule::DiverseToSpecific).static_plans();
     assert_eq!(
         levels(&plans),
-        vec![(0, vec![100], 15), (1, vec![300], 15), (2, vec![500], 15), (3, vec![], 5)]
+        vec![
+            (0, vec![100], 15),
+            (1, vec![300], 15),
+            (2, vec![500], 15),
+            (3, vec![], 5)
+        ]
     );
 }
 
@@ -34,14 +42,22 @@ fn specific_to_diverse_descends() {
     let plans = curriculum(Schedule::SpecificToDiverse).static_plans();
     assert_eq!(
         levels(&plans),
-        vec![(0, vec![500], 15), (1, vec![300], 15), (2, vec![100], 15), (3, vec![], 5)]
+        vec![
+            (0, vec![500], 15),
+            (1, vec![300], 15),
+            (2, vec![100], 15),
+            (3, vec![], 5)
+        ]
     );
 }
 
 #[test]
 fn fixed_all_levels_and_text_only_repeat_one_choice() {
     let fixed = curriculum(Schedule::Fixed(500)).static_plans();
-    assert_eq!(levels(&fixed)[..3], [(0, vec![500], 15), (1, vec![500], 15), (2, vec![500], 15)]);
+    assert_eq!(
+        levels(&fixed)[..3],
+        [(0, vec![500], 15), (1, vec![500], 15), (2, vec![500], 15)]
+    );
     let all = curriculum(Schedule::AllLevels).static_plans();
     assert!(all[..3].iter().all(|p| p.levels == vec![100, 300, 500]));
     let text = curriculum(Schedule::TextOnly).static_plans();
@@ -55,7 +71,9 @@ fn random_is_keyed_by_seed_and_stage() {
     c.stages = 12;
     let a = c.static_plans();
     assert_eq!(a, c.static_plans(), "the same seed gives the same plan");
-    assert!(a[..12].iter().all(|p| p.levels.len() == 1 && c.levels.contains(&p.levels[0])));
+    assert!(a[..12]
+        .iter()
+        .all(|p| p.levels.len() == 1 && c.levels.contains(&p.levels[0])));
     let distinct: std::collections::BTreeSet<Level> = a[..12].iter().map(|p| p.levels[0]).collect();
     assert!(distinct.len() > 1, "twelve stages use more than one level");
     c.seed = 8;
@@ -90,7 +108,10 @@ fn progress(after: u32, sample: u64, level: Level, p: f32) -> Progress {
 #[test]
 fn adaptive_picks_the_level_with_most_progress_after_dropping_an_outlier() {
     let c = curriculum(Schedule::Adaptive);
-    assert_eq!(levels(&c.static_plans()), vec![(0, vec![100], 15), (3, vec![], 5)]);
+    assert_eq!(
+        levels(&c.static_plans()),
+        vec![(0, vec![100], 15), (3, vec![], 5)]
+    );
     let mut data = Vec::new();
     for sample in 0..6 {
         // Before training: 0.2 everywhere.

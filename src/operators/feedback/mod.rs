@@ -61,7 +61,9 @@ pub struct FeedbackDiff {
 /// `(x, +1)` for what `now` has and `before` lacks, `(x, -1)` the other way.
 fn changes<T: Ord + Clone>(before: &BTreeSet<T>, now: &BTreeSet<T>) -> Vec<(T, isize)> {
     let added = now.difference(before).map(|x| (x.clone(), 1));
-    added.chain(before.difference(now).map(|x| (x.clone(), -1))).collect()
+    added
+        .chain(before.difference(now).map(|x| (x.clone(), -1)))
+        .collect()
 }
 
 impl FeedbackState {
@@ -136,7 +138,8 @@ impl FeedbackState {
             Ok(text) => text,
             Err(e) => {
                 let message = format!("cannot read feedback: {e}");
-                out.errors.push(self.error(file.display().to_string(), message));
+                out.errors
+                    .push(self.error(file.display().to_string(), message));
                 return out;
             }
         };
@@ -151,8 +154,9 @@ impl FeedbackState {
                 FileKind::Checkpoint(n) => {
                     lines::parse_line(line, n).map(|s| out.scores.push((s, location.clone())))
                 }
-                FileKind::Progress(n) => lines::parse_progress(line, n)
-                    .map(|p| out.progress.push((p, location.clone()))),
+                FileKind::Progress(n) => {
+                    lines::parse_progress(line, n).map(|p| out.progress.push((p, location.clone())))
+                }
             };
             if let Err(message) = read {
                 out.errors.push(self.error(location, message));

@@ -1,8 +1,8 @@
 //! Feedback files read and diffed; unknown samples reported until they appear.
 
 use super::*;
-use crate::record::{sample_id, Value};
 use crate::record::Digest;
+use crate::record::{sample_id, Value};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Extract};
 
@@ -115,8 +115,11 @@ fn reads_progress_files_and_reports_bad_levels() {
     let mut state = FeedbackState::new("fb", dir.path().to_path_buf());
     let diff = state.rescan();
     assert!(diff.scores.is_empty());
-    let progress: Vec<(Progress, isize)> =
-        diff.progress.into_iter().map(|((p, _), d)| (p, d)).collect();
+    let progress: Vec<(Progress, isize)> = diff
+        .progress
+        .into_iter()
+        .map(|((p, _), d)| (p, d))
+        .collect();
     assert_eq!(
         progress,
         vec![(
@@ -135,8 +138,14 @@ fn reads_progress_files_and_reports_bad_levels() {
         .map(|(e, _)| format!("{}: {}", e.location.rsplit('/').next().unwrap(), e.message))
         .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0], "progress-2.jsonl:2: level 1500 is not a level in per mille (0 to 1000)");
-    assert!(errors[1].starts_with("progress-2.jsonl:3: bad progress line: missing field `p_true`"), "{errors:?}");
+    assert_eq!(
+        errors[0],
+        "progress-2.jsonl:2: level 1500 is not a level in per mille (0 to 1000)"
+    );
+    assert!(
+        errors[1].starts_with("progress-2.jsonl:3: bad progress line: missing field `p_true`"),
+        "{errors:?}"
+    );
     // Unchanged files give no diff; a removed file retracts what it held.
     assert_eq!(state.rescan(), FeedbackDiff::default());
     std::fs::remove_file(dir.path().join("progress-2.jsonl")).unwrap();

@@ -22,8 +22,21 @@ fn budgets_and_fills() {
         ..rule()
     };
     assert_eq!(tail_budget(&lt, 100), 16, "ceil(100 · 0.136 / 0.864)");
-    assert_eq!(tail_budget(&MixRule { tail_share: 0.0, ..rule() }, 100), 0);
-    assert_eq!(fill(5, 2), vec![3, 2], "with replacement when the pool is short");
+    assert_eq!(
+        tail_budget(
+            &MixRule {
+                tail_share: 0.0,
+                ..rule()
+            },
+            100
+        ),
+        0
+    );
+    assert_eq!(
+        fill(5, 2),
+        vec![3, 2],
+        "with replacement when the pool is short"
+    );
     assert_eq!(fill(3, 5), vec![1, 1, 1, 0, 0]);
     assert_eq!(fill(3, 0), Vec::<u32>::new());
 }
@@ -35,8 +48,16 @@ fn head_choices_are_keyed_and_fresh_per_epoch() {
     let epoch1: Vec<u64> = (0..2000).filter(|s| head_chosen(&r, 0, 1, *s)).collect();
     assert!((900..1100).contains(&epoch0.len()), "{}", epoch0.len());
     assert_ne!(epoch0, epoch1, "a fresh share each epoch");
-    assert_eq!(epoch0, (0..2000).filter(|s| head_chosen(&r, 0, 0, *s)).collect::<Vec<_>>());
-    let all = MixRule { head_fraction: 1.0, ..r };
+    assert_eq!(
+        epoch0,
+        (0..2000)
+            .filter(|s| head_chosen(&r, 0, 0, *s))
+            .collect::<Vec<_>>()
+    );
+    let all = MixRule {
+        head_fraction: 1.0,
+        ..r
+    };
     assert!((0..2000).all(|s| head_chosen(&all, 4, 2, s)));
 }
 
@@ -78,7 +99,10 @@ fn manifests(workers: usize) -> Vec<StageItem> {
             let (synthetic_in, synthetic) = scope.new_collection::<Synthetic, isize>();
             let (plans_in, plans) = scope.new_collection::<StagePlan, isize>();
             let items = mix(samples, hard, synthetic, plans, rule());
-            ((samples_in, hard_in, synthetic_in, plans_in), items.inner.capture())
+            (
+                (samples_in, hard_in, synthetic_in, plans_in),
+                items.inner.capture(),
+            )
         });
         if worker.index() == 0 {
             for id in 0..100 {
@@ -91,8 +115,16 @@ fn manifests(workers: usize) -> Vec<StageItem> {
                     }
                 }
             }
-            inputs.3.insert(StagePlan { stage: 0, levels: vec![100], epochs: 2 });
-            inputs.3.insert(StagePlan { stage: 1, levels: vec![], epochs: 1 });
+            inputs.3.insert(StagePlan {
+                stage: 0,
+                levels: vec![100],
+                epochs: 2,
+            });
+            inputs.3.insert(StagePlan {
+                stage: 1,
+                levels: vec![],
+                epochs: 1,
+            });
         }
         drop(inputs);
         while worker.step() {}
@@ -142,7 +174,11 @@ fn stages_hold_heads_all_tails_and_a_filled_budget() {
     }
     // Two epochs of one stage choose different heads.
     let heads = |epoch| -> Vec<u64> {
-        items.iter().filter(|i| i.stage == 0 && i.epoch == epoch && i.sample < 90).map(|i| i.sample).collect()
+        items
+            .iter()
+            .filter(|i| i.stage == 0 && i.epoch == epoch && i.sample < 90)
+            .map(|i| i.sample)
+            .collect()
     };
     assert_ne!(heads(0), heads(1));
 }

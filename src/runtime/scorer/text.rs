@@ -99,7 +99,9 @@ impl PromptTokenizer {
         } else {
             let tokenizer = ClipTokenizer::from_folder(folder).map_err(ScorerError::Runtime)?;
             // It pads an empty prompt to [start, end, pad, pad, ...].
-            let probe = tokenizer.encode("").map_err(|e| ScorerError::Query(e.to_string()))?;
+            let probe = tokenizer
+                .encode("")
+                .map_err(|e| ScorerError::Query(e.to_string()))?;
             let (eos, pad) = (probe[1], probe.get(2).copied().unwrap_or(probe[1]));
             (
                 Encoder::Vocab {
