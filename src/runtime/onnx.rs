@@ -72,6 +72,19 @@ impl Default for SessionOptions {
     }
 }
 
+/// The device sessions built with `options` run on: the CUDA device asked for when the loaded
+/// library has CUDA, else the CPU (a fallback; without one, opening is an error).
+pub fn resolved_device(options: &SessionOptions) -> Device {
+    match options.device {
+        Device::Cuda(id)
+            if <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available().unwrap_or(false) =>
+        {
+            Device::Cuda(id)
+        }
+        _ => Device::Cpu,
+    }
+}
+
 /// Opens `file` as a session on the requested device; errors name the file.
 pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, RuntimeError> {
     let env = environment()?;
@@ -93,7 +106,11 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
         .map_err(|e| fail(e.into()))?;
     if let Device::Cuda(id) = options.device {
         use ort::ep::ExecutionProvider;
-        let cuda = ort::ep::CUDA::default().with_device_id(id);
+        // Arenas grow by what is asked, not to the next power of two: a UNet and a VAE decoder
+        // at large batches otherwise reserve far more device memory than they use.
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(id)
+            .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
         let available = ort::ep::CUDA::is_available().unwrap_or(false);
         match (available, options.fallback_to_cpu) {
             (true, _) => {

@@ -4,9 +4,11 @@
 //! own scheduler state, and every UNet call carries as many items as share a timestep (or any
 //! items, when the UNet takes one timestep per item), guided and unguided halves together.
 
+use super::device_io::UnetBinding;
 use super::model::{Conditioning, DiffusionModel, TimestepShape};
 use super::noise::{gaussian, NoiseKey};
 use crate::record::Digest;
+use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::scheduler::{ItemState, Schedule, Scheduler, SchedulerError, SchedulerKind};
 use crate::runtime::service::ServiceStats;
@@ -53,6 +55,8 @@ pub struct Generator {
     pub(super) schedules: HashMap<(SchedulerKind, usize), Arc<Schedule>>,
     pub(super) prompts: HashMap<String, Arc<Vec<f32>>>,
     pub(super) latents: HashMap<Digest, Arc<Vec<f32>>>,
+    /// The UNet's IO binding, made on the first call when the model runs on CUDA.
+    binding: Option<UnetBinding>,
 }
 
 /// Keep at most this many encoded source latents.
@@ -71,6 +75,7 @@ impl Generator {
             schedules: HashMap::new(),
             prompts: HashMap::new(),
             latents: HashMap::new(),
+            binding: None,
         }
     }
 
@@ -330,16 +335,36 @@ impl Generator {
             }
         };
         stats.model_call();
-        let out = model
-            .unet
-            .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => condition])
-            .map_err(fail)?;
-        let eps = out[io.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?
-            .1
-            .to_vec();
-        drop(out);
+        if let (None, Device::Cuda(id)) = (&self.binding, model.device) {
+            self.binding = Some(UnetBinding::new(&model.unet, id).map_err(fail)?);
+        }
+        let eps = match &mut self.binding {
+            Some(binding) => {
+                let key = (
+                    guided,
+                    group.iter().map(|&i| items[i].condition.clone()).collect(),
+                );
+                binding
+                    .run(
+                        &mut model.unet,
+                        &io,
+                        [sample_tensor.into_dyn(), timestep],
+                        key,
+                        condition,
+                    )
+                    .map_err(fail)?
+            }
+            None => {
+                let out = model
+                    .unet
+                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => condition])
+                    .map_err(fail)?;
+                let (_, eps) = out[io.output.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(fail)?;
+                eps.to_vec()
+            }
+        };
         if eps.len() != rows * len {
             return Err(RuntimeError::Output {
                 file: model.unet_file.clone(),

@@ -1,9 +1,11 @@
 //! Image-guided diffusion on ONNX models in the diffusers/optimum folder layout: loading and
 //! checking a model folder (`model`, with the UNet's interface in `unet`) and its cached
 //! digest (`digest`), the CLIP tokenizer (`tokenizer`), keyed per-image noise (`noise`), and
-//! batched img2img over the λ spectrum (`img2img`).
+//! batched img2img over the λ spectrum (`img2img`), with the UNet's IO binding on CUDA
+//! (`device_io`).
 
 pub mod codec;
+mod device_io;
 pub mod digest;
 pub mod img2img;
 pub mod model;

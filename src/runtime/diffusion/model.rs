@@ -9,6 +9,7 @@ use super::tokenizer::ClipTokenizer;
 use super::unet::{find, names, unet_io};
 pub use super::unet::{TimestepShape, UnetIo};
 use crate::record::Digest;
+use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::onnx::{self, SessionOptions, TensorElementType};
 use crate::runtime::scheduler::SchedulerConfig;
@@ -59,6 +60,8 @@ pub struct DiffusionModel {
     pub unet: Session,
     pub unet_io: UnetIo,
     pub unet_file: PathBuf,
+    /// Where the sessions run: the device asked for, or the CPU after a fallback.
+    pub device: Device,
     /// Channels, height, width of the UNet's sample (latent or pixels).
     pub latent_shape: [usize; 3],
     /// Channels, height, width of images in and out.
@@ -216,6 +219,7 @@ impl DiffusionModel {
             Conditioning::Text(Box::new(open_text_encoder(folder, file, options)?))
         };
         Ok(DiffusionModel {
+            device: onnx::resolved_device(options),
             folder: folder.to_path_buf(),
             digest: super::digest::folder_digest(folder)?,
             class_names: read_generator_meta(folder)?,

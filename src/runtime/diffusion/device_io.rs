@@ -1,0 +1,71 @@
+//! The UNet on a CUDA device through ONNX Runtime's IO binding. The condition rows of a group
+//! (text states or class labels, unguided half first) are copied to the device once and stay
+//! bound while the same group steps on; only the latents and the timestep cross the bus each
+//! step, and the prediction comes back to host memory, where the scheduler steps every item.
+
+use super::img2img::Condition;
+use super::unet::UnetIo;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensorValueType, DynValueRef};
+
+/// The condition a bound group carries: guided or not, and each item's condition in order.
+pub(super) type ConditionKey = (bool, Vec<Condition>);
+
+/// A UNet session's binding, with the condition it holds on the device.
+pub(super) struct UnetBinding {
+    binding: IoBinding,
+    /// Host memory, where the prediction is put.
+    host: MemoryInfo<'static>,
+    device_id: i32,
+    bound: Option<ConditionKey>,
+    /// Conditions copied to the device, for the run summary and the tests of reuse.
+    pub uploads: u64,
+}
+
+impl UnetBinding {
+    /// A binding for `session` on CUDA device `device_id`.
+    pub fn new(session: &Session, device_id: i32) -> Result<Self, ort::Error> {
+        Ok(UnetBinding {
+            binding: session.create_binding()?,
+            host: MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::CPUOutput,
+            )?,
+            device_id,
+            bound: None,
+            uploads: 0,
+        })
+    }
+
+    /// One UNet call: `condition` is copied to the device only when `key` differs from the
+    /// condition already bound. Returns the prediction.
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        io: &UnetIo,
+        inputs: [DynValueRef<'_>; 2],
+        key: ConditionKey,
+        condition: DynValueRef<'_>,
+    ) -> Result<Vec<f32>, ort::Error> {
+        if self.bound.as_ref() != Some(&key) {
+            let on_device = condition
+                .downcast::<DynTensorValueType>()?
+                .to(AllocationDevice::CUDA, self.device_id)?;
+            self.binding.bind_input(io.condition.as_str(), &on_device)?;
+            self.bound = Some(key);
+            self.uploads += 1;
+        }
+        let [sample, timestep] = inputs;
+        self.binding.bind_input(io.sample.as_str(), &sample)?;
+        self.binding.bind_input(io.timestep.as_str(), &timestep)?;
+        // Bound afresh each call: a bound output keeps its first shape, and groups vary in size.
+        self.binding
+            .bind_output_to_device(io.output.as_str(), &self.host)?;
+        let out = session.run_binding(&self.binding)?;
+        let (_, eps) = out[io.output.as_str()].try_extract_tensor::<f32>()?;
+        Ok(eps.to_vec())
+    }
+}
