@@ -100,6 +100,10 @@ fn main() -> ExitCode {
             timely,
         } => {
             let result = Pipeline::from_file(&file).and_then(|pipeline| {
+                for line in pipeline.configuration() {
+                    eprintln!("{line}");
+                }
+                eprintln!("timely: {workers} worker(s) in this process");
                 let mut timely_args = vec!["-w".to_string(), workers.to_string()];
                 timely_args.extend(timely);
                 let options = RunOptions {

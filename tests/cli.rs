@@ -282,3 +282,62 @@ fn a_watch_interval_that_is_not_a_positive_finite_number_is_a_usage_error() {
     }
     assert!(!dir.path().join("out").exists(), "nothing was written");
 }
+
+#[test]
+fn run_prints_the_configuration_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = copy_fixture(dir.path());
+    let text = pipeline_text(
+        dir.path(),
+        &images,
+        &classifier(),
+        "[{ misclassified = true }]",
+    )
+    .replace(
+        "[models.cnn]\n",
+        "[models.cnn]\ndevice = \"cuda:0\"\nfallback = \"cpu\"\n",
+    );
+    let file = dir.path().join("fallback.toml");
+    std::fs::write(&file, &text).unwrap();
+    let (code, _, stderr) = discl(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected = format!("model cnn: cpu, {cores} session(s) (default) × 1 thread(s) (used by");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains("timely: 1 worker(s) in this process"),
+        "{stderr}"
+    );
+
+    let generate = |extra: &str| {
+        let nodes = format!(
+            "[models.gen]\npath = \"{REPO}/models/tiny-pixel-unet\"\n{extra}\n\
+             [nodes.gen]\nop = \"generate\"\ninputs = [\"train\"]\nmodel = \"gen\"\n\
+             classes_from = \"cnn\"\nlevels = [0.5]\n{}",
+            if extra.is_empty() {
+                ""
+            } else {
+                "batch_size = 4\n"
+            }
+        );
+        let graph = scored_graph(&dir.path().join("out"), &images, &nodes);
+        discl::Pipeline::from_toml("g.toml", &graph)
+            .unwrap()
+            .configuration()
+    };
+    assert_eq!(
+        generate(""),
+        [
+            format!("model cnn: cpu, {cores} session(s) (default) × 1 thread(s) (used by node `scores`)"),
+            format!("model gen: cpu, {cores} session(s) (default) × 1 thread(s) (used by node `gen`)"),
+            "node gen: batch 1 image(s) per UNet call (default)".to_string(),
+        ]
+    );
+    assert_eq!(
+        generate("sessions = 3\nthreads = 2")[1..],
+        [
+            "model gen: cpu, 3 session(s) × 2 thread(s) (used by node `gen`)".to_string(),
+            "node gen: batch 4 image(s) per UNet call".to_string(),
+        ]
+    );
+}

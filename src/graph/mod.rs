@@ -13,5 +13,5 @@ pub mod spec;
 pub mod toml_spans;
 
 pub use compile::{compile, Compiled};
-pub use resources::{check_resources, Resources};
+pub use resources::{check_resources, configuration, Resources};
 pub use spec::{GraphError, GraphFile};

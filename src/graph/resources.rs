@@ -15,8 +15,8 @@ pub struct Resources {
     pool: ModelPool,
 }
 
-/// Phase 4: every node opens what it needs; every error is reported.
-pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>> {
+/// The graph's models, not yet opened, with the nodes using each.
+fn model_pool(compiled: &Compiled) -> ModelPool {
     let mut users: IndexMap<String, Vec<String>> = IndexMap::new();
     for node in compiled.nodes.values() {
         if let Some(model) = node.op.model() {
@@ -31,7 +31,24 @@ pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>
         .iter()
         .map(|(name, (spec, _))| (name.clone(), spec.clone()))
         .collect();
-    let mut pool = ModelPool::new(specs, users);
+    ModelPool::new(specs, users)
+}
+
+/// What a run of the graph will use, one line each: every model's device and sessions, and
+/// each node's own choices (batch sizes), defaults resolved.
+pub fn configuration(compiled: &Compiled) -> Vec<String> {
+    let pool = model_pool(compiled);
+    let mut lines = pool.configuration();
+    lines.extend(compiled.nodes.values().filter_map(|node| {
+        let chosen = node.op.configuration(&pool)?;
+        Some(format!("node {}: {chosen}", node.name()))
+    }));
+    lines
+}
+
+/// Phase 4: every node opens what it needs; every error is reported.
+pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>> {
+    let mut pool = model_pool(compiled);
     let mut opened = IndexMap::new();
     let mut errors = Vec::new();
     for node in compiled.nodes.values() {

@@ -63,9 +63,10 @@ pub struct ModelSpec {
     /// ONNX Runtime threads per session.
     #[serde(default = "one")]
     pub threads: usize,
-    /// Sessions (service threads) for this model.
-    #[serde(default = "one")]
-    pub sessions: usize,
+    /// Sessions (service threads) for this model; by default one single-thread session per
+    /// core on the CPU (what measured fastest), one session on a GPU.
+    #[serde(default)]
+    pub sessions: Option<usize>,
 }
 
 /// Where a model runs when its device is missing.

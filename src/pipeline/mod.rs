@@ -11,7 +11,7 @@ pub use running::RunningPipeline;
 pub use summary::{write_summary, RunSummary};
 
 use crate::graph::ops::context::RunInfo;
-use crate::graph::{check_resources, compile, dot, Compiled, GraphError, GraphFile};
+use crate::graph::{check_resources, compile, configuration, dot, Compiled, GraphError, GraphFile};
 use crate::store::state::RunState;
 use std::path::Path;
 
@@ -140,6 +140,12 @@ impl Pipeline {
         check_resources(&self.compiled)
             .map(drop)
             .map_err(PipelineError::Graph)
+    }
+
+    /// What a run will use, one line each, defaults resolved: each model's device and
+    /// sessions × threads, and each generate node's batch size. `discl run` prints it.
+    pub fn configuration(&self) -> Vec<String> {
+        configuration(&self.compiled)
     }
 
     /// The graph as Graphviz DOT.

@@ -6,6 +6,7 @@ use crate::graph::spec::ModelSpec;
 use crate::operators::feedback::{LocatedProgress, LocatedScore};
 use crate::operators::{FeedbackState, NodeStats, SourceState};
 use crate::record::{ErrorRecord, RecordKind, Sample};
+use crate::runtime::device::Device;
 use crate::runtime::onnx::SessionOptions;
 use crate::runtime::{Classifier, InferenceService, Persisted};
 use crate::store::answers::AnswerStore;
@@ -63,6 +64,42 @@ impl ModelPool {
         }
     }
 
+    /// How many sessions of a model to open: the graph's `sessions`, else one single-thread
+    /// session per core on the CPU and one on a GPU.
+    pub fn sessions(&self, model: &str) -> usize {
+        let spec = self.spec(model);
+        match (
+            spec.sessions,
+            crate::runtime::onnx::resolved_device(&self.session_options(model)),
+        ) {
+            (Some(n), _) => n.max(1),
+            (None, Device::Cpu) if spec.threads <= 1 => cores(),
+            (None, _) => 1,
+        }
+    }
+
+    /// The configuration a run uses, one line per model: device, sessions × threads, users.
+    pub fn configuration(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .filter(|(name, _)| self.users.get(*name).is_some_and(|u| !u.is_empty()))
+            .map(|(name, spec)| {
+                let device = crate::runtime::onnx::resolved_device(&self.session_options(name));
+                let chosen = if spec.sessions.is_some() {
+                    ""
+                } else {
+                    " (default)"
+                };
+                format!(
+                    "model {name}: {device}, {} session(s){chosen} × {} thread(s) {}",
+                    self.sessions(name),
+                    spec.threads.max(1),
+                    self.used_by(name)
+                )
+            })
+            .collect()
+    }
+
     /// `(used by node `a`, node `b`)` for a model's messages.
     pub fn used_by(&self, model: &str) -> String {
         let users = self.users.get(model).cloned().unwrap_or_default();
@@ -76,7 +113,7 @@ impl ModelPool {
             let (path, options) = (self.spec(model).path.clone(), self.session_options(model));
             let mut sessions = Vec::new();
             let mut failed = None;
-            for _ in 0..self.spec(model).sessions.max(1) {
+            for _ in 0..self.sessions(model) {
                 match Classifier::open(&path, &options) {
                     Ok(classifier) => sessions.push(classifier),
                     Err(message) => {
@@ -221,4 +258,9 @@ impl<'scope> Dataflow<'scope> {
     pub fn stats_of(&self, node: &str) -> Arc<NodeStats> {
         Arc::clone(&self.stats[node])
     }
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

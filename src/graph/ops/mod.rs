@@ -104,6 +104,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn provenance(&self) -> Option<serde_json::Value> {
         None
     }
+    /// What the node chose where the graph left a setting to the default (a generate node's
+    /// batch size), for the configuration `discl run` prints.
+    fn configuration(&self, _pool: &ModelPool) -> Option<String> {
+        None
+    }
     /// Input, transform or output.
     fn role(&self) -> Role {
         Role::Transform

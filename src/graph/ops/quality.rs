@@ -81,7 +81,7 @@ impl Op for QualityConfig {
         let spec = pool.spec(&self.model);
         let in_model = |e: String| vec![OpError::model(&self.model, format!("{e} {}", pool.used_by(&self.model)))];
         let mut scorers = Vec::new();
-        for _ in 0..spec.sessions.max(1) {
+        for _ in 0..pool.sessions(&self.model) {
             let options = pool.session_options(&self.model);
             scorers.push(Scorer::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?);
         }
