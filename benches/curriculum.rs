@@ -68,6 +68,7 @@ fn synthetic(id: u64, level: u16, seed: u64) -> Synthetic {
         source: format!("data/{id}.png"),
         text_score: Some(Value(0.5)),
         image_score: None,
+        retry: None,
     }
 }
 

@@ -390,6 +390,7 @@ mod tests {
                 source: "/d/bag/b.png".into(),
                 text_score: text_score.map(Value),
                 image_score: Some(Value(0.5)),
+                retry: None,
             })
         };
         let (a, b) = (row(125, Some(0.25)), row(875, None));

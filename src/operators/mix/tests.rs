@@ -85,6 +85,7 @@ fn image(sample: u64, level: Level, seed: u32) -> Synthetic {
         source: format!("/d/bag/{sample}.png"),
         text_score: None,
         image_score: None,
+        retry: None,
     }
 }
 
