@@ -194,6 +194,11 @@ fn read_ops(graph: &GraphFile, errors: &mut Vec<GraphError>) -> IndexMap<String,
         let context = GraphContext {
             node: name,
             models: models.clone(),
+            input_ops: node
+                .inputs
+                .iter()
+                .map(|input| ops.get(node_of(input)).map(|op| op.kind()))
+                .collect(),
         };
         let mut found = op.check(&context);
         if let Some(model) = op.model() {
