@@ -122,14 +122,16 @@ fn synthetic_item(stage: u32, epoch: u32, image: &Synthetic, copies: u32) -> Sta
 enum Part {
     /// How many head images the epoch holds.
     Heads(u64),
-    /// A hard real image.
+    /// How many hard real images it holds.
+    Tails(u64),
+    /// A hard real image (only in real-only epochs that oversample them).
     Tail(Sample),
-    /// The epoch exists (so a real-only epoch without synthetic images still gets its tail).
+    /// The epoch exists, and whether it is real only.
     Epoch(bool),
 }
 
-/// What an epoch's tail reduce gives: a hard real image's row, or how many synthetic slots the
-/// budget leaves.
+/// What an epoch's tail reduce gives: an oversampled hard real image's row, or how many
+/// synthetic slots the budget leaves.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum TailOut {
     Item(StageItem),
@@ -138,7 +140,7 @@ enum TailOut {
 
 /// The stage manifests: `samples` are all real training images, `hard` the hard ones among
 /// them, `synthetic` the (filtered) synthetic images of hard images, `plans` the curriculum.
-/// Each synthetic image is expected once (as every op gives them).
+/// Each hard sample and synthetic image is expected once (as every op gives them).
 pub fn mix<'scope>(
     samples: VecCollection<'scope, u64, Sample>,
     hard: VecCollection<'scope, u64, Sample>,
@@ -171,22 +173,40 @@ pub fn mix<'scope>(
         .map(|item| (item.stage, item.epoch))
         .count_total()
         .map(|(key, n)| (key, Part::Heads(n as u64)));
-    let tails = hard
-        .map(|s| ((), s))
-        .join_core(every_epoch.clone(), |(), sample, &(stage, epoch, _)| {
-            Some(((stage, epoch), Part::Tail(sample.clone())))
+    // Every hard real image is in every epoch once; a real-only epoch that oversamples them
+    // ranks them in its tail reduce instead.
+    let oversampled = move |real_only: bool| real_only && rule.oversample_real;
+    let hard = hard.map(|s| ((), s)).arrange_by_key_named("MixHard");
+    let tail_rows = hard.clone().join_core(
+        every_epoch.clone(),
+        move |(), sample, &(stage, epoch, real_only)| {
+            (!oversampled(real_only)).then(|| real_item(stage, epoch, sample, 1))
+        },
+    );
+    let to_rank = hard.clone().join_core(
+        every_epoch.clone(),
+        move |(), sample, &(stage, epoch, real_only)| {
+            oversampled(real_only).then(|| ((stage, epoch), Part::Tail(sample.clone())))
+        },
+    );
+    let tail_counts = hard
+        .as_collection(|(), _| ())
+        .count_total()
+        .join_core(every_epoch.clone(), |(), n, &(stage, epoch, _)| {
+            Some(((stage, epoch), Part::Tails(*n as u64)))
         });
     let marks = every_epoch
         .as_collection(|(), &(stage, epoch, real_only)| ((stage, epoch), Part::Epoch(real_only)));
-    let tail = head_counts.concat(tails).concat(marks).reduce_named(
-        "MixTail",
-        move |&(stage, epoch), input, output| {
+    let tail = head_counts
+        .concat(tail_counts)
+        .concat(to_rank)
+        .concat(marks)
+        .reduce_named("MixTail", move |&(stage, epoch), input, output| {
             for out in epoch_tail(&rule, stage, epoch, input) {
                 output.push((out, 1));
             }
-        },
-    );
-    let tail_items = tail.clone().flat_map(|(_, out)| match out {
+        });
+    let ranked_rows = tail.clone().flat_map(|(_, out)| match out {
         TailOut::Item(item) => Some(item),
         TailOut::Slots(_) => None,
     });
@@ -195,46 +215,53 @@ pub fn mix<'scope>(
         TailOut::Item(_) => None,
     });
     let chosen = pool::synthetic_items(synthetic, epochs, slots, rule);
-    heads.concat(tail_items).concat(chosen)
+    heads.concat(tail_rows).concat(ranked_rows).concat(chosen)
 }
 
-/// One epoch's tail: every hard real image (in a real-only stage asked to oversample, with the
-/// budget's remainder as extra copies), and the synthetic slots the budget leaves otherwise.
+/// One epoch's tail: the synthetic slots the budget leaves after the hard real images; in a
+/// real-only stage asked to oversample, the hard real images with the remainder as extra
+/// copies instead.
 fn epoch_tail(rule: &MixRule, stage: u32, epoch: u32, input: &[(&Part, isize)]) -> Vec<TailOut> {
-    let (mut heads, mut real_only) = (0u64, false);
-    let mut tails = Vec::new();
+    let (mut heads, mut tails, mut real_only) = (0u64, 0u64, false);
+    let mut ranked = Vec::new();
     for (part, count) in input {
         if *count <= 0 {
             continue;
         }
         match part {
             Part::Heads(n) => heads = *n,
+            Part::Tails(n) => tails = *n,
             Part::Epoch(r) => real_only = *r,
-            Part::Tail(sample) => tails.push(sample),
+            Part::Tail(sample) => ranked.push(sample),
         }
     }
-    let needed = tail_budget(rule, heads).saturating_sub(tails.len() as u64);
-    let mut extra = vec![0u32; tails.len()];
-    if real_only && rule.oversample_real {
-        let mut by_hash: Vec<(u64, usize)> = tails
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (keyed(rule.seed, stage, epoch, &s.id.to_le_bytes()), i))
-            .collect();
-        by_hash.sort_unstable();
-        for ((_, i), copies) in by_hash.iter().zip(fill(needed, tails.len())) {
-            extra[*i] = copies;
-        }
+    if !real_only {
+        let needed = tail_budget(rule, heads).saturating_sub(tails);
+        return if needed > 0 {
+            vec![TailOut::Slots(needed)]
+        } else {
+            Vec::new()
+        };
     }
-    let mut out: Vec<TailOut> = tails
+    if !rule.oversample_real {
+        return Vec::new();
+    }
+    let needed = tail_budget(rule, heads).saturating_sub(ranked.len() as u64);
+    let mut by_hash: Vec<(u64, usize)> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (keyed(rule.seed, stage, epoch, &s.id.to_le_bytes()), i))
+        .collect();
+    by_hash.sort_unstable();
+    let mut extra = vec![0u32; ranked.len()];
+    for ((_, i), copies) in by_hash.iter().zip(fill(needed, ranked.len())) {
+        extra[*i] = copies;
+    }
+    ranked
         .iter()
         .zip(extra)
         .map(|(sample, more)| TailOut::Item(real_item(stage, epoch, sample, 1 + more)))
-        .collect();
-    if !real_only && needed > 0 {
-        out.push(TailOut::Slots(needed));
-    }
-    out
+        .collect()
 }
 
 #[cfg(test)]

@@ -91,30 +91,27 @@ pub fn synthetic_items<'scope>(
         .semijoin(reached)
         .map(|(key, (hash, image))| (key, Ranked::Image(hash, image)))
         .concat(shares.map(|(key, (each, first))| (key, Ranked::Share(each, first))))
-        .reduce_named(
-            "MixPoolRank",
-            |&(stage, epoch, _): &ShardKey, input, output| {
-                let (mut each, mut first) = (0, 0);
-                let mut rank = 0;
-                for (ranked, count) in input {
-                    if *count <= 0 {
-                        continue;
-                    }
-                    match ranked {
-                        Ranked::Share(e, f) => (each, first) = (*e, *f),
-                        Ranked::Image(_, image) => {
-                            let copies = each + u64::from(rank < first);
-                            if copies > 0 {
-                                output
-                                    .push((synthetic_item(stage, epoch, image, copies as u32), 1));
-                            }
-                            rank += 1;
+        .reduce_named("MixPoolRank", |_: &ShardKey, input, output| {
+            let (mut each, mut first) = (0, 0);
+            let mut rank = 0;
+            for (ranked, count) in input {
+                if *count <= 0 {
+                    continue;
+                }
+                match ranked {
+                    Ranked::Share(e, f) => (each, first) = (*e, *f),
+                    Ranked::Image(hash, image) => {
+                        let copies = each + u64::from(rank < first);
+                        if copies > 0 {
+                            output.push(((*hash, Arc::clone(image), copies as u32), 1));
                         }
+                        rank += 1;
                     }
                 }
-            },
-        )
-        .map(|(_, item)| item)
+            }
+        })
+        // Rows are made only for what changed: a re-ranked shard compares shared images.
+        .map(|((stage, epoch, _), (_, image, copies))| synthetic_item(stage, epoch, &image, copies))
 }
 
 /// Per shard reached by an epoch's slots: (shard, copies of each image, how many of its first
