@@ -139,7 +139,7 @@ pub struct GenKey {
 }
 
 /// A synthetic image that was made (or found in the store).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub struct Synthetic {
     pub key: GenKey,
     /// Class name (the source sample's label).
@@ -154,6 +154,64 @@ pub struct Synthetic {
     pub text_score: Option<Value>,
     /// Image–real-image similarity, once scored.
     pub image_score: Option<Value>,
+    /// Set by a quality filter with retries: which attempt of its (sample, λ, seed) this image
+    /// is; `key.seed` is then the seed that made it (derived for attempts after the first).
+    #[serde(default)]
+    pub retry: Option<Retry>,
+}
+
+/// Which attempt of a quality filter's retries made an image (METHOD §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Retry {
+    /// 0 for the image the generator made first, k for its k-th regeneration.
+    pub attempt: u32,
+    /// The seed index of the first attempt.
+    pub first_seed: u32,
+}
+
+/// JSON (the manifests) leaves out a missing `retry`, so a pipeline without retries writes the
+/// same lines as before they existed; bincode, which has no field names, always writes it.
+impl Serialize for Synthetic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            key: &'a GenKey,
+            label: &'a str,
+            path: &'a str,
+            digest: &'a Digest,
+            source: &'a str,
+            text_score: &'a Option<Value>,
+            image_score: &'a Option<Value>,
+            #[serde(skip_serializing_if = "RetryField::omitted")]
+            retry: RetryField<'a>,
+        }
+        #[derive(Serialize)]
+        #[serde(transparent)]
+        struct RetryField<'a> {
+            value: &'a Option<Retry>,
+            #[serde(skip)]
+            omit_none: bool,
+        }
+        impl RetryField<'_> {
+            fn omitted(&self) -> bool {
+                self.omit_none && self.value.is_none()
+            }
+        }
+        Fields {
+            key: &self.key,
+            label: &self.label,
+            path: &self.path,
+            digest: &self.digest,
+            source: &self.source,
+            text_score: &self.text_score,
+            image_score: &self.image_score,
+            retry: RetryField {
+                value: &self.retry,
+                omit_none: s.is_human_readable(),
+            },
+        }
+        .serialize(s)
+    }
 }
 
 /// A record that could not be processed, reported with where it came from instead of crashing.
@@ -273,6 +331,46 @@ mod tests {
         };
         let back: Score = bincode::deserialize(&bincode::serialize(&score).unwrap()).unwrap();
         assert_eq!(back, score);
+    }
+
+    #[test]
+    fn synthetic_json_leaves_out_a_missing_retry_and_bincode_keeps_it() {
+        let mut image = Synthetic {
+            key: GenKey {
+                sample: 7,
+                level: 300,
+                seed: 1,
+                prompt: "a bag".into(),
+            },
+            label: "bag".into(),
+            path: "synthetic/ab.png".into(),
+            digest: Digest::of(b"png"),
+            source: "/d/bag/7.png".into(),
+            text_score: Some(Value(0.25)),
+            image_score: None,
+            retry: None,
+        };
+        let json = serde_json::to_string(&image).unwrap();
+        assert!(
+            json.ends_with(r#""text_score":0.25,"image_score":null}"#),
+            "{json}"
+        );
+        for retry in [
+            None,
+            Some(Retry {
+                attempt: 2,
+                first_seed: 1,
+            }),
+        ] {
+            image.retry = retry;
+            let bytes = bincode::serialize(&image).unwrap();
+            assert_eq!(bincode::deserialize::<Synthetic>(&bytes).unwrap(), image);
+            let json = serde_json::to_string(&image).unwrap();
+            assert_eq!(serde_json::from_str::<Synthetic>(&json).unwrap(), image);
+        }
+        assert!(serde_json::to_string(&image)
+            .unwrap()
+            .ends_with(r#""retry":{"attempt":2,"first_seed":1}}"#));
     }
 
     #[test]

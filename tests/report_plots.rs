@@ -79,6 +79,7 @@ fn scored(out: &Path, sample: u64, level: u16, score: f32) -> Row {
             .into_owned(),
         text_score: Some(Value(score)),
         image_score: Some(Value(0.5)),
+        retry: None,
     })
 }
 

@@ -64,6 +64,7 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
         feedback: Vec::new(),
         probe: ProbeHandle::new(),
         ports: IndexMap::new(),
+        generators: IndexMap::new(),
     };
     let mut streams: IndexMap<&str, Stream<'scope>> = IndexMap::new();
     for (name, compiled) in &shared.compiled.nodes {

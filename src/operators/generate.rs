@@ -240,6 +240,7 @@ impl ModelMap for GenerateParams {
                 source: sample.path.clone(),
                 text_score: None,
                 image_score: None,
+                retry: None,
             }),
             Err(message) => Err(ErrorRecord {
                 node: self.node.clone(),

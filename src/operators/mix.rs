@@ -5,10 +5,23 @@
 //! A real-only stage fills the budget with copies of the hard real images when asked to.
 //! Every choice is a keyed hash of (seed, stage, epoch, item), so the same inputs give the same
 //! manifests whatever the workers or the order updates arrive in.
+//!
+//! Built to stay cheap at a million synthetic images: heads are chosen inside the join with the
+//! epochs (no samples × epochs collection); an epoch's tail (hard real images, and how many
+//! synthetic slots remain) is one small reduce; the synthetic pool is split into shards by
+//! the top bits of each image's keyed hash, and only the shards the budget reaches are ranked
+//! (see [`pool`]), so a changed budget or pool re-ranks a shard, not an epoch.
 
-use crate::record::{Level, Sample, StageItem, StagePlan, Synthetic, REAL_LEVEL};
+mod pool;
+#[cfg(test)]
+mod reference;
+
+use crate::record::{Sample, StageItem, StagePlan, Synthetic, REAL_LEVEL};
+use blake3::hazmat::HasherExt;
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// How a mix fills each epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,31 +35,31 @@ pub struct MixRule {
     pub seed: u64,
 }
 
-/// What one epoch's tail is chosen from.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Part {
-    /// How many head images the epoch holds.
-    Heads(u64),
-    /// A hard real image.
-    Tail(Sample),
-    /// A synthetic image at one of the stage's levels.
-    Synthetic(Synthetic),
-    /// The epoch exists (so a real-only epoch without synthetic images still gets its tail).
-    Epoch(bool),
+/// The mix's hasher for one epoch: BLAKE3 in derive-key mode ("discl 2026-11 mix v1") over
+/// (seed, stage, epoch, item); the context is hashed once per process, not per item.
+fn epoch_hasher(seed: u64, stage: u32, epoch: u32) -> blake3::Hasher {
+    static CONTEXT: OnceLock<blake3::hazmat::ContextKey> = OnceLock::new();
+    let context =
+        CONTEXT.get_or_init(|| blake3::hazmat::hash_derive_key_context("discl 2026-11 mix v1"));
+    let mut hasher = blake3::Hasher::new_from_context_key(context);
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(&stage.to_le_bytes());
+    hasher.update(&epoch.to_le_bytes());
+    hasher
+}
+
+fn first_u64(hasher: &blake3::Hasher) -> u64 {
+    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8]
+        .try_into()
+        .expect("8 bytes");
+    u64::from_le_bytes(bytes)
 }
 
 /// A keyed hash of an item in one epoch.
 fn keyed(seed: u64, stage: u32, epoch: u32, item: &[u8]) -> u64 {
-    let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 mix v1");
-    hasher.update(&seed.to_le_bytes());
-    hasher.update(&stage.to_le_bytes());
-    hasher.update(&epoch.to_le_bytes());
+    let mut hasher = epoch_hasher(seed, stage, epoch);
     hasher.update(item);
-    u64::from_le_bytes(
-        hasher.finalize().as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    )
+    first_u64(&hasher)
 }
 
 /// Whether a head image enters an epoch.
@@ -104,8 +117,30 @@ fn synthetic_item(stage: u32, epoch: u32, image: &Synthetic, copies: u32) -> Sta
     }
 }
 
+/// What an epoch's tail reduce sees.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Part {
+    /// How many head images the epoch holds.
+    Heads(u64),
+    /// How many hard real images it holds.
+    Tails(u64),
+    /// A hard real image (only in real-only epochs that oversample them).
+    Tail(Sample),
+    /// The epoch exists, and whether it is real only.
+    Epoch(bool),
+}
+
+/// What an epoch's tail reduce gives: an oversampled hard real image's row, or how many
+/// synthetic slots the budget leaves.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum TailOut {
+    Item(StageItem),
+    Slots(u64),
+}
+
 /// The stage manifests: `samples` are all real training images, `hard` the hard ones among
 /// them, `synthetic` the (filtered) synthetic images of hard images, `plans` the curriculum.
+/// Each hard sample and synthetic image is expected once (as every op gives them).
 pub fn mix<'scope>(
     samples: VecCollection<'scope, u64, Sample>,
     hard: VecCollection<'scope, u64, Sample>,
@@ -118,106 +153,115 @@ pub fn mix<'scope>(
     });
     let every_epoch = epochs
         .clone()
-        .map(|(stage, epoch, levels)| ((), (stage, epoch, levels.is_empty())));
-    let hard_ids = hard.clone().map(|s| (s.id, ()));
+        .map(|(stage, epoch, levels)| ((), (stage, epoch, levels.is_empty())))
+        .arrange_by_key_named("MixEpochs");
+    let hard_ids = hard.clone().map(|s| s.id);
+    // Each head image is tried against each epoch inside the join; only those chosen come out.
     let heads = samples
         .map(|s| (s.id, s))
-        .antijoin(hard_ids.map(|(id, ())| id))
+        .antijoin(hard_ids)
         .map(|(_, s)| ((), s))
-        .join_map(
+        .join_core(
             every_epoch.clone(),
-            move |(), sample, &(stage, epoch, _)| (stage, epoch, sample.clone()),
-        )
-        .filter(move |(stage, epoch, sample)| head_chosen(&rule, *stage, *epoch, sample.id))
-        .map(|(stage, epoch, sample)| real_item(stage, epoch, &sample, 1));
+            move |(), sample, &(stage, epoch, _)| {
+                head_chosen(&rule, stage, epoch, sample.id)
+                    .then(|| real_item(stage, epoch, sample, 1))
+            },
+        );
     let head_counts = heads
         .clone()
         .map(|item| (item.stage, item.epoch))
-        .count()
+        .count_total()
         .map(|(key, n)| (key, Part::Heads(n as u64)));
-    let tails = hard
-        .map(|s| ((), s))
-        .join_map(every_epoch.clone(), |(), sample, &(stage, epoch, _)| {
-            ((stage, epoch), Part::Tail(sample.clone()))
-        });
-    let pool = synthetic.map(|s| (s.key.level, s)).join_map(
-        epochs.clone().flat_map(|(stage, epoch, levels)| {
-            levels
-                .into_iter()
-                .map(move |level: Level| (level, (stage, epoch)))
-        }),
-        |_, image, &(stage, epoch)| ((stage, epoch), Part::Synthetic(image.clone())),
+    // Every hard real image is in every epoch once; a real-only epoch that oversamples them
+    // ranks them in its tail reduce instead.
+    let oversampled = move |real_only: bool| real_only && rule.oversample_real;
+    let hard = hard.map(|s| ((), s)).arrange_by_key_named("MixHard");
+    let tail_rows = hard.clone().join_core(
+        every_epoch.clone(),
+        move |(), sample, &(stage, epoch, real_only)| {
+            (!oversampled(real_only)).then(|| real_item(stage, epoch, sample, 1))
+        },
     );
-    let marks =
-        every_epoch.map(|((), (stage, epoch, real_only))| ((stage, epoch), Part::Epoch(real_only)));
-    let tail_items = head_counts
-        .concat(tails)
-        .concat(pool)
+    let to_rank = hard.clone().join_core(
+        every_epoch.clone(),
+        move |(), sample, &(stage, epoch, real_only)| {
+            oversampled(real_only).then(|| ((stage, epoch), Part::Tail(sample.clone())))
+        },
+    );
+    let tail_counts = hard
+        .as_collection(|(), _| ())
+        .count_total()
+        .join_core(every_epoch.clone(), |(), n, &(stage, epoch, _)| {
+            Some(((stage, epoch), Part::Tails(*n as u64)))
+        });
+    let marks = every_epoch
+        .as_collection(|(), &(stage, epoch, real_only)| ((stage, epoch), Part::Epoch(real_only)));
+    let tail = head_counts
+        .concat(tail_counts)
+        .concat(to_rank)
         .concat(marks)
         .reduce_named("MixTail", move |&(stage, epoch), input, output| {
-            for item in epoch_tail(&rule, stage, epoch, input) {
-                output.push((item, 1));
+            for out in epoch_tail(&rule, stage, epoch, input) {
+                output.push((out, 1));
             }
-        })
-        .map(|(_, item)| item);
-    heads.concat(tail_items)
+        });
+    let ranked_rows = tail.clone().flat_map(|(_, out)| match out {
+        TailOut::Item(item) => Some(item),
+        TailOut::Slots(_) => None,
+    });
+    let slots = tail.flat_map(|(key, out)| match out {
+        TailOut::Slots(n) => Some((key, n)),
+        TailOut::Item(_) => None,
+    });
+    let chosen = pool::synthetic_items(synthetic, epochs, slots, rule);
+    heads.concat(tail_rows).concat(ranked_rows).concat(chosen)
 }
 
-/// One epoch's tail: every hard real image, then the budget's remainder filled from the
-/// synthetic pool (or, in a real-only stage asked to oversample, from the hard real images).
-fn epoch_tail(rule: &MixRule, stage: u32, epoch: u32, input: &[(&Part, isize)]) -> Vec<StageItem> {
-    let (mut heads, mut real_only) = (0u64, false);
-    let (mut tails, mut pool) = (Vec::new(), Vec::new());
+/// One epoch's tail: the synthetic slots the budget leaves after the hard real images; in a
+/// real-only stage asked to oversample, the hard real images with the remainder as extra
+/// copies instead.
+fn epoch_tail(rule: &MixRule, stage: u32, epoch: u32, input: &[(&Part, isize)]) -> Vec<TailOut> {
+    let (mut heads, mut tails, mut real_only) = (0u64, 0u64, false);
+    let mut ranked = Vec::new();
     for (part, count) in input {
         if *count <= 0 {
             continue;
         }
         match part {
             Part::Heads(n) => heads = *n,
+            Part::Tails(n) => tails = *n,
             Part::Epoch(r) => real_only = *r,
-            Part::Tail(sample) => tails.push(sample),
-            Part::Synthetic(image) => pool.push(image),
+            Part::Tail(sample) => ranked.push(sample),
         }
     }
-    let needed = tail_budget(rule, heads).saturating_sub(tails.len() as u64);
-    let order = |bytes: Vec<u8>| keyed(rule.seed, stage, epoch, &bytes);
-    let mut extra = vec![0u32; tails.len()];
-    if real_only && rule.oversample_real {
-        let mut by_hash: Vec<(u64, usize)> = tails
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (order(s.id.to_le_bytes().to_vec()), i))
-            .collect();
-        by_hash.sort_unstable();
-        for ((_, i), copies) in by_hash.iter().zip(fill(needed, tails.len())) {
-            extra[*i] = copies;
-        }
+    if !real_only {
+        let needed = tail_budget(rule, heads).saturating_sub(tails);
+        return if needed > 0 {
+            vec![TailOut::Slots(needed)]
+        } else {
+            Vec::new()
+        };
     }
-    let mut items: Vec<StageItem> = tails
+    if !rule.oversample_real {
+        return Vec::new();
+    }
+    let needed = tail_budget(rule, heads).saturating_sub(ranked.len() as u64);
+    let mut by_hash: Vec<(u64, usize)> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (keyed(rule.seed, stage, epoch, &s.id.to_le_bytes()), i))
+        .collect();
+    by_hash.sort_unstable();
+    let mut extra = vec![0u32; ranked.len()];
+    for ((_, i), copies) in by_hash.iter().zip(fill(needed, ranked.len())) {
+        extra[*i] = copies;
+    }
+    ranked
         .iter()
         .zip(extra)
-        .map(|(sample, more)| real_item(stage, epoch, sample, 1 + more))
-        .collect();
-    if !real_only {
-        let mut by_hash: Vec<(u64, &Synthetic)> = pool
-            .iter()
-            .map(|image| {
-                let key = &image.key;
-                let mut bytes =
-                    [key.sample.to_le_bytes(), (key.level as u64).to_le_bytes()].concat();
-                bytes.extend_from_slice(&key.seed.to_le_bytes());
-                bytes.extend_from_slice(key.prompt.as_bytes());
-                (order(bytes), *image)
-            })
-            .collect();
-        by_hash.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        for ((_, image), copies) in by_hash.iter().zip(fill(needed, by_hash.len())) {
-            if copies > 0 {
-                items.push(synthetic_item(stage, epoch, image, copies));
-            }
-        }
-    }
-    items
+        .map(|(sample, more)| TailOut::Item(real_item(stage, epoch, sample, 1 + more)))
+        .collect()
 }
 
 #[cfg(test)]

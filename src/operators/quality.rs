@@ -4,6 +4,11 @@
 //! and kept across runs in the answer store by (scorer digest, image digest, text, the source
 //! image's content digest), so a rerun scores only images it has not seen.
 //! Images at or above the threshold are kept; the rest are rejected, and both stay visible.
+//! With retries, a rejected image is made again with derived seeds first (see [`retry`]).
+
+mod retry;
+
+pub use retry::{derived_seed, Retries};
 
 use crate::operators::model_map::{model_map, ModelMap};
 use crate::operators::stats::NodeStats;
@@ -40,10 +45,12 @@ pub type QualityOutputs<'scope> = (
     VecCollection<'scope, u64, ErrorRecord>,
 );
 
-/// Scores synthetic images and splits them by the threshold.
+/// Scores synthetic images and splits them by the threshold, retrying the images below it
+/// when `retries` says how.
 pub fn quality<'scope>(
     synthetic: VecCollection<'scope, u64, Synthetic>,
     params: QualityParams,
+    retries: Option<Retries<'scope>>,
 ) -> QualityOutputs<'scope> {
     let name = format!("quality:{}", params.node);
     let (service, batch, stats, threshold) = (
@@ -52,7 +59,12 @@ pub fn quality<'scope>(
         Arc::clone(&params.stats),
         params.threshold,
     );
+    let scoring = params.clone();
     let (scored, errors) = model_map(synthetic, &name, params, service, batch, stats);
+    if let Some(retries) = retries {
+        let (kept, rejected, more_errors) = retry::retry(scored, &scoring, retries);
+        return (kept, rejected, errors.concat(more_errors));
+    }
     let passes = move |s: &Synthetic| s.text_score.is_some_and(|v| v.0 >= threshold);
     let kept = scored.clone().filter(passes);
     let rejected = scored.filter(move |s| !passes(s));

@@ -33,6 +33,10 @@ pub struct NodeSummary {
     /// Answers found in the memo or the persistent store instead.
     pub cache_hits: u64,
     pub seconds: f64,
+    /// A quality node's regenerations (images made or found again, UNet calls), already
+    /// counted in the node's model calls, batches, answers computed and cache hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Box<NodeSummary>>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -95,6 +99,20 @@ impl NodeStats {
             computed: get(&self.computed),
             cache_hits: get(&self.cache_hits),
             seconds: get(&self.busy_nanos) as f64 / 1e9 + extra_busy_seconds,
+            retries: None,
         }
+    }
+
+    /// [`Self::summary`] with the counters of work done for the node elsewhere added in, and
+    /// shown on their own as `retries`.
+    pub fn summary_with(&self, extra_busy_seconds: f64, retries: &NodeStats) -> NodeSummary {
+        let mut summary = self.summary(extra_busy_seconds);
+        let more = retries.summary(0.0);
+        summary.model_calls += more.model_calls;
+        summary.batches += more.batches;
+        summary.computed += more.computed;
+        summary.cache_hits += more.cache_hits;
+        summary.retries = Some(Box::new(more));
+        summary
     }
 }

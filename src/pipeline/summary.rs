@@ -27,11 +27,13 @@ impl RunSummary {
             .stats
             .iter()
             .map(|(name, stats)| {
-                let busy = shared
-                    .nodes
-                    .get(name)
-                    .map_or(0.0, |node| node.model_seconds());
-                (name.clone(), stats.summary(busy))
+                let node = shared.nodes.get(name);
+                let busy = node.map_or(0.0, |node| node.model_seconds());
+                let summary = match node.and_then(|node| node.retries()) {
+                    Some(retries) => stats.summary_with(busy, retries),
+                    None => stats.summary(busy),
+                };
+                (name.clone(), summary)
             })
             .collect();
         let errors = shared.errors_log.lock().expect("sink log").last_rows as u64;

@@ -1,7 +1,8 @@
 //! Contact sheets of the λ spectrum: for each source image, one PNG under
 //! `<output>/report/spectrum/` with the real image in the top row, then one row per guidance
 //! level (ascending λ, so from "text only" down to "almost the real image"), one column per
-//! seed. Small images are scaled up (nearest neighbour) so a person can see them.
+//! seed (a quality filter's retry in its first seed's column). Small images are scaled up
+//! (nearest neighbour) so a person can see them.
 
 use super::atomic::write_file;
 use super::error::StoreError;
@@ -29,7 +30,7 @@ pub fn write_contact_sheets<'a>(
         by_source
             .entry((s.source.as_str(), s.key.sample))
             .or_default()
-            .insert((s.key.level, s.key.seed), s);
+            .insert((s.key.level, column_seed(s)), s);
     }
     for ((source, sample), images) in by_source {
         let mut content = blake3::Hasher::new();
@@ -61,6 +62,12 @@ pub fn write_contact_sheets<'a>(
         drawn.insert((source.to_string(), sample), content);
     }
     Ok(())
+}
+
+/// The seed index whose column shows an image: a quality filter's retry stands in the column
+/// of the seed its chain started from (its own seed is a large derived one).
+fn column_seed(image: &Synthetic) -> u32 {
+    image.retry.map_or(image.key.seed, |r| r.first_seed)
 }
 
 fn load(path: &Path) -> Result<RgbImage, StoreError> {

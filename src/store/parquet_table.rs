@@ -192,6 +192,7 @@ mod tests {
             source: "/data/coat/a.png".into(),
             text_score: text_score.map(Value),
             image_score: None,
+            retry: None,
         })
     }
 
@@ -263,6 +264,44 @@ mod tests {
             field(&read[0], "digest"),
             Field::Str(Digest::of(b"a").to_hex())
         );
+    }
+
+    #[test]
+    fn retried_images_add_attempt_and_first_seed_columns() {
+        let names = |rows: &[Row]| {
+            let rows: Vec<&Row> = rows.iter().collect();
+            let reader = read(encode_rows(TableKind::Synthetic, &rows).unwrap());
+            let names: Vec<String> = schema(&reader).into_iter().map(|c| c.0).collect();
+            names
+        };
+        let plain = [synthetic(250, Some(0.75))];
+        assert!(!names(&plain).contains(&"attempt".to_string()));
+        let mut retried = synthetic(250, Some(0.75));
+        if let Row::Synthetic(image) = &mut retried {
+            image.retry = Some(crate::record::Retry {
+                attempt: 2,
+                first_seed: 1,
+            });
+        }
+        let both = [plain[0].clone(), retried];
+        let columns = names(&both);
+        assert_eq!(columns[columns.len() - 2..], ["attempt", "first_seed"]);
+        let rows: Vec<&Row> = both.iter().collect();
+        let reader = read(encode_rows(TableKind::Synthetic, &rows).unwrap());
+        let read: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let field = |row: &parquet::record::Row, name: &str| {
+            let found = row.get_column_iter().find(|(n, _)| *n == name);
+            found.unwrap().1.clone()
+        };
+        // A row without retry information is a first attempt from its own seed.
+        assert_eq!(field(&read[0], "attempt"), Field::UInt(0));
+        assert_eq!(field(&read[0], "first_seed"), Field::UInt(3));
+        assert_eq!(field(&read[1], "attempt"), Field::UInt(2));
+        assert_eq!(field(&read[1], "first_seed"), Field::UInt(1));
     }
 
     #[test]

@@ -112,7 +112,26 @@ fn score_columns<'a>(rows: &[&'a Score]) -> Vec<(&'static str, Column<'a>)> {
 }
 
 /// The nested `key` of a synthetic record is flattened into its first four columns.
+/// Tables of a quality filter with retries add `attempt` and `first_seed` (an image without
+/// retry information is a first attempt); other tables keep the columns they always had.
 fn synthetic_columns<'a>(rows: &[&'a Synthetic]) -> Vec<(&'static str, Column<'a>)> {
+    let mut columns = plain_synthetic_columns(rows);
+    if rows.iter().any(|r| r.retry.is_some()) {
+        let retry = |r: &Synthetic| {
+            r.retry.unwrap_or(crate::record::Retry {
+                attempt: 0,
+                first_seed: r.key.seed,
+            })
+        };
+        let attempts = rows.iter().map(|r| retry(r).attempt).collect();
+        columns.push(("attempt", Column::U32(attempts)));
+        let first = rows.iter().map(|r| retry(r).first_seed).collect();
+        columns.push(("first_seed", Column::U32(first)));
+    }
+    columns
+}
+
+fn plain_synthetic_columns<'a>(rows: &[&'a Synthetic]) -> Vec<(&'static str, Column<'a>)> {
     vec![
         (
             "sample",

@@ -4,7 +4,7 @@
 use super::OpError;
 use crate::graph::spec::ModelSpec;
 use crate::operators::feedback::{LocatedProgress, LocatedScore};
-use crate::operators::{FeedbackState, NodeStats, SourceState};
+use crate::operators::{FeedbackState, GenerateParams, NodeStats, SourceState};
 use crate::record::{ErrorRecord, RecordKind, Sample};
 use crate::runtime::device::Device;
 use crate::runtime::onnx::SessionOptions;
@@ -247,6 +247,16 @@ pub struct Dataflow<'scope> {
     pub probe: ProbeHandle<u64>,
     /// Extra outputs by `node.port`.
     pub ports: IndexMap<String, super::Stream<'scope>>,
+    /// What each generate node makes images with, by node, for the nodes that ask it for more
+    /// (a quality node's retries).
+    pub generators: IndexMap<String, Regenerator<'scope>>,
+}
+
+/// A generate node's samples and how it makes their images: enough to make another image of
+/// a sample with another seed on the same inference service.
+pub struct Regenerator<'scope> {
+    pub samples: VecCollection<'scope, u64, Sample>,
+    pub params: GenerateParams,
 }
 
 impl<'scope> Dataflow<'scope> {

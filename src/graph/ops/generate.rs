@@ -2,6 +2,7 @@
 //! seeds), made by a diffusion model folder on the node's own inference service and kept in
 //! the content-addressed image store.
 
+use super::context::Regenerator;
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
 use crate::operators::generate::{ClassNames, Prompts, DEFAULT_PROMPT};
 use crate::operators::{GenerateExt, GenerateParams, GenerateWorker};
@@ -330,7 +331,13 @@ impl Node for GenerateNode {
             model_digest: self.model_digest,
             stats: dataflow.stats_of(&node.name),
         };
-        let (good, failed) = inputs[0].samples().generate(params);
+        let samples = inputs[0].samples();
+        let regenerator = Regenerator {
+            samples: samples.clone(),
+            params: params.clone(),
+        };
+        dataflow.generators.insert(node.name.clone(), regenerator);
+        let (good, failed) = samples.generate(params);
         dataflow.errors.push(failed);
         Stream::Synthetics(good)
     }

@@ -75,6 +75,8 @@ pub struct GraphContext<'a> {
     pub node: &'a str,
     /// The names under `[models]`.
     pub models: Vec<&'a str>,
+    /// The op of each input's node, in order (`None` where that node's op is unreadable).
+    pub input_ops: Vec<Option<&'static str>>,
 }
 
 /// A node's checked config: everything the compiler needs to know about an op.
@@ -140,6 +142,11 @@ pub trait Node: Send + Sync {
     /// node on the same model); model calls are counted per node in its `NodeStats`.
     fn model_seconds(&self) -> f64 {
         0.0
+    }
+    /// Counters of the work the node has other nodes' models do for it (a quality node's
+    /// regenerations); the summary adds them to the node's and shows them as `retries`.
+    fn retries(&self) -> Option<&Arc<crate::operators::NodeStats>> {
+        None
     }
     /// What the node has written, for nodes that write snapshots.
     fn sink_log(&self) -> Option<&Arc<Mutex<SinkLog>>> {

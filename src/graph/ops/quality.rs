@@ -1,10 +1,13 @@
 //! `op = "quality"`: the image–text quality filter (METHOD §4). Scores every synthetic image
 //! with a scorer model — a CLIP export as optimum writes it, or the judge — keeps those at or
-//! above `threshold`, and offers the rest as the output `<node>.rejected`.
+//! above `threshold`, and offers the rest as the output `<node>.rejected`; with `retries`, an
+//! image below the threshold is first made again with derived seeds by the generate node
+//! that feeds this one.
 
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
 use crate::operators::generate::DEFAULT_PROMPT;
-use crate::operators::quality::{quality, ClassQuery, QualityParams};
+use crate::operators::quality::{quality, ClassQuery, QualityParams, Retries};
+use crate::operators::{GenerateParams, NodeStats};
 use crate::record::{Digest, RecordKind};
 use crate::runtime::scorer::ScorerKind;
 use crate::runtime::{InferenceService, ModelMeta, Persisted, Scorer, TextQuery};
@@ -29,7 +32,15 @@ pub struct QualityConfig {
     /// Images per model call.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Regenerations of an image below the threshold (0..=16), each with the next derived
+    /// seed, by the generate node that feeds this one; the first to pass is kept, else the
+    /// best goes to `rejected`.
+    #[serde(default)]
+    pub retries: u32,
 }
+
+/// The most retries a node may ask for.
+pub const MAX_RETRIES: u32 = 16;
 
 fn default_batch() -> usize {
     32
@@ -50,6 +61,14 @@ impl Op for QualityConfig {
         }
         if self.batch_size == 0 {
             errors.push(OpError::field("batch_size", "batch_size must be at least 1"));
+        }
+        if self.retries > MAX_RETRIES {
+            let message = format!("retries = {} is more than {MAX_RETRIES}", self.retries);
+            errors.push(OpError::field("retries", message));
+        }
+        if self.retries > 0 && graph.input_ops.first() != Some(&Some("generate")) {
+            let message = "retries regenerate images: the input must be a generate node";
+            errors.push(OpError::field("retries", message));
         }
         if let Some(from) = &self.classes_from {
             if !graph.models.contains(&from.as_str()) {
@@ -72,7 +91,11 @@ impl Op for QualityConfig {
         Some(&self.model)
     }
     fn provenance(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "threshold": self.threshold }))
+        let mut settings = serde_json::json!({ "threshold": self.threshold });
+        if self.retries > 0 {
+            settings["retries"] = self.retries.into();
+        }
+        Some(settings)
     }
     fn dot_detail(&self) -> String {
         format!("model {}, threshold {}", self.model, self.threshold)
@@ -154,6 +177,7 @@ impl Opened for OpenedQuality {
             service,
             digest: self.digest,
             queries: self.queries,
+            retry_stats: Arc::default(),
         }))
     }
 }
@@ -163,6 +187,8 @@ struct QualityNode {
     service: Arc<InferenceService<Persisted<Scorer>>>,
     digest: Digest,
     queries: ClassQuery,
+    /// The regenerations' counters, shared by every worker.
+    retry_stats: Arc<NodeStats>,
 }
 
 impl Node for QualityNode {
@@ -182,12 +208,28 @@ impl Node for QualityNode {
             batch_size: self.config.batch_size,
             stats: dataflow.stats_of(&node.name),
         };
-        let (kept, rejected, errors) = quality(inputs[0].synthetics(), params);
+        let retries = (self.config.retries > 0).then(|| {
+            // The compiler checked that the input is a generate node, built before this one.
+            let generator = &dataflow.generators[node.inputs[0].as_str()];
+            Retries {
+                retries: self.config.retries,
+                samples: generator.samples.clone(),
+                generator: GenerateParams {
+                    node: node.name.clone(),
+                    ..generator.params.clone()
+                },
+                stats: Arc::clone(&self.retry_stats),
+            }
+        });
+        let (kept, rejected, errors) = quality(inputs[0].synthetics(), params, retries);
         dataflow.errors.push(errors);
         dataflow.add_port(&node.name, "rejected", Stream::Synthetics(rejected));
         Stream::Synthetics(kept)
     }
     fn model_seconds(&self) -> f64 {
         self.service.stats().snapshot().3
+    }
+    fn retries(&self) -> Option<&Arc<NodeStats>> {
+        (self.config.retries > 0).then_some(&self.retry_stats)
     }
 }

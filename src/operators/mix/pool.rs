@@ -1,0 +1,144 @@
+//! The synthetic images of each epoch's tail. An epoch with `slots` synthetic slots and a pool
+//! of n images of its levels ranks the pool by keyed hash (ties by the image itself) and gives
+//! the image at rank r `slots / n` copies, one more when r < `slots % n` (with replacement when
+//! the pool is short). Ranking the whole pool of an epoch whenever anything changes costs a
+//! pass over every image; instead each (epoch, image) lands in one of [`SHARDS`] shards by the
+//! top bits of its hash, so shards hold consecutive ranks. A count per shard (kept by
+//! differential, not recomputed) gives each shard its first rank, and only the shards the slots
+//! reach — usually a handful — are ranked, each on its own: a new checkpoint that moves a few
+//! hard samples re-ranks a few shards, not every epoch's pool.
+
+use super::{epoch_hasher, first_u64, synthetic_item, MixRule};
+use crate::record::{Level, StageItem, Synthetic};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Shards per epoch (the top 8 bits of the hash).
+pub const SHARDS: u64 = 256;
+
+/// (stage, epoch, shard).
+type ShardKey = (u32, u32, u16);
+
+/// What a shard's ranking sees: its share of the slots, and its images in rank order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Ranked {
+    /// Copies of every image, and how many (the first) get one more.
+    Share(u64, u64),
+    /// An image and its keyed hash in this epoch.
+    Image(u64, Arc<Synthetic>),
+}
+
+/// What an epoch's share reduce sees: the slots to fill, and each shard's image count.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Count {
+    Slots(u64),
+    Shard(u16, u64),
+}
+
+/// The keyed hash that orders an image in an epoch.
+fn rank_hash(rule: &MixRule, stage: u32, epoch: u32, image: &Synthetic) -> u64 {
+    let key = &image.key;
+    let mut hasher = epoch_hasher(rule.seed, stage, epoch);
+    hasher.update(&key.sample.to_le_bytes());
+    hasher.update(&(key.level as u64).to_le_bytes());
+    hasher.update(&key.seed.to_le_bytes());
+    hasher.update(key.prompt.as_bytes());
+    first_u64(&hasher)
+}
+
+fn shard_of(hash: u64) -> u16 {
+    (hash / (u64::MAX / SHARDS + 1)) as u16
+}
+
+/// The synthetic rows of every epoch: `epochs` are (stage, epoch, levels), `slots` the
+/// synthetic slots each epoch's budget leaves.
+pub fn synthetic_items<'scope>(
+    synthetic: VecCollection<'scope, u64, Synthetic>,
+    epochs: VecCollection<'scope, u64, (u32, u32, Vec<Level>)>,
+    slots: VecCollection<'scope, u64, ((u32, u32), u64)>,
+    rule: MixRule,
+) -> VecCollection<'scope, u64, StageItem> {
+    let by_level = epochs
+        .flat_map(|(stage, epoch, levels)| {
+            levels.into_iter().map(move |level| (level, (stage, epoch)))
+        })
+        .arrange_by_key_named("MixEpochsByLevel");
+    // One allocation per image, shared by every epoch it enters.
+    let entries = synthetic
+        .map(|image| (image.key.level, Arc::new(image)))
+        .join_core(by_level, move |_, image, &(stage, epoch)| {
+            let hash = rank_hash(&rule, stage, epoch, image);
+            Some(((stage, epoch, shard_of(hash)), (hash, Arc::clone(image))))
+        });
+    let counts = entries
+        .clone()
+        .map(|(key, _)| key)
+        .count_total()
+        .map(|((stage, epoch, shard), n)| ((stage, epoch), Count::Shard(shard, n as u64)));
+    let shares = slots
+        .map(|(key, n)| (key, Count::Slots(n)))
+        .concat(counts)
+        .reduce_named("MixPoolShares", |_, input, output| {
+            for share in shard_shares(input) {
+                output.push((share, 1));
+            }
+        })
+        .map(|((stage, epoch), (shard, each, first))| ((stage, epoch, shard), (each, first)));
+    let reached = shares.clone().map(|(key, _)| key);
+    entries
+        .semijoin(reached)
+        .map(|(key, (hash, image))| (key, Ranked::Image(hash, image)))
+        .concat(shares.map(|(key, (each, first))| (key, Ranked::Share(each, first))))
+        .reduce_named("MixPoolRank", |_: &ShardKey, input, output| {
+            let (mut each, mut first) = (0, 0);
+            let mut rank = 0;
+            for (ranked, count) in input {
+                if *count <= 0 {
+                    continue;
+                }
+                match ranked {
+                    Ranked::Share(e, f) => (each, first) = (*e, *f),
+                    Ranked::Image(hash, image) => {
+                        let copies = each + u64::from(rank < first);
+                        if copies > 0 {
+                            output.push(((*hash, Arc::clone(image), copies as u32), 1));
+                        }
+                        rank += 1;
+                    }
+                }
+            }
+        })
+        // Rows are made only for what changed: a re-ranked shard compares shared images.
+        .map(|((stage, epoch, _), (_, image, copies))| synthetic_item(stage, epoch, &image, copies))
+}
+
+/// Per shard reached by an epoch's slots: (shard, copies of each image, how many of its first
+/// images get one more).
+fn shard_shares(input: &[(&Count, isize)]) -> Vec<(u16, u64, u64)> {
+    let mut slots = 0;
+    let mut shards = Vec::new();
+    for (count, diff) in input {
+        match count {
+            Count::Slots(n) if *diff > 0 => slots = *n,
+            Count::Shard(shard, n) if *diff > 0 && *n > 0 => shards.push((*shard, *n)),
+            _ => {}
+        }
+    }
+    let pool: u64 = shards.iter().map(|(_, n)| n).sum();
+    if slots == 0 || pool == 0 {
+        return Vec::new();
+    }
+    let (each, extra) = (slots / pool, slots % pool);
+    let mut before = 0;
+    let mut out = Vec::new();
+    for (shard, n) in shards {
+        let first = extra.saturating_sub(before).min(n);
+        if each > 0 || first > 0 {
+            out.push((shard, each, first));
+        }
+        before += n;
+    }
+    out
+}
