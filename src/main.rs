@@ -63,11 +63,19 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// A flag that SIGINT (Ctrl-C), SIGTERM and SIGHUP raise instead of killing the process, so a
 /// run finishes the version in hand, writes its summary and exits 0 whichever signal stops it.
+/// A second signal abandons the version at once (exit 130): the store survives any kill, and
+/// the next run resumes from what was finished.
 fn stop_on_signals() -> Result<Arc<AtomicBool>, PipelineError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| PipelineError::Run(format!("cannot catch Ctrl-C and SIGTERM: {e}")))?;
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("discl: stopped; the version in hand is abandoned");
+            std::process::exit(130);
+        }
+        eprintln!("discl: stopping after the version in hand (signal again to abandon it)");
+    })
+    .map_err(|e| PipelineError::Run(format!("cannot catch Ctrl-C and SIGTERM: {e}")))?;
     Ok(stop)
 }
 
