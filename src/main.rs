@@ -30,7 +30,7 @@ enum Command {
         #[arg(long)]
         summary_json: Option<PathBuf>,
         /// Keep running: rescan sources and feedback every `--interval` seconds and write a
-        /// new snapshot whenever something changed; Ctrl-C stops cleanly.
+        /// new snapshot whenever something changed; Ctrl-C or SIGTERM stops cleanly.
         #[arg(long)]
         watch: bool,
         /// Seconds between rescans in watch mode (a positive number; fractions allowed).
@@ -61,16 +61,31 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| "too many seconds".into())
 }
 
-/// Refreshes until Ctrl-C, printing a line for every version that wrote something.
+/// A flag that SIGINT (Ctrl-C), SIGTERM and SIGHUP raise instead of killing the process, so a
+/// run finishes the version in hand, writes its summary and exits 0 whichever signal stops it.
+/// A second signal abandons the version at once (exit 130): the store survives any kill, and
+/// the next run resumes from what was finished.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, PipelineError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("discl: stopped; the version in hand is abandoned");
+            std::process::exit(130);
+        }
+        eprintln!("discl: stopping after the version in hand (signal again to abandon it)");
+    })
+    .map_err(|e| PipelineError::Run(format!("cannot catch Ctrl-C and SIGTERM: {e}")))?;
+    Ok(stop)
+}
+
+/// Refreshes until a stop signal, printing a line for every version that wrote something.
 fn watch_pipeline(
     pipeline: &Pipeline,
     options: &RunOptions,
     interval: Duration,
+    stop: &AtomicBool,
 ) -> Result<RunSummary, PipelineError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| PipelineError::Run(format!("cannot catch Ctrl-C: {e}")))?;
     let mut running = pipeline.start(options)?;
     let mut written = 0;
     while !stop.load(Ordering::SeqCst) {
@@ -110,8 +125,10 @@ fn main() -> ExitCode {
                     timely_args,
                     progress: std::io::stderr().is_terminal(),
                 };
+                // A one-shot run catches the signals too: it finishes its one version.
+                let stop = stop_on_signals()?;
                 if watch {
-                    watch_pipeline(&pipeline, &options, interval)
+                    watch_pipeline(&pipeline, &options, interval, &stop)
                 } else {
                     pipeline.run(&options)
                 }

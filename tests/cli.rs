@@ -339,5 +339,45 @@ fn run_prints_the_configuration_it_chose() {
             "model gen: cpu, 3 session(s) × 2 thread(s) (used by node `gen`)".to_string(),
             "node gen: batch 4 image(s) per UNet call".to_string(),
         ]
+
+fn sigterm_stops_a_watch_run_like_ctrl_c_and_writes_the_summary() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), "[{ misclassified = true }]");
+    let summary = dir.path().join("summary.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_discl"))
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--watch",
+            "--interval",
+            "0.2",
+        ])
+        .arg("--summary-json")
+        .arg(&summary)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("version 0: tiny: version(s) [0]"),
+        "{first}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let last = lines.last().unwrap().unwrap();
+    assert!(last.starts_with("tiny: version(s) [0]"), "{last}");
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "SIGTERM exits 0 like Ctrl-C: {exit}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(
+        written["versions_written"],
+        serde_json::json!([0]),
+        "{written}"
     );
 }

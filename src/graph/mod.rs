@@ -1,6 +1,6 @@
 //! Graph files: reading them (`spec`), the ops they may name (`ops`, one file each, listed in
 //! one registry), compiling in phases with every error named by node and line (`compile`),
-//! opening models and files (`resources`), DOT output (`dot`) and building the dataflow a
+//! opening models and files (`resources`), checks on the output folder (`output_folder`), DOT output (`dot`) and building the dataflow a
 //! started graph describes (`build`).
 
 pub mod build;
@@ -8,6 +8,7 @@ pub mod compile;
 pub mod dot;
 pub mod ops;
 pub mod order;
+pub mod output_folder;
 pub mod resources;
 pub mod spec;
 pub mod toml_spans;

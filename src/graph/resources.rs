@@ -1,10 +1,12 @@
 //! Phase 4 of compiling a graph: once its structure is valid, each op opens the files and
 //! models it names and checks they fit (model sessions are shared by the nodes that name the
-//! same model). `validate` stops here; a run keeps what was opened and starts it.
+//! same model), and the output folder may not lie in an image folder a source reads. `validate`
+//! stops here; a run keeps what was opened and starts it.
 
 use super::compile::Compiled;
 use super::ops::context::RunInfo;
-use super::ops::{ModelPool, Node, Opened};
+use super::ops::{ModelPool, Node, OpError, Opened};
+use super::output_folder::is_within;
 use super::spec::GraphError;
 use indexmap::IndexMap;
 use std::sync::Arc;
@@ -57,6 +59,16 @@ pub fn check_resources(compiled: &Compiled) -> Result<Resources, Vec<GraphError>
                 opened.insert(node.name().to_string(), ready);
             }
             Err(found) => errors.extend(found.into_iter().map(|e| compiled.op_error(node, e))),
+        }
+        let output = &compiled.pipeline.output;
+        if let Some(folder) = node.op.sample_folder().filter(|f| is_within(output, f)) {
+            let message = format!(
+                "the pipeline's output `{}` is this image folder or inside it ({}): the next \
+                 run would read what this one writes as samples",
+                output.display(),
+                folder.display()
+            );
+            errors.push(compiled.op_error(node, OpError::field("path", message)));
         }
     }
     if errors.is_empty() {

@@ -1,6 +1,7 @@
 //! Reading a graph file: the TOML is parsed twice — once for values, once (with `toml_edit`)
 //! for where every key stands — so each later error can name its node and line.
 
+use super::output_folder::not_a_folder_of_its_own;
 use super::toml_spans::{as_inline_table, entries, line_at, Lines};
 use crate::runtime::Device;
 use indexmap::IndexMap;
@@ -185,7 +186,13 @@ impl GraphFile {
                 None
             }
             Some(item) => match lines.read::<PipelineSpec>(item, &["pipeline"]) {
-                Ok(spec) => Some(spec),
+                Ok(spec) => {
+                    if let Some(message) = not_a_folder_of_its_own(&spec.output) {
+                        let line = lines.key(&["pipeline", "output"]);
+                        errors.push(error(line, Some("pipeline"), message));
+                    }
+                    Some(spec)
+                }
                 Err((line, message)) => {
                     errors.push(error(line, Some("pipeline"), message));
                     None

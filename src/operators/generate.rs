@@ -14,6 +14,7 @@ use crate::record::{Digest, ErrorRecord, GenKey, Level, Sample, Synthetic};
 use crate::runtime::diffusion::img2img::{to_png, Generator};
 use crate::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey};
 use crate::runtime::image_input::{decode_into, ImageSpec};
+use crate::runtime::input_file::{read_regular, MAX_CHECKED_INPUT_BYTES};
 use crate::runtime::service::{BatchWorker, ServiceStats};
 use crate::runtime::InferenceService;
 use crate::store::images::{ImageStore, StoredImage};
@@ -288,7 +289,7 @@ impl BatchWorker for GenerateWorker {
                     let (digest, path) = &item.source;
                     let loaded = sources.entry(*digest).or_insert_with(|| {
                         let mut pixels = Vec::with_capacity(spec.len());
-                        std::fs::read(path)
+                        read_regular(path.as_ref(), MAX_CHECKED_INPUT_BYTES)
                             .map_err(|e| format!("cannot read image: {e}"))
                             .and_then(|bytes| {
                                 decode_into(&bytes, &spec, &mut pixels).map_err(|e| e.to_string())

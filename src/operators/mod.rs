@@ -18,5 +18,5 @@ pub use feedback::{FeedbackExt, FeedbackState};
 pub use generate::{GenerateExt, GenerateParams, GenerateWorker};
 pub use hard::{Combine, HardExt, HardSampleRule};
 pub use sink::{SinkExt, SinkParams};
-pub use source::{SourceLocation, SourceState};
+pub use source::{SourceLocation, SourceOptions, SourceState};
 pub use stats::NodeStats;

@@ -10,6 +10,8 @@
 //! a sample for the id, the pushed one is emitted: an explicit push overrides the file until
 //! it is retracted, and then the file's sample comes back.
 
+#[cfg(test)]
+mod hostile_tests;
 mod listing;
 #[cfg(test)]
 mod tests;
@@ -17,7 +19,8 @@ mod tests;
 use listing::{list_image_folder, read_manifest};
 
 use crate::record::{sample_id, Digest, ErrorRecord, Sample, SampleId};
-use crate::runtime::image_input::check_decodes;
+use crate::runtime::image_input::{check_decodes, max_file_bytes, DEFAULT_MAX_PIXELS};
+use crate::runtime::input_file::read_regular;
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -32,6 +35,25 @@ pub enum SourceLocation {
     ImageFolder(PathBuf),
     /// A `.jsonl` or `.csv` manifest; relative image paths are relative to its folder.
     Manifest(PathBuf),
+}
+
+/// What a source accepts: how large an image may be, and whether an image folder may link to
+/// files outside itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceOptions {
+    /// Pixels an image may have (width × height, read from its header before decoding).
+    pub max_pixels: u64,
+    /// Read files of an image folder that are symbolic links to files outside the folder.
+    pub allow_outside_links: bool,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            allow_outside_links: false,
+        }
+    }
 }
 
 /// The samples and errors of one scan.
@@ -51,6 +73,7 @@ pub fn worker_for(id: SampleId, peers: usize) -> usize {
 pub struct SourceState {
     node: String,
     location: SourceLocation,
+    options: SourceOptions,
     /// The folder's or manifest's samples (this worker's share) and errors at the last scan.
     last: Scan,
     /// Samples pushed through the API, by id, with how many pushes are not yet retracted.
@@ -74,11 +97,18 @@ impl SourceState {
         SourceState {
             node: node.to_string(),
             location,
+            options: SourceOptions::default(),
             last: Scan::default(),
             pushed: BTreeMap::new(),
             digests: HashMap::new(),
             unreadable: None,
         }
+    }
+
+    /// The same source with other limits.
+    pub fn with_options(mut self, options: SourceOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Rescans and returns what changed. Only entries whose id falls in this worker's share
@@ -185,7 +215,9 @@ impl SourceState {
     fn scan(&mut self, index: usize, peers: usize) -> Option<Scan> {
         let mut scan = Scan::default();
         let entries = match &self.location {
-            SourceLocation::ImageFolder(root) => list_image_folder(root),
+            SourceLocation::ImageFolder(root) => {
+                list_image_folder(root, self.options.allow_outside_links)
+            }
             SourceLocation::Manifest(file) => read_manifest(file),
         };
         let entries = match entries {
@@ -259,20 +291,23 @@ impl SourceState {
         Some(scan)
     }
 
-    /// The digest of a file, checking once that it decodes as an image.
+    /// The digest of a file, checking once that it is a regular file that decodes as an image
+    /// within the pixel budget.
     fn digest(&mut self, path: &Path) -> Result<Digest, String> {
         let meta = std::fs::metadata(path).map_err(|e| format!("cannot read image: {e}"))?;
         let stamp = (
             meta.len(),
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         );
-        if let Some((size, modified, digest)) = self.digests.get(path) {
-            if (*size, *modified) == stamp {
+        match self.digests.get(path) {
+            Some((size, modified, digest)) if meta.is_file() && (*size, *modified) == stamp => {
                 return Ok(*digest);
             }
+            _ => {}
         }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read image: {e}"))?;
-        check_decodes(&bytes)?;
+        let limit = max_file_bytes(self.options.max_pixels);
+        let bytes = read_regular(path, limit).map_err(|e| format!("cannot read image: {e}"))?;
+        check_decodes(&bytes, self.options.max_pixels)?;
         let digest = Digest::of(&bytes);
         self.digests
             .insert(path.to_path_buf(), (stamp.0, stamp.1, digest));

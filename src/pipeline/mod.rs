@@ -163,11 +163,15 @@ impl Pipeline {
     pub fn start(&self, options: &RunOptions) -> Result<RunningPipeline, PipelineError> {
         let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
         let output = &self.compiled.pipeline.output;
-        let saved = RunState::load(output)
+        let unused = next_unused_version(output);
+        let on_disk = RunState {
+            last_version: unused.checked_sub(1),
+        };
+        let saved = RunState::load_or_rebuild(output, on_disk)
             .map_err(|e| PipelineError::Run(e.to_string()))?
             .next_version();
         // Never reuse a version a crashed run wrote without committing it.
-        let first_version = saved.max(next_unused_version(output));
+        let first_version = saved.max(unused);
         let config = timely::Config::from_args(options.timely_args.iter().cloned())
             .map_err(PipelineError::Run)?;
         let process = match &config.communication {

@@ -5,6 +5,7 @@
 
 use super::error::RuntimeError;
 use super::image_input::{decode_into, ImageSpec};
+use super::input_file::{read_regular, MAX_CHECKED_INPUT_BYTES};
 use super::model_meta::{ModelMeta, META_FILE};
 use super::onnx::{self, SessionOptions};
 use super::persisted::Persist;
@@ -248,7 +249,7 @@ impl BatchWorker for Classifier {
         let mut prepared = Vec::with_capacity(items.len());
         let mut results: Vec<Option<Result<ClassifierOutput, String>>> = vec![None; items.len()];
         for (i, item) in items.iter().enumerate() {
-            let loaded = std::fs::read(&item.path)
+            let loaded = read_regular(&item.path, MAX_CHECKED_INPUT_BYTES)
                 .map_err(|e| format!("cannot read image: {e}"))
                 .and_then(|bytes| {
                     decode_into(&bytes, &self.spec, &mut pixels).map_err(|e| e.to_string())

@@ -150,6 +150,16 @@ pub enum RuntimeError {
     /// Image bytes that do not decode.
     #[error("cannot decode image: {0}")]
     Decode(#[from] image::ImageError),
+    /// An image with more pixels than its source's budget (read from its header).
+    #[error(
+        "image is {width}×{height} pixels ({}), over the budget of {max_pixels} pixels (the source's `max_pixels`)",
+        u64::from(*.width) * u64::from(*.height)
+    )]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     /// An image that cannot be encoded as PNG.
     #[error("{source}")]
     Encode {

@@ -52,9 +52,39 @@ pub fn decode_into(bytes: &[u8], spec: &ImageSpec, out: &mut Vec<f32>) -> Result
     Ok(())
 }
 
-/// Checks that `bytes` decode as an image, without converting it.
-pub fn check_decodes(bytes: &[u8]) -> Result<(u32, u32), RuntimeError> {
-    let img = image::load_from_memory(bytes)?;
+/// Pixels an image may have unless a source sets its own budget: 4096 × 4096.
+pub const DEFAULT_MAX_PIXELS: u64 = 4096 * 4096;
+
+/// The most bytes an image file within `max_pixels` may take: 8 bytes a pixel (16-bit RGBA
+/// stored uncompressed) and 1 MiB of headers and metadata.
+pub fn max_file_bytes(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).saturating_add(1 << 20)
+}
+
+/// Checks that `bytes` decode as an image of at most `max_pixels` pixels, without converting
+/// it. The size is read from the header first, so an over-budget image is refused before any
+/// pixel is decoded.
+pub fn check_decodes(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), RuntimeError> {
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| RuntimeError::Decode(image::ImageError::IoError(e)))
+    };
+    let (width, height) = reader()?.into_dimensions()?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(RuntimeError::TooManyPixels {
+            width,
+            height,
+            max_pixels,
+        });
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder.decode()?;
     Ok((img.width(), img.height()))
 }
 
@@ -111,6 +141,45 @@ mod tests {
         let err = decode_into(&bytes, &spec, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, RuntimeError::Decode(_)), "{err:?}");
         assert!(err.to_string().starts_with("cannot decode image"), "{err}");
-        assert!(check_decodes(b"not an image").is_err());
+        assert!(check_decodes(b"not an image", DEFAULT_MAX_PIXELS).is_err());
+    }
+
+    /// PNG's chunk checksum (CRC-32, polynomial 0xEDB88320).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_budget_is_refused_from_its_header() {
+        assert_eq!(check_decodes(&png(8, 4, 1), 32).unwrap(), (8, 4));
+        let error = check_decodes(&png(8, 4, 1), 31).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "image is 8×4 pixels (32), over the budget of 31 pixels (the source's `max_pixels`)"
+        );
+        // A PNG header claiming 20000×20000 with no pixel data at all: refused by its header.
+        let mut header = png(1, 1, 0);
+        header[16..20].copy_from_slice(&20000u32.to_be_bytes());
+        header[20..24].copy_from_slice(&20000u32.to_be_bytes());
+        let crc = crc32(&header[12..29]);
+        header[29..33].copy_from_slice(&crc.to_be_bytes());
+        let error = check_decodes(&header, DEFAULT_MAX_PIXELS).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("image is 20000×20000 pixels (400000000), over"),
+            "{error}"
+        );
     }
 }

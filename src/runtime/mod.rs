@@ -6,6 +6,7 @@ pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod image_input;
+pub mod input_file;
 pub mod learner;
 pub mod model_meta;
 pub mod onnx;

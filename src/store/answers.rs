@@ -11,7 +11,7 @@
 //! (and, for a failed write, not kept) as if the store were not there.
 
 use crate::record::Digest;
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -116,6 +116,21 @@ fn definition(table: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> 
     TableDefinition::new(table)
 }
 
+/// `Database::create`, with a panic inside redb (it asserts on some truncated files) turned
+/// into a corruption error: a damaged file is bad input, and bad input never panics a run.
+pub(crate) fn create_database(path: &Path) -> Result<Database, redb::Error> {
+    std::panic::catch_unwind(|| Database::create(path).map_err(redb::Error::from)).unwrap_or_else(
+        |panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked".into());
+            Err(redb::Error::Corrupted(why))
+        },
+    )
+}
+
 /// Opens the database, moving a broken one aside and starting empty; `None` (with a warning)
 /// when no database can be had.
 fn open_or_rebuild(path: &Path) -> Option<Database> {
@@ -126,9 +141,9 @@ fn open_or_rebuild(path: &Path) -> Option<Database> {
             return None;
         }
     }
-    match Database::create(path) {
+    match create_database(path) {
         Ok(db) => return Some(db),
-        Err(DatabaseError::DatabaseAlreadyOpen) => {
+        Err(redb::Error::DatabaseAlreadyOpen) => {
             eprintln!(
                 "warning: {shown} is in use by another process; model answers are not kept \
                  across runs by this one"
@@ -148,7 +163,7 @@ fn open_or_rebuild(path: &Path) -> Option<Database> {
             }
         }
     }
-    Database::create(path)
+    create_database(path)
         .inspect_err(|e| eprintln!("warning: {shown}: {e}; model answers are not kept across runs"))
         .ok()
 }

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod contact_sheet;
 pub mod content;
 pub mod error;
+pub mod image_scan;
 pub mod images;
 pub mod manifest;
 pub mod parquet_table;

@@ -27,6 +27,27 @@ impl RunState {
         }
     }
 
+    /// Reads the state like [`RunState::load`], but a file that does not parse (torn by a
+    /// crash, edited by hand) is no dead end: it is replaced by `rebuilt` (what the snapshots on
+    /// disk say), with a message.
+    pub fn load_or_rebuild(output: &Path, rebuilt: RunState) -> Result<RunState, StoreError> {
+        match RunState::load(output) {
+            Err(StoreError::Json { path, source }) => {
+                eprintln!(
+                    "warning: {}: cannot read the run state ({source}); rebuilt from the \
+                     snapshots on disk (last version: {})",
+                    path.display(),
+                    rebuilt
+                        .last_version
+                        .map_or_else(|| "none".to_string(), |v| v.to_string())
+                );
+                rebuilt.save(output)?;
+                Ok(rebuilt)
+            }
+            other => other,
+        }
+    }
+
     /// The first version a new run uses.
     pub fn next_version(&self) -> u64 {
         self.last_version.map_or(0, |v| v + 1)
@@ -59,5 +80,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("run.json"));
+    }
+
+    #[test]
+    fn a_run_state_that_does_not_parse_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let rebuilt = RunState {
+            last_version: Some(6),
+        };
+        assert_eq!(
+            RunState::load_or_rebuild(dir.path(), rebuilt.clone()).unwrap(),
+            RunState::default(),
+            "a missing file is a fresh start"
+        );
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        for torn in ["{\"last_vers", "", "\0\0\0"] {
+            std::fs::write(dir.path().join(FILE), torn).unwrap();
+            let state = RunState::load_or_rebuild(dir.path(), rebuilt.clone()).unwrap();
+            assert_eq!(state, rebuilt);
+            assert_eq!(
+                RunState::load(dir.path()).unwrap(),
+                rebuilt,
+                "and written back"
+            );
+        }
     }
 }

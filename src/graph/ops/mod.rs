@@ -97,6 +97,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn port(&self, _port: &str, _inputs: &[RecordKind]) -> Option<RecordKind> {
         None
     }
+    /// The folder whose files the node reads as samples (an image folder), if any: the
+    /// pipeline's output may not lie inside it (phase 4).
+    fn sample_folder(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// The `[models]` entry the node runs, if any.
     fn model(&self) -> Option<&str> {
         None

@@ -2,8 +2,9 @@
 //! manifest, rescanned at every refresh; the driver feeds what changed.
 
 use super::{Dataflow, NodeInfo, Op, OpError, Opened, ModelPool, Ready, Role, SourceInput, Stream};
-use crate::operators::{SourceLocation, SourceState};
+use crate::operators::{SourceLocation, SourceOptions, SourceState};
 use crate::record::{RecordKind, Sample};
+use crate::runtime::image_input::DEFAULT_MAX_PIXELS;
 use differential_dataflow::input::Input;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -16,6 +17,18 @@ pub struct SourceConfig {
     pub format: SourceFormat,
     /// The folder or manifest file.
     pub path: PathBuf,
+    /// Pixels (width × height) an image may have; larger images are error records, refused
+    /// from their header before any pixel is decoded.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
+    /// Read image-folder files that are symbolic links to files outside the folder (refused
+    /// as error records by default).
+    #[serde(default)]
+    pub allow_outside_links: bool,
+}
+
+fn default_max_pixels() -> u64 {
+    DEFAULT_MAX_PIXELS
 }
 
 /// What a source reads.
@@ -42,6 +55,9 @@ impl Op for SourceConfig {
     fn role(&self) -> Role {
         Role::Input
     }
+    fn sample_folder(&self) -> Option<&std::path::Path> {
+        (self.format == SourceFormat::ImageFolder).then_some(self.path.as_path())
+    }
     fn dot_detail(&self) -> String {
         self.path.display().to_string()
     }
@@ -53,6 +69,10 @@ impl Op for SourceConfig {
         if !ok {
             let message = format!("{}: no such {what}", self.path.display());
             return Err(vec![OpError::field("path", message)]);
+        }
+        if self.max_pixels == 0 {
+            let message = "max_pixels must be at least 1";
+            return Err(vec![OpError::field("max_pixels", message)]);
         }
         Ok(Box::new(Ready(self.clone())))
     }
@@ -72,7 +92,10 @@ impl super::Node for SourceConfig {
         };
         dataflow.sources.push(SourceInput {
             node: node.name.clone(),
-            state: SourceState::new(&node.name, location),
+            state: SourceState::new(&node.name, location).with_options(SourceOptions {
+                max_pixels: self.max_pixels,
+                allow_outside_links: self.allow_outside_links,
+            }),
             input,
         });
         Stream::Samples(samples)

@@ -23,13 +23,38 @@ enum SampleRef {
     Name(String),
 }
 
-/// `checkpoint-12.jsonl` → 12.
-pub fn checkpoint_of(path: &Path) -> Option<u64> {
+/// A feedback file by kind and number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FileKind {
+    Checkpoint(u64),
+    Progress(u32),
+}
+
+/// What a file's name makes it: `None` for a file that is no feedback file (`notes.txt`,
+/// `.checkpoint-3.jsonl.tmp`), an error for `checkpoint-N.jsonl` or `progress-N.jsonl` whose
+/// N is not a number the protocol allows (`checkpoint--1.jsonl`, a number past u64).
+pub fn kind_of(path: &Path) -> Option<Result<FileKind, String>> {
     let name = path.file_name()?.to_str()?;
-    name.strip_prefix("checkpoint-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
+    let number = |prefix: &str| name.strip_prefix(prefix)?.strip_suffix(".jsonl");
+    let bad = |kind: &str, number: &str, max: u64| {
+        format!(
+            "cannot read the {kind} number of this file: `{number}` is not a whole number from 0 \
+             to {max} (expected {kind}-N.jsonl)"
+        )
+    };
+    if let Some(n) = number("checkpoint-") {
+        return Some(
+            n.parse()
+                .map(FileKind::Checkpoint)
+                .map_err(|_| bad("checkpoint", n, u64::MAX)),
+        );
+    }
+    let n = number("progress-")?;
+    Some(
+        n.parse()
+            .map(FileKind::Progress)
+            .map_err(|_| bad("progress", n, u32::MAX.into())),
+    )
 }
 
 pub fn parse_line(line: &str, checkpoint: u64) -> Result<Score, String> {
@@ -69,15 +94,6 @@ struct ProgressLine {
     /// Guidance level in per mille, as in the stage manifests (1000: the real image).
     level: u32,
     p_true: f64,
-}
-
-/// `progress-3.jsonl` → 3.
-pub fn progress_of(path: &Path) -> Option<u32> {
-    let name = path.file_name()?.to_str()?;
-    name.strip_prefix("progress-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
 }
 
 /// A progress line evaluated after `after_stages` stages.

@@ -1,17 +1,25 @@
 //! `feedback`: reads trainer feedback from a folder — `checkpoint-N.jsonl` (one score per
 //! training sample per line) into the same `Score` collection the classifier feeds, and
 //! `progress-N.jsonl` (validation p_true per image and level after N stages) for the adaptive
-//! curriculum. Malformed lines and NaN values are error records naming file and line; scores
-//! for samples the pipeline does not know are reported (and withheld) by a join against the
-//! samples, so they become valid if the sample appears.
+//! curriculum. Only regular files are read, line by line (a line over [`MAX_LINE_BYTES`] or not
+//! UTF-8 is an error record; the rest of the file still counts); malformed lines, NaN values and
+//! file names whose number does not parse are error records naming file and line. Scores for
+//! samples the pipeline does not know, or predicting a class no sample has, are reported (and
+//! withheld) by joins against the samples, so they become valid if the sample or class appears.
 
 mod lines;
 
+use lines::{kind_of, FileKind};
+
 use crate::record::{ErrorRecord, Progress, Sample, Score};
+use crate::runtime::input_file::regular_lines;
 use differential_dataflow::VecCollection;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
+
+/// The longest feedback line read (64 KiB; a score line takes about a hundred bytes).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// A feedback score and the `file:line` it came from.
 pub type LocatedScore = (Score, String);
@@ -34,12 +42,6 @@ struct ParsedFile {
     scores: Vec<LocatedScore>,
     progress: Vec<LocatedProgress>,
     errors: Vec<ErrorRecord>,
-}
-
-/// A feedback file by kind and number.
-enum FileKind {
-    Checkpoint(u64),
-    Progress(u32),
 }
 
 /// A feedback folder and what it held last time, so rescans produce diffs.
@@ -105,14 +107,20 @@ impl FeedbackState {
                 return kept;
             }
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| kind_of(p).is_some())
-            .collect();
-        files.sort();
+        let mut files: Vec<(PathBuf, FileKind)> = Vec::new();
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            match kind_of(&path) {
+                Some(Ok(kind)) => files.push((path, kind)),
+                Some(Err(message)) => {
+                    let location = path.display().to_string();
+                    now.errors.insert(self.error(location, message));
+                }
+                None => {}
+            }
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
         let mut parsed = HashMap::new();
-        for file in files {
+        for (file, kind) in files {
             let stamp = std::fs::metadata(&file)
                 .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
                 .ok();
@@ -120,7 +128,7 @@ impl FeedbackState {
                 Some(cached) if stamp.is_some() && cached.stamp == stamp => cached,
                 _ => ParsedFile {
                     stamp,
-                    ..self.parse_file(&file)
+                    ..self.parse_file(&file, kind)
                 },
             };
             now.scores.extend(entry.scores.iter().cloned());
@@ -132,31 +140,44 @@ impl FeedbackState {
         now
     }
 
-    fn parse_file(&self, file: &Path) -> ParsedFile {
+    /// Reads a feedback file line by line: only a regular file, each line on its own (a line
+    /// that is too long or not UTF-8 is an error record; the other lines still count).
+    fn parse_file(&self, file: &Path, kind: FileKind) -> ParsedFile {
         let mut out = ParsedFile::default();
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
+        let unreadable = |e: &dyn std::fmt::Display| {
+            let message = format!("cannot read feedback: {e}");
+            self.error(file.display().to_string(), message)
+        };
+        let lines = match regular_lines(file, MAX_LINE_BYTES) {
+            Ok(lines) => lines,
             Err(e) => {
-                let message = format!("cannot read feedback: {e}");
-                out.errors
-                    .push(self.error(file.display().to_string(), message));
+                out.errors.push(unreadable(&e));
                 return out;
             }
         };
-        let kind = kind_of(file).expect("listed feedback files have a kind");
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let location = format!("{}:{}", file.display(), i + 1);
+        for read in lines {
+            let (number, line) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    out.errors.push(unreadable(&e));
+                    break;
+                }
+            };
+            let location = format!("{}:{number}", file.display());
+            let line = match line {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => line,
+                Err(e) => {
+                    out.errors.push(self.error(location, e.to_string()));
+                    continue;
+                }
+            };
             let read = match kind {
                 FileKind::Checkpoint(n) => {
-                    lines::parse_line(line, n).map(|s| out.scores.push((s, location.clone())))
+                    lines::parse_line(&line, n).map(|s| out.scores.push((s, location.clone())))
                 }
-                FileKind::Progress(n) => {
-                    lines::parse_progress(line, n).map(|p| out.progress.push((p, location.clone())))
-                }
+                FileKind::Progress(n) => lines::parse_progress(&line, n)
+                    .map(|p| out.progress.push((p, location.clone()))),
             };
             if let Err(message) = read {
                 out.errors.push(self.error(location, message));
@@ -174,15 +195,10 @@ impl FeedbackState {
     }
 }
 
-fn kind_of(path: &Path) -> Option<FileKind> {
-    lines::checkpoint_of(path)
-        .map(FileKind::Checkpoint)
-        .or_else(|| lines::progress_of(path).map(FileKind::Progress))
-}
-
 /// Adds the unknown-sample check to feedback collections.
 pub trait FeedbackExt<'scope> {
-    /// Splits feedback into scores of known samples and errors for unknown ones.
+    /// Splits feedback into scores of known samples whose predicted class is a label some
+    /// sample has, and errors for the others (unknown sample, or unknown predicted class).
     fn against_samples(
         self,
         node: &str,
@@ -202,21 +218,38 @@ impl<'scope> FeedbackExt<'scope> for VecCollection<'scope, u64, LocatedScore> {
         VecCollection<'scope, u64, Score>,
         VecCollection<'scope, u64, ErrorRecord>,
     ) {
-        let known = samples.map(|s| s.id).distinct();
+        let known = samples.clone().map(|s| s.id).distinct();
+        let classes = samples.map(|s| s.label).distinct();
         let keyed = self.map(|(score, location)| (score.sample, (score, location)));
-        let scores = keyed
+        let by_class = keyed
             .clone()
             .semijoin(known.clone())
+            .map(|(_, (score, location))| (score.predicted.clone(), (score, location)));
+        let scores = by_class
+            .clone()
+            .semijoin(classes.clone())
             .map(|(_, (score, _))| score);
-        let node = node.to_string();
-        let unknown = keyed
-            .antijoin(known)
-            .map(move |(id, (_, location))| ErrorRecord {
-                node: node.clone(),
+        let error = |node: &str, location: String, message: String| ErrorRecord {
+            node: node.to_string(),
+            location,
+            message,
+        };
+        let name = node.to_string();
+        let unknown = keyed.antijoin(known).map(move |(id, (_, location))| {
+            error(
+                &name,
                 location,
-                message: format!("feedback names unknown sample {id}"),
+                format!("feedback names unknown sample {id}"),
+            )
+        });
+        let name = node.to_string();
+        let unknown_class = by_class
+            .antijoin(classes)
+            .map(move |(class, (_, location))| {
+                let message = format!("predicted class `{class}` is not a class of the samples");
+                error(&name, location, message)
             });
-        (scores, unknown)
+        (scores, unknown.concat(unknown_class))
     }
 }
 

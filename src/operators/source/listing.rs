@@ -2,6 +2,7 @@
 //! per class) or the rows of a JSONL/CSV manifest, each with its name, label and origin.
 
 use super::IMAGE_EXTENSIONS;
+use crate::runtime::input_file::read_regular;
 use std::path::{Path, PathBuf};
 
 /// One entry a scan found, before its bytes are read.
@@ -16,7 +17,9 @@ pub(super) struct Entry {
 
 pub(super) type Listed = Result<Vec<Result<Entry, (String, String)>>, (String, String)>;
 
-pub(super) fn list_image_folder(root: &Path) -> Listed {
+/// The files under `root/<class>/` with an image ending, in name order. A file that is a
+/// symbolic link to a file outside `root` is an error entry unless `allow_outside_links`.
+pub(super) fn list_image_folder(root: &Path, allow_outside_links: bool) -> Listed {
     let read = |dir: &Path| {
         std::fs::read_dir(dir).map_err(|e| {
             (
@@ -37,6 +40,7 @@ pub(super) fn list_image_folder(root: &Path) -> Listed {
             "image folder has no class sub-folders".into(),
         ));
     }
+    let canonical_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let mut entries = Vec::new();
     for class_dir in classes {
         let label = class_dir
@@ -55,6 +59,17 @@ pub(super) fn list_image_folder(root: &Path) -> Listed {
                 .collect::<Vec<_>>()
                 .join("/");
             let origin = path.display().to_string();
+            if !allow_outside_links {
+                if let Some(target) = outside_link(&path, &canonical_root) {
+                    let message = format!(
+                        "symbolic link to {}, outside the image folder (set \
+                         `allow_outside_links = true` on the source to read it)",
+                        target.display()
+                    );
+                    entries.push(Err((origin, message)));
+                    continue;
+                }
+            }
             entries.push(Ok(Entry {
                 name,
                 label: label.clone(),
@@ -64,6 +79,17 @@ pub(super) fn list_image_folder(root: &Path) -> Listed {
         }
     }
     Ok(entries)
+}
+
+/// Where `path` leads if it is a symbolic link whose target (all links resolved) is not under
+/// `root` (canonical). A dangling link is left for the read to report.
+fn outside_link(path: &Path, root: &Path) -> Option<PathBuf> {
+    let link = std::fs::symlink_metadata(path).ok()?;
+    if !link.file_type().is_symlink() {
+        return None;
+    }
+    let target = path.canonicalize().ok()?;
+    (!target.starts_with(root)).then_some(target)
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -94,13 +120,18 @@ struct ManifestRow {
     id: Option<String>,
 }
 
+/// The largest manifest read: 1 GiB (some ten million rows).
+const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
 pub(super) fn read_manifest(file: &Path) -> Listed {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let unreadable = |e: String| {
         (
             file.display().to_string(),
             format!("cannot read manifest: {e}"),
         )
-    })?;
+    };
+    let bytes = read_regular(file, MAX_MANIFEST_BYTES).map_err(|e| unreadable(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| unreadable(e.to_string()))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let is_csv = file
         .extension()

@@ -6,6 +6,7 @@
 
 use super::{cosine, Embeddings, Scorer, ScorerError, TextQuery};
 use crate::record::Digest;
+use crate::runtime::input_file::{read_regular, MAX_CHECKED_INPUT_BYTES};
 use crate::runtime::persisted::Persist;
 use crate::runtime::service::{BatchWorker, ServiceStats};
 use indexmap::IndexMap;
@@ -201,7 +202,7 @@ impl Scorer {
                 continue;
             }
             let path = source.path.display();
-            let bytes = match std::fs::read(&source.path) {
+            let bytes = match read_regular(&source.path, MAX_CHECKED_INPUT_BYTES) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     batch.failed[i] = Some(format!("cannot read source image {path}: {e}"));
