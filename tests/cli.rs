@@ -339,7 +339,10 @@ fn run_prints_the_configuration_it_chose() {
             "model gen: cpu, 3 session(s) × 2 thread(s) (used by node `gen`)".to_string(),
             "node gen: batch 4 image(s) per UNet call".to_string(),
         ]
+    );
+}
 
+#[test]
 fn sigterm_stops_a_watch_run_like_ctrl_c_and_writes_the_summary() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
