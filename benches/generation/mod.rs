@@ -189,18 +189,8 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
         .schedule(STEPS)
         .unwrap();
     let [c, h, w] = model.image_shape;
-    let spec = ImageSpec {
-        channels: c,
-        height: h,
-        width: w,
-        mean: vec![0.5; c],
-        std: vec![0.5; c],
-    };
     let sources = workload();
-    let mut pixels = Vec::new();
-    for (_, _, path) in &sources {
-        decode_into(&std::fs::read(path).unwrap(), &spec, &mut pixels).unwrap();
-    }
+    let pixels: Vec<f32> = source_pixels(model).concat();
     let latent_len = model.latent_len();
     let n_src = sources.len();
     // Encode prompts and sources once.
