@@ -159,7 +159,7 @@ impl Op for GenerateConfig {
     }
     fn configuration(&self, pool: &ModelPool) -> Option<String> {
         let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
-        let batch = self.batch_size.unwrap_or(default_gen_batch(device));
+        let batch = self.batch_size_on(device);
         let chosen = if self.batch_size.is_some() { "" } else { " (default)" };
         Some(format!("batch {batch} image(s) per UNet call{chosen}"))
     }
@@ -169,6 +169,11 @@ impl Op for GenerateConfig {
 }
 
 impl GenerateConfig {
+    /// Images per UNet call on `device`: the graph's `batch_size`, else the device's default.
+    fn batch_size_on(&self, device: Device) -> usize {
+        self.batch_size.unwrap_or(default_gen_batch(device))
+    }
+
     /// Opens the node's sessions and resolves scheduler and classes; an error names the model
     /// when it is the model's fault.
     fn open_models(&self, pool: &ModelPool) -> Result<OpenedGenerate, Vec<OpError>> {
@@ -213,7 +218,7 @@ impl GenerateConfig {
             steps: self.steps,
             guidance_scale: self.guidance_scale,
             scheduler: kind,
-            batch_size: self.batch_size.unwrap_or(default_gen_batch(model.device)),
+            batch_size: self.batch_size_on(model.device),
         };
         Ok(OpenedGenerate {
             config: self.clone(),
