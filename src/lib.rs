@@ -10,5 +10,6 @@ pub mod pipeline;
 pub mod record;
 pub mod runtime;
 pub mod store;
+pub mod trainer;
 
 pub use pipeline::{Pipeline, PipelineError, RunOptions, RunSummary};

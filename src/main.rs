@@ -87,6 +87,8 @@ fn watch_pipeline(
     stop: &AtomicBool,
 ) -> Result<RunSummary, PipelineError> {
     let mut running = pipeline.start(options)?;
+    // A train node trains its stages first (refreshing after each), then the watch goes on.
+    let training = pipeline.train(&mut running, options)?;
     let mut written = 0;
     while !stop.load(Ordering::SeqCst) {
         let version = running.refresh()?;
@@ -101,7 +103,9 @@ fn watch_pipeline(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    running.stop()
+    let mut summary = running.stop()?;
+    summary.training = training;
+    Ok(summary)
 }
 
 fn main() -> ExitCode {
@@ -121,12 +125,13 @@ fn main() -> ExitCode {
                 eprintln!("timely: {workers} worker(s) in this process");
                 let mut timely_args = vec!["-w".to_string(), workers.to_string()];
                 timely_args.extend(timely);
+                // A one-shot run catches the signals too: it finishes its one version.
+                let stop = stop_on_signals()?;
                 let options = RunOptions {
                     timely_args,
                     progress: std::io::stderr().is_terminal(),
+                    stop: Some(Arc::clone(&stop)),
                 };
-                // A one-shot run catches the signals too: it finishes its one version.
-                let stop = stop_on_signals()?;
                 if watch {
                     watch_pipeline(&pipeline, &options, interval, &stop)
                 } else {
@@ -135,6 +140,12 @@ fn main() -> ExitCode {
             });
             match result {
                 Ok(summary) => {
+                    if let Some(training) = &summary.training {
+                        print!("{}", training.table());
+                        if let Some(model) = &training.model {
+                            println!("learner exported to {model}");
+                        }
+                    }
                     println!("{}", summary.line());
                     if let Some(path) = summary_json {
                         if let Err(e) = write_summary(&summary, &path) {

@@ -188,6 +188,7 @@ formats = ["jsonl"]
     let options = discl::RunOptions {
         timely_args: vec!["-w".into(), "1".into()],
         progress: false,
+        ..Default::default()
     };
     let summary = pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"));
     // 120 images: at most 8 calls in batches of 16 and 3 in batches of 40, and neither node

@@ -60,6 +60,7 @@ fn run(text: &str) -> RunSummary {
         .run(&RunOptions {
             timely_args: vec!["-w".into(), "2".into()],
             progress: false,
+            ..Default::default()
         })
         .unwrap_or_else(|e| panic!("{e}"))
 }

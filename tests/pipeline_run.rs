@@ -15,6 +15,7 @@ fn run(text: &str, workers: usize) -> discl::RunSummary {
     let options = RunOptions {
         timely_args: vec!["-w".into(), workers.to_string()],
         progress: false,
+        ..Default::default()
     };
     pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -29,6 +29,7 @@ fn refreshes_recompute_only_what_changed() {
         .start(&RunOptions {
             timely_args: vec!["-w".into(), "2".into()],
             progress: false,
+            ..Default::default()
         })
         .unwrap();
 

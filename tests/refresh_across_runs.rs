@@ -85,6 +85,7 @@ fn run(out: &Path, images: &Path, feedback: &Path) -> RunSummary {
     let options = RunOptions {
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,
+        ..Default::default()
     };
     pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -56,6 +56,7 @@ formats = ["jsonl"]
         .start(&RunOptions {
             timely_args: vec!["-w".into(), "2".into()],
             progress: false,
+            ..Default::default()
         })
         .unwrap();
     let rows = |running: &discl::pipeline::RunningPipeline| {

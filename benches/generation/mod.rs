@@ -165,6 +165,7 @@ inputs = ["synthetic"]
         .run(&RunOptions {
             timely_args: vec!["-w".into(), "1".into()],
             progress: false,
+            ..Default::default()
         })
         .unwrap();
     let secs = started.elapsed().as_secs_f64();

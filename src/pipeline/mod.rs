@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub timely_args: Vec<String>,
     /// Show a progress spinner (when stderr is a terminal).
     pub progress: bool,
+    /// Raised to stop: a `train` node's trainer stops between epochs, leaving what it
+    /// finished (a later run resumes from it).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// One past the highest `vNNNNNN` snapshot folder under any folder of `output`.
@@ -190,10 +193,33 @@ impl Pipeline {
         RunningPipeline::start(shared, config, options.progress)
     }
 
-    /// Runs the pipeline once: one version from everything the sources and feedback hold.
+    /// Runs the pipeline once: one version from everything the sources and feedback hold;
+    /// with a `train` node, one version per trained stage (see [`Pipeline::train`]).
     pub fn run(&self, options: &RunOptions) -> Result<RunSummary, PipelineError> {
         let mut running = self.start(options)?;
-        running.refresh()?;
-        running.stop()
+        let training = match self.train(&mut running, options)? {
+            Some(report) => Some(report),
+            None => {
+                running.refresh()?;
+                None
+            }
+        };
+        let mut summary = running.stop()?;
+        summary.training = training;
+        Ok(summary)
+    }
+
+    /// With a `train` node: trains its learner stage by stage, refreshing `running` before the
+    /// first stage and after each (the trainer writes feedback files the refresh reads);
+    /// `None`, doing nothing, without one.
+    pub fn train(
+        &self,
+        running: &mut RunningPipeline,
+        options: &RunOptions,
+    ) -> Result<Option<crate::trainer::TrainingReport>, PipelineError> {
+        let Some(plan) = crate::trainer::TrainPlan::of(&self.compiled)? else {
+            return Ok(None);
+        };
+        crate::trainer::drive(running, &plan, options.stop.as_deref(), options.progress).map(Some)
     }
 }

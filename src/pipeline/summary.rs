@@ -18,6 +18,9 @@ pub struct RunSummary {
     /// Error records in the last snapshot of `<output>/errors/`.
     pub errors: u64,
     pub seconds: f64,
+    /// What a `train` node's trainer did, stage by stage (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<crate::trainer::TrainingReport>,
 }
 
 impl RunSummary {
@@ -43,6 +46,7 @@ impl RunSummary {
             nodes,
             errors,
             seconds,
+            training: None,
         }
     }
 

@@ -39,6 +39,9 @@ impl Op for FeedbackConfig {
     fn role(&self) -> Role {
         Role::Input
     }
+    fn feedback_folder(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
     fn dot_detail(&self) -> String {
         self.path.display().to_string()
     }

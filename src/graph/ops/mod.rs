@@ -116,6 +116,14 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn configuration(&self, _pool: &ModelPool) -> Option<String> {
         None
     }
+    /// The folder a `feedback` node reads trainer files from.
+    fn feedback_folder(&self) -> Option<&std::path::Path> {
+        None
+    }
+    /// The built-in trainer's settings, for a `train` node (the run driver trains with them).
+    fn trainer(&self) -> Option<&train::TrainConfig> {
+        None
+    }
     /// Input, transform or output.
     fn role(&self) -> Role {
         Role::Transform
@@ -192,6 +200,7 @@ registry! {
     "curriculum" => curriculum::CurriculumConfig,
     "mix" => mix::MixConfig,
     "quality" => quality::QualityConfig,
+    "train" => train::TrainConfig,
 }
 
 fn parse<C: Op + DeserializeOwned + 'static>(

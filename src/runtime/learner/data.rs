@@ -23,10 +23,7 @@ impl LearnerImage {
     pub fn key(&self) -> u64 {
         match self {
             LearnerImage::File(path) => hash_bytes(path.as_os_str().as_encoded_bytes()),
-            LearnerImage::Pixels(pixels) => {
-                let bytes: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
-                hash_bytes(&bytes)
-            }
+            LearnerImage::Pixels(pixels) => pixel_key(pixels),
         }
     }
     fn describe(&self) -> String {
@@ -41,6 +38,12 @@ impl From<PathBuf> for LearnerImage {
     fn from(path: PathBuf) -> Self {
         LearnerImage::File(path)
     }
+}
+
+/// A key naming normalised pixels by their bytes.
+pub fn pixel_key(pixels: &[f32]) -> u64 {
+    let bytes: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    hash_bytes(&bytes)
 }
 
 /// One manifest row: an image, its class index, and how many times it counts in an epoch

@@ -167,21 +167,27 @@ impl Learner {
     }
 
     /// Trains one epoch on `rows`, each counted `copies` times, in an order keyed by the seed,
-    /// the epoch number and each row's image and label (not by the order of `rows`).
+    /// the epoch number and each row's image content and label (not by the order of `rows`, nor
+    /// by where the files are).
     pub fn train_epoch(&mut self, rows: &[TrainRow]) -> Result<EpochStats, LearnerError> {
         let start = Instant::now();
         let classes = self.classes.len();
         let seed = self.config.seed;
         let epoch = self.epoch;
+        if let Some(row) = rows.iter().find(|row| row.label >= classes) {
+            return Err(LearnerError::Label {
+                label: row.label,
+                classes,
+            });
+        }
+        let pixels = rows
+            .iter()
+            .map(|row| self.cache.get(&row.image))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut order = Vec::new();
         for (i, row) in rows.iter().enumerate() {
-            if row.label >= classes {
-                return Err(LearnerError::Label {
-                    label: row.label,
-                    classes,
-                });
-            }
-            let image_key = row.image.key();
+            // Keyed by content, so the same images in another folder train the same way.
+            let image_key = data::pixel_key(&pixels[i]);
             for copy in 0..row.copies {
                 let k = key(&[
                     seed,
@@ -198,10 +204,6 @@ impl Learner {
             return Err(LearnerError::Empty);
         }
         order.sort_unstable();
-        let pixels = rows
-            .iter()
-            .map(|row| self.cache.get(&row.image))
-            .collect::<Result<Vec<_>, _>>()?;
         let (spec, batch_size) = (self.config.image.clone(), self.config.batch_size);
         let (lr, wd, augment) = (
             self.config.learning_rate,
