@@ -30,6 +30,9 @@ pub enum Schedule {
     TextOnly,
     /// Chosen from validation progress (DisCL for low-quality data).
     Adaptive,
+    /// No synthetic images in any stage: the baselines (plain, or with the hard real images
+    /// oversampled by the mix's `oversample_real`) trained as long as a curriculum.
+    RealOnly,
 }
 
 /// A curriculum: the schedule, the levels it draws from, and the stage lengths.
@@ -85,6 +88,7 @@ impl Curriculum {
                 })
                 .collect(),
             Schedule::TextOnly => (0..n).map(|s| plan(s, vec![0])).collect(),
+            Schedule::RealOnly => (0..n).map(|s| plan(s, Vec::new())).collect(),
             Schedule::Adaptive => (0..n.min(1))
                 .map(|s| plan(s, vec![self.start_level]))
                 .collect(),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct CurriculumConfig {
     /// `diverse_to_specific`, `specific_to_diverse`, `fixed`, `all_levels`, `random`,
-    /// `text_only` or `adaptive`.
+    /// `text_only`, `adaptive` or `real_only` (a baseline: real data in every stage).
     pub schedule: ScheduleName,
     /// The guidance levels λ the schedule draws from (those the generate node makes).
     pub levels: Levels,
@@ -57,6 +57,7 @@ pub enum ScheduleName {
     Random,
     TextOnly,
     Adaptive,
+    RealOnly,
 }
 
 /// λ as per mille, if on the grid and in [0, 1).
@@ -76,6 +77,7 @@ impl CurriculumConfig {
             ScheduleName::Random => Schedule::Random,
             ScheduleName::TextOnly => Schedule::TextOnly,
             ScheduleName::Adaptive => Schedule::Adaptive,
+            ScheduleName::RealOnly => Schedule::RealOnly,
         };
         Curriculum {
             schedule,
