@@ -113,6 +113,7 @@ impl TrainPlan {
             learning_rate: config.learning_rate,
             weight_decay: config.weight_decay,
             augment: config.augment,
+            widths: config.widths,
             image: ImageSpec {
                 channels,
                 height,

@@ -27,6 +27,9 @@ pub struct TrainConfig {
     /// Threads of the learner's pool.
     #[serde(default = "one")]
     pub threads: usize,
+    /// Output channels of the learner's five conv blocks (fashion-cnn's by default).
+    #[serde(default = "default_widths")]
+    pub widths: [usize; 5],
     /// Rows per optimiser step.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -49,6 +52,9 @@ pub struct TrainConfig {
     /// An image folder (one sub-folder per class) to evaluate on after every stage.
     #[serde(default)]
     pub test: Option<PathBuf>,
+    /// Evaluate on `test` after every stage (`false`: after the last one only).
+    #[serde(default = "yes")]
+    pub test_every_stage: bool,
     /// Classes with more training samples than this are "many".
     #[serde(default = "default_many")]
     pub many_above: usize,
@@ -62,6 +68,9 @@ fn one() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn default_widths() -> [usize; 5] {
+    crate::runtime::learner::net::WIDTHS
 }
 fn default_batch() -> usize {
     64
@@ -147,6 +156,9 @@ impl Op for TrainConfig {
         }
         if self.threads == 0 {
             errors.push(OpError::field("threads", "must be at least 1"));
+        }
+        if self.widths.contains(&0) {
+            errors.push(OpError::field("widths", "every width must be at least 1"));
         }
         if self.batch_size == 0 {
             errors.push(OpError::field("batch_size", "must be at least 1"));

@@ -47,6 +47,9 @@ pub struct LearnerConfig {
     pub augment: bool,
     /// Input size and normalisation; the export's `discl.toml` repeats it.
     pub image: ImageSpec,
+    /// Output channels of the five conv blocks (`net::WIDTHS`, fashion-cnn's, by default; the
+    /// experiment's learner is narrower to fit its time budget).
+    pub widths: [usize; 5],
 }
 
 impl LearnerConfig {
@@ -60,6 +63,7 @@ impl LearnerConfig {
             learning_rate: 2e-3,
             weight_decay: 1e-4,
             augment: true,
+            widths: net::WIDTHS,
             image: ImageSpec {
                 channels: 1,
                 height: 28,
@@ -117,6 +121,9 @@ impl Learner {
                 "image spec needs one mean and std per channel and a non-empty size",
             ));
         }
+        if config.widths.contains(&0) {
+            return Err(LearnerError::config("every width must be at least 1"));
+        }
         if spec.height < 4 || spec.width < 4 {
             return Err(LearnerError::config(
                 "images must be at least 4×4 (two 2×2 pools)",
@@ -130,7 +137,7 @@ impl Learner {
                 threads: config.threads,
                 source,
             })?;
-        let net = Net::new(spec.channels, classes.len(), config.seed)?;
+        let net = Net::new(spec.channels, classes.len(), config.widths, config.seed)?;
         let optimiser = AdamW::new(&net.params())?;
         Ok(Learner {
             cache: ImageCache::new(spec.clone()),

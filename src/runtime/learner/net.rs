@@ -15,8 +15,6 @@ use candle_core::{DType, Device, Tensor, Var, D};
 pub const WIDTHS: [usize; 5] = [32, 32, 64, 64, 128];
 /// Blocks followed by a max-pool.
 pub const POOL_AFTER: [usize; 2] = [1, 3];
-/// Length of the feature vector (the last width).
-pub const FEATURES: usize = 128;
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 const DROPOUT: f32 = 0.2;
@@ -64,10 +62,11 @@ fn var(t: Tensor) -> Result<Var, LearnerError> {
 impl Net {
     /// Fresh weights: PyTorch's defaults (uniform ±1/√fan_in for convolutions and the head,
     /// γ = 1, β = 0), drawn from keyed streams of `seed`.
-    pub fn new(channels: usize, classes: usize, seed: u64) -> Result<Net, LearnerError> {
+    /// `widths`: output channels of the five blocks ([`WIDTHS`] is fashion-cnn's).
+    pub fn new(channels: usize, classes: usize, widths: [usize; 5], seed: u64) -> Result<Net, LearnerError> {
         let mut blocks = Vec::new();
         let mut c_in = channels;
-        for (i, &c_out) in WIDTHS.iter().enumerate() {
+        for (i, &c_out) in widths.iter().enumerate() {
             let fan_in = (c_in * 9) as f32;
             blocks.push(Block {
                 weight: var(uniform(
@@ -83,10 +82,11 @@ impl Net {
             });
             c_in = c_out;
         }
-        let bound = (FEATURES as f32).powf(-0.5);
+        let features = widths[4];
+        let bound = (features as f32).powf(-0.5);
         Ok(Net {
             blocks,
-            head_weight: var(uniform(&[classes, FEATURES], bound, seed, 100)?)?,
+            head_weight: var(uniform(&[classes, features], bound, seed, 100)?)?,
             head_bias: var(uniform(&[classes], bound, seed, 101)?)?,
         })
     }
