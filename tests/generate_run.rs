@@ -235,7 +235,9 @@ fn bad_generation_input_is_named() {
     let out = dir.path().join("out");
     let err = validate(&pipeline(&out, "tiny-pixel-unet", "levels = [0.5, 1.0]"));
     assert!(
-        err.contains("gen.toml:32: node `synthetic`: level λ = 1 is outside [0, 1)"),
+        err.contains(
+            "gen.toml:32: node `synthetic`: field `levels`: level λ = 1 is outside [0, 1)"
+        ),
         "{err}"
     );
 
