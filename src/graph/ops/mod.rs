@@ -116,6 +116,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn configuration(&self, _pool: &ModelPool) -> Option<String> {
         None
     }
+    /// For a node that writes snapshots (a sink): how many versions it keeps before its
+    /// current one.
+    fn kept_versions(&self) -> Option<usize> {
+        None
+    }
     /// Input, transform or output.
     fn role(&self) -> Role {
         Role::Transform
