@@ -8,6 +8,7 @@ pub mod contact_sheet;
 pub mod content;
 pub mod error;
 pub mod failpoint;
+pub mod gc;
 pub mod image_scan;
 pub mod images;
 pub mod manifest;
