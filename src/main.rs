@@ -140,6 +140,8 @@ fn watch_pipeline(
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: ONNX Runtime would write outside the output folder otherwise.
+    discl::runtime::onnx::disable_telemetry();
     match Cli::parse().command {
         Command::Run {
             file,
