@@ -32,7 +32,7 @@ pub fn commit(output: &Path, state: &RunState, sinks: &[SinkFolder]) -> Result<(
 /// Points each sink's `current` at the snapshot `state` names, where it does not already, and
 /// prunes what that sink no longer keeps.
 fn publish(output: &Path, state: &RunState, sinks: &[SinkFolder]) -> Result<(), StoreError> {
-    for (sink, _) in &state.snapshots {
+    for sink in state.snapshots.keys() {
         let Some(version) = state.version_of(sink) else {
             continue;
         };

@@ -87,9 +87,12 @@ fn strings(value: &serde_json::Value, each: &mut impl FnMut(&str)) {
     }
 }
 
+/// A table file of a snapshot, with its (input, stage) when it is a stage file.
+type Table = (PathBuf, Option<(String, String)>);
+
 /// The tables of a snapshot folder — `<input>.jsonl` (or `.parquet` where no JSONL was
-/// written) and `<input>/stage-N.*` — each with its (input, stage) when it is a stage file.
-fn tables(snapshot: &Path) -> Result<Vec<(PathBuf, Option<(String, String)>)>, StoreError> {
+/// written) and `<input>/stage-N.*`.
+fn tables(snapshot: &Path) -> Result<Vec<Table>, StoreError> {
     let mut out: Vec<_> = chosen_files(snapshot)?
         .into_iter()
         .map(|file| (file, None))
