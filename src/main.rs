@@ -47,6 +47,41 @@ enum Command {
     Validate { file: PathBuf },
     /// Print a graph file as Graphviz DOT.
     Graph { file: PathBuf },
+    /// List the generated images and contact sheets in the pipeline's output folder that no
+    /// kept snapshot refers to; remove them only with `--delete`.
+    Gc {
+        /// The graph file (its `output` is the folder looked at).
+        file: PathBuf,
+        /// Remove what is listed (refused while a run uses the output folder).
+        #[arg(long)]
+        delete: bool,
+    },
+}
+
+/// `discl gc`: lists (and with `delete` removes) what no kept snapshot refers to.
+fn collect_garbage(file: &std::path::Path, delete: bool) -> Result<String, String> {
+    use discl::store::gc;
+    let pipeline = Pipeline::from_file(file).map_err(|e| e.to_string())?;
+    let output = &pipeline.compiled().pipeline.output;
+    let garbage = gc::find(output).map_err(|e| e.to_string())?;
+    for path in garbage.images.iter().chain(&garbage.sheets) {
+        println!("{path}");
+    }
+    let what = format!(
+        "{} image(s) and {} contact sheet(s), {:.1} MiB",
+        garbage.images.len(),
+        garbage.sheets.len(),
+        garbage.bytes as f64 / (1024.0 * 1024.0)
+    );
+    let read = format!("{} snapshot(s) read", garbage.snapshots);
+    if !delete {
+        return Ok(format!(
+            "{}: {what} that no kept snapshot refers to ({read}); --delete removes them",
+            output.display()
+        ));
+    }
+    gc::remove(output, &garbage).map_err(|e| e.to_string())?;
+    Ok(format!("{}: removed {what} ({read})", output.display()))
 }
 
 /// A watch interval: positive, finite seconds that fit a `Duration` (no busy loop, no panic).
@@ -109,6 +144,8 @@ fn watch_pipeline(
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: ONNX Runtime would write outside the output folder otherwise.
+    discl::runtime::onnx::disable_telemetry();
     match Cli::parse().command {
         Command::Run {
             file,
@@ -164,6 +201,16 @@ fn main() -> ExitCode {
         Command::Validate { file } => match Pipeline::from_file(&file).and_then(|p| p.validate()) {
             Ok(()) => {
                 println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Gc { file, delete } => match collect_garbage(&file, delete) {
+            Ok(line) => {
+                eprintln!("{line}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

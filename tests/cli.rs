@@ -148,6 +148,10 @@ fn graph_prints_dot_and_run_writes_a_summary() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("version(s) [0] written"), "{stdout}");
+    assert!(
+        stdout.contains("scores 120→120 (120 classified, 0 from the store)"),
+        "{stdout}"
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
     assert_eq!(summary["versions_written"], serde_json::json!([0]));
@@ -163,8 +167,12 @@ fn graph_prints_dot_and_run_writes_a_summary() {
         "--summary-json",
         again.to_str().unwrap(),
     ];
-    let (code, _, stderr) = discl(&args);
+    let (code, stdout, stderr) = discl(&args);
     assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("scores 120→120 (0 classified, 120 from the store)"),
+        "{stdout}"
+    );
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(again).unwrap()).unwrap();
     assert_eq!(again["versions_written"], serde_json::json!([]));

@@ -4,7 +4,7 @@
 //! changes.
 
 use differential_dataflow::input::{Input, InputSession};
-use discl::operators::sink::{SinkExt, SinkLog, SinkParams};
+use discl::operators::sink::{Publish, SinkExt, SinkLog, SinkParams};
 use discl::operators::NodeStats;
 use discl::record::{Digest, GenKey, StageItem, Synthetic, Value, REAL_LEVEL};
 use discl::store::manifest::{ManifestFormat, Row, TableKind};
@@ -120,6 +120,7 @@ fn stage_sheets_and_quality_histograms_are_drawn_and_redrawn_only_on_change() {
         stats: Arc::new(NodeStats::default()),
         written: Arc::new(Mutex::new(SinkLog::default())),
         provenance,
+        publish: Publish::Itself,
     };
     let log = Arc::clone(&params.written);
     let out2 = out.clone();

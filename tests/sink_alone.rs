@@ -4,7 +4,7 @@
 //! the run, and the writer thread ends with the dataflow.
 
 use differential_dataflow::input::{Input, InputSession};
-use discl::operators::sink::{SinkExt, SinkLog, SinkParams};
+use discl::operators::sink::{Publish, SinkExt, SinkLog, SinkParams};
 use discl::operators::NodeStats;
 use discl::record::{Digest, Sample, Score, Value};
 use discl::store::manifest::{ManifestFormat, Row, TableKind};
@@ -33,6 +33,7 @@ fn params(node: &str, folder: PathBuf, inputs: &[(&str, TableKind)]) -> SinkPara
             .as_object()
             .unwrap()
             .clone(),
+        publish: Publish::Itself,
     }
 }
 

@@ -289,6 +289,10 @@ class Features:
 
     def __init__(self, model_dir: Path):
         import numpy as np
+
+        # ONNX Runtime 1.29+ writes a telemetry database under ~/.cache unless this is set
+        # before it starts (as discl itself does); the caller's own setting wins.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
 
         toml = model_dir / "discl.toml"

@@ -6,9 +6,10 @@
 use super::compile::Compiled;
 use super::ops::context::RunInfo;
 use super::ops::{Dataflow, FeedbackInput, Node, SourceInput, Stream};
-use crate::operators::sink::SinkLog;
+use crate::operators::sink::{Publish, SinkLog};
 use crate::operators::{NodeStats, SinkExt, SinkParams};
 use crate::record::ErrorRecord;
+use crate::store::commit::SinkFolder;
 use crate::store::manifest::{ManifestFormat, Row, TableKind};
 use differential_dataflow::input::{Input, InputSession};
 use indexmap::IndexMap;
@@ -42,6 +43,28 @@ impl Shared {
 
 /// The name of the built-in sink that writes every error record.
 pub const ERRORS_SINK: &str = "errors";
+
+/// Versions the built-in `errors` sink keeps before its current one.
+const ERRORS_KEPT: usize = 3;
+
+/// Every sink of a graph, the built-in `errors` sink last, with the versions each keeps.
+pub fn sink_folders(compiled: &Compiled) -> Vec<SinkFolder> {
+    let mut sinks: Vec<SinkFolder> = compiled
+        .nodes
+        .values()
+        .filter_map(|node| {
+            Some(SinkFolder {
+                name: node.name().to_string(),
+                keep: node.op.kept_versions()?,
+            })
+        })
+        .collect();
+    sinks.push(SinkFolder {
+        name: ERRORS_SINK.into(),
+        keep: ERRORS_KEPT,
+    });
+    sinks
+}
 
 /// The handles a driver needs to feed one worker's dataflow.
 pub struct WorkerHandles {
@@ -91,12 +114,13 @@ pub fn build<'scope>(scope: Scope<'scope, u64>, shared: &Shared) -> WorkerHandle
             inputs: vec![ERRORS_SINK.into()],
             kinds: vec![TableKind::Error],
             formats: vec![ManifestFormat::Jsonl],
-            keep_versions: 3,
+            keep_versions: ERRORS_KEPT,
             first_version: shared.run.first_version,
             report: None,
             stats: Arc::clone(&shared.stats[ERRORS_SINK]),
             written: Arc::clone(&shared.errors_log),
             provenance: shared.run.provenance.clone(),
+            publish: Publish::AtCommit,
         })
         .probe_with(&dataflow.probe);
     WorkerHandles {

@@ -3,9 +3,11 @@
 //! and checked by each op, (2) shape — inputs that exist, arity, no cycles, (3) record types
 //! along every edge; only once all that holds, phase (4) in `resources` opens files and models.
 
+use super::fields::read_every_field;
 use super::ops::{self, GraphContext, NodeInfo, Op, OpError, Place};
 use super::order::topological_order;
 use super::spec::{GraphError, GraphFile, ModelSpec, NodeSpec, PipelineSpec};
+use super::toml_spans::ReadError;
 use crate::record::RecordKind;
 use indexmap::IndexMap;
 use std::collections::HashMap;
@@ -170,15 +172,15 @@ fn read_ops(graph: &GraphFile, errors: &mut Vec<GraphError>) -> IndexMap<String,
             errors.push(node_error(&graph.file, node, node.line_of("op"), message));
             continue;
         };
-        match parse(node.fields.clone()) {
+        let read = |value| parse(value).map_err(ReadError::from);
+        match read_every_field(&node.fields, &node.lines, node.line, read) {
             Ok(config) => {
                 ops.insert(name.clone(), config);
             }
-            Err(e) => {
-                let (line, field) = node.place_of(e.span());
-                let mut error = node_error(&graph.file, node, line, e.message().to_string());
-                error.field = field;
-                errors.push(error);
+            Err(found) => {
+                let label = format!("node `{name}`");
+                let place = |e| GraphError::of_field(&graph.file, Some(&label), e);
+                errors.extend(found.into_iter().map(place));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Graph files: reading them (`spec`), the ops they may name (`ops`, one file each, listed in
+//! Graph files: reading them (`spec`, every wrong field reported by `fields`), the ops they may name (`ops`, one file each, listed in
 //! one registry), compiling in phases with every error named by node and line (`compile`),
 //! opening models and files (`resources`), checks on the output folder (`output_folder`), DOT output (`dot`) and building the dataflow a
 //! started graph describes (`build`).
@@ -6,6 +6,7 @@
 pub mod build;
 pub mod compile;
 pub mod dot;
+pub mod fields;
 pub mod ops;
 pub mod order;
 pub mod output_folder;

@@ -1,8 +1,9 @@
 //! Reading a graph file: the TOML is parsed twice — once for values, once (with `toml_edit`)
 //! for where every key stands — so each later error can name its node and line.
 
+use super::fields::FieldError;
 use super::output_folder::not_a_folder_of_its_own;
-use super::toml_spans::{as_inline_table, entries, line_at, Lines};
+use super::toml_spans::{as_inline_table, entries, line_at, LineIndex, Lines};
 use crate::runtime::Device;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -32,6 +33,19 @@ impl fmt::Display for GraphError {
 }
 
 impl std::error::Error for GraphError {}
+
+impl GraphError {
+    /// An error about a field of `[pipeline]`, a model or a node (`node` labels it).
+    pub fn of_field(file: &str, node: Option<&str>, error: FieldError) -> Self {
+        GraphError {
+            file: file.to_string(),
+            line: error.line,
+            node: node.map(str::to_string),
+            field: error.field,
+            message: error.message,
+        }
+    }
+}
 
 /// Names of folders the run itself writes under the output folder; no sink may take them.
 pub const RESERVED: &[&str] = &["errors", "state", "synthetic", "report"];
@@ -88,35 +102,19 @@ pub struct NodeSpec {
     pub line: usize,
     pub op: Option<String>,
     pub inputs: Vec<String>,
-    /// Every field but `op` and `inputs`, as an inline table whose values keep their spans.
-    pub fields: toml_edit::Value,
+    /// Every field but `op` and `inputs`, as an inline table whose keys and values keep their
+    /// spans.
+    pub fields: toml_edit::InlineTable,
     /// Line of each field, `op` and `inputs` included.
     pub field_lines: IndexMap<String, usize>,
-    /// Where each field's value is written (byte ranges into the file).
-    pub field_spans: Vec<(String, std::ops::Range<usize>)>,
-    /// The graph file's text, for turning spans into lines.
-    pub text: std::sync::Arc<str>,
+    /// Where the graph file's lines start, for turning spans into lines.
+    pub lines: std::sync::Arc<LineIndex>,
 }
 
 impl NodeSpec {
     /// The line of a field, or of the node when the field is not written.
     pub fn line_of(&self, field: &str) -> usize {
         self.field_lines.get(field).copied().unwrap_or(self.line)
-    }
-
-    /// The line and field a span of the file points into (the node's line without a span).
-    pub fn place_of(&self, span: Option<std::ops::Range<usize>>) -> (usize, Option<String>) {
-        let Some(span) = span else {
-            return (self.line, None);
-        };
-        let field = self
-            .field_spans
-            .iter()
-            .find(|(_, range)| {
-                range.start <= span.start && span.start < range.end.max(range.start + 1)
-            })
-            .map(|(name, _)| name.clone());
-        (line_at(&self.text, span.start), field)
     }
 }
 
@@ -163,7 +161,10 @@ impl GraphFile {
                 format!("not valid TOML: {}", e.message().trim()),
             )]
         })?;
-        let lines = Lines { text, doc: &doc };
+        let lines = Lines {
+            index: std::sync::Arc::new(LineIndex::new(text)),
+            doc: &doc,
+        };
         let root = doc.as_table();
         let mut errors = Vec::new();
 
@@ -193,8 +194,9 @@ impl GraphFile {
                     }
                     Some(spec)
                 }
-                Err((line, message)) => {
-                    errors.push(error(line, Some("pipeline"), message));
+                Err(found) => {
+                    let place = |e| GraphError::of_field(file, Some("pipeline"), e);
+                    errors.extend(found.into_iter().map(place));
                     None
                 }
             },
@@ -207,7 +209,10 @@ impl GraphFile {
                 Ok(spec) => {
                     models.insert(name.to_string(), (spec, line));
                 }
-                Err((line, message)) => errors.push(error(line, Some(&label), message)),
+                Err(found) => {
+                    let place = |e| GraphError::of_field(file, Some(&label), e);
+                    errors.extend(found.into_iter().map(place));
+                }
             }
         }
         let nodes = read_nodes(file, &lines, entries(root.get("nodes")), &mut errors);
@@ -248,7 +253,6 @@ fn read_nodes(
         field: None,
         message,
     };
-    let text: std::sync::Arc<str> = lines.text.into();
     let mut nodes = IndexMap::new();
     for (name, item) in items {
         let line = lines.key(&["nodes", name]);
@@ -272,10 +276,6 @@ fn read_nodes(
         let field_lines: IndexMap<String, usize> = fields
             .iter()
             .map(|(k, _)| (k.to_string(), lines.key(&["nodes", name, k])))
-            .collect();
-        let field_spans: Vec<(String, std::ops::Range<usize>)> = fields
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.span()?)))
             .collect();
         let op = match fields.remove("op") {
             Some(toml_edit::Value::String(op)) => Some(op.into_value()),
@@ -314,10 +314,9 @@ fn read_nodes(
                 line,
                 op,
                 inputs,
-                fields: toml_edit::Value::InlineTable(fields),
+                fields,
                 field_lines,
-                field_spans,
-                text: std::sync::Arc::clone(&text),
+                lines: std::sync::Arc::clone(&lines.index),
             },
         );
     }
@@ -347,7 +346,7 @@ mod tests {
         let text = "[pipeline]\nname = \"p\"\noutput = \"out\"\ncolour = \"red\"\n\n[models.m]\npth = \"x\"\n\n[nodes.a]\npath = \"d\"\n\n[nodes.b]\nop = 3\ninputs = \"a\"\n";
         let errors = GraphFile::parse("p.toml", text).unwrap_err();
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        assert_eq!(shown.len(), 5, "{shown:#?}");
+        assert_eq!(shown.len(), 6, "{shown:#?}");
         assert!(
             shown[0].starts_with("p.toml:4: pipeline: unknown field `colour`"),
             "{}",
@@ -358,10 +357,12 @@ mod tests {
             "{}",
             shown[1]
         );
-        assert_eq!(shown[2], "p.toml:9: node `a`: missing `op`");
-        assert_eq!(shown[3], "p.toml:13: node `b`: `op` must be a string");
+        // The unknown key left out, the table is read again: `path` is missing too.
+        assert_eq!(shown[2], "p.toml:6: models.m: missing field `path`");
+        assert_eq!(shown[3], "p.toml:9: node `a`: missing `op`");
+        assert_eq!(shown[4], "p.toml:13: node `b`: `op` must be a string");
         assert_eq!(
-            shown[4],
+            shown[5],
             "p.toml:14: node `b`: `inputs` must be a list of node names"
         );
     }

@@ -17,6 +17,7 @@ use crate::runtime::image_input::{decode_into, ImageSpec};
 use crate::runtime::input_file::{read_regular, MAX_CHECKED_INPUT_BYTES};
 use crate::runtime::service::{BatchWorker, ServiceStats};
 use crate::runtime::InferenceService;
+use crate::store::failpoint;
 use crate::store::images::{ImageStore, StoredImage};
 use differential_dataflow::VecCollection;
 use std::collections::BTreeMap;
@@ -262,6 +263,32 @@ pub struct GenerateWorker {
     pub store: Arc<ImageStore>,
 }
 
+impl GenerateWorker {
+    /// Makes one batch of images and stores them (files, then their index entries).
+    fn make(
+        &mut self,
+        batch: &[(usize, Digest, ImageRequest)],
+        stats: &ServiceStats,
+    ) -> Vec<GenerateAnswer> {
+        let requests: Vec<ImageRequest> = batch.iter().map(|(_, _, r)| r.clone()).collect();
+        let images = match self.generator.generate(&requests, &self.settings, stats) {
+            Ok(images) => images,
+            Err(e) => return vec![Err(e.to_string()); batch.len()],
+        };
+        let shape = self.generator.model.image_shape;
+        let stored = batch
+            .iter()
+            .zip(images)
+            .map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?)))
+            .collect::<Result<Vec<(Digest, Vec<u8>)>, String>>()
+            .and_then(|pngs| self.store.put_many(&pngs).map_err(|e| e.to_string()));
+        match stored {
+            Ok(stored) => stored.into_iter().map(|s| Ok((s, true))).collect(),
+            Err(e) => vec![Err(e); batch.len()],
+        }
+    }
+}
+
 impl BatchWorker for GenerateWorker {
     type Item = GenerateItem;
     type Output = GenerateAnswer;
@@ -307,35 +334,16 @@ impl BatchWorker for GenerateWorker {
                 }
             }
         }
-        if !todo.is_empty() {
-            let requests: Vec<ImageRequest> = todo.iter().map(|(_, _, r)| r.clone()).collect();
-            match self.generator.generate(&requests, &self.settings, stats) {
-                Ok(images) => {
-                    let shape = self.generator.model.image_shape;
-                    let pngs: Result<Vec<(Digest, Vec<u8>)>, String> = todo
-                        .iter()
-                        .zip(images)
-                        .map(|((_, key, _), image)| Ok((*key, to_png(&image, shape)?)))
-                        .collect();
-                    match pngs
-                        .and_then(|pngs| self.store.put_many(&pngs).map_err(|e| e.to_string()))
-                    {
-                        Ok(stored) => {
-                            for ((i, _, _), s) in todo.iter().zip(stored) {
-                                answers[*i] = Some(Ok((s, true)));
-                            }
-                        }
-                        Err(e) => todo
-                            .iter()
-                            .for_each(|(i, _, _)| answers[*i] = Some(Err(e.clone()))),
-                    }
-                }
-                Err(e) => {
-                    for (i, _, _) in &todo {
-                        answers[*i] = Some(Err(e.to_string()));
-                    }
-                }
+        // One UNet batch at a time, each persisted before the next starts, so a kill loses at
+        // most one batch of work. Same-level images share their timesteps, so sorting by level
+        // keeps the batches full.
+        todo.sort_by_key(|(_, _, request)| request.level);
+        for chunk in todo.chunks(self.settings.batch_size.max(1)) {
+            let made = self.make(chunk, stats);
+            for ((i, _, _), answer) in chunk.iter().zip(made) {
+                answers[*i] = Some(answer);
             }
+            failpoint::reached("images-persisted");
         }
         answers
             .into_iter()

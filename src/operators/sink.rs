@@ -1,8 +1,9 @@
 //! `sink`: writes the collections wired into it as manifests under the pipeline's output
 //! folder, one consistent snapshot per completed version: `<folder>/v000007/<input>.jsonl`
-//! (and `.parquet`), then `<folder>/current` is switched to it. A version is written only
-//! once the frontier has passed it, so every snapshot on disk is complete; all of a sink's
-//! files for a version appear together, by renaming a finished folder into place.
+//! (and `.parquet`), then `<folder>/current` is switched to it — by the sink itself, or, in a
+//! pipeline, by one commit over all sinks ([`Publish`]). A version is written only once the
+//! frontier has passed it, so every snapshot on disk is complete; all of a sink's files for a
+//! version appear together, by renaming a finished folder into place.
 //!
 //! The writing (fsync, Parquet, contact sheets) runs on a writer thread of the sink's own, so
 //! a slow disk never stalls a timely worker: the operator forwards each completed version's
@@ -12,7 +13,8 @@ use crate::operators::stats::NodeStats;
 use crate::record::Digest;
 use crate::store::contact_sheet::write_contact_sheets;
 use crate::store::content::write_snapshot_if_changed;
-use crate::store::manifest::{Layout, ManifestFormat, Row, TableKind};
+use crate::store::failpoint;
+use crate::store::manifest::{publish_snapshot, Layout, ManifestFormat, Row, TableKind};
 use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 use differential_dataflow::VecCollection;
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +55,18 @@ pub struct SinkParams {
     pub written: Arc<Mutex<SinkLog>>,
     /// What produced the snapshots (graph and model digests), for `_snapshot.json`.
     pub provenance: serde_json::Map<String, serde_json::Value>,
+    /// Who makes a written version current.
+    pub publish: Publish,
+}
+
+/// Who makes a version a sink has written the one readers see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// The sink itself, right after writing it (a sink used on its own).
+    Itself,
+    /// The pipeline, in one commit with every other sink once all have written the version
+    /// (`store::commit`); the sink leaves `current` and older versions alone.
+    AtCommit,
 }
 
 /// What a sink has written.
@@ -292,7 +306,16 @@ fn write(
         provenance: &params.provenance,
     };
     // A snapshot equal to the current one (this run's or an earlier run's) is not written.
-    let result = write_snapshot_if_changed(&params.folder, version, &layout, &tables);
+    let result =
+        write_snapshot_if_changed(&params.folder, version, &layout, &tables).and_then(|wrote| {
+            if wrote && params.publish == Publish::Itself {
+                publish_snapshot(&params.folder, version, params.keep_versions)?;
+            }
+            Ok(wrote)
+        });
+    if let Ok(true) = result {
+        failpoint::reached(&format!("sink-written:{}", params.node));
+    }
     if let (Ok(true), Some(output)) = (&result, &params.report) {
         let synthetic = tables.iter().flatten().filter_map(|(row, _)| match row {
             Row::Synthetic(s) => Some(s),

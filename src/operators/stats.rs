@@ -23,6 +23,9 @@ pub struct NodeStats {
 /// A plain copy of a node's counters, as the summary writes it.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct NodeSummary {
+    /// The node's op (`generate`, `sink`, …); none for the built-in `errors` sink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
     pub records_in: u64,
     pub records_out: u64,
     pub errors: u64,
@@ -91,6 +94,7 @@ impl NodeStats {
     pub fn summary(&self, extra_busy_seconds: f64) -> NodeSummary {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         NodeSummary {
+            op: None,
             records_in: get(&self.records_in),
             records_out: get(&self.records_out),
             errors: get(&self.errors),

@@ -10,9 +10,10 @@ mod summary;
 pub use running::RunningPipeline;
 pub use summary::{write_summary, RunSummary};
 
+use crate::graph::build::sink_folders;
 use crate::graph::ops::context::RunInfo;
 use crate::graph::{check_resources, compile, configuration, dot, Compiled, GraphError, GraphFile};
-use crate::store::state::RunState;
+use crate::store::commit::{committed, recover};
 use std::path::Path;
 
 /// Why a pipeline could not be built or run.
@@ -37,32 +38,6 @@ pub struct RunOptions {
     /// Raised to stop: a `train` node's trainer stops between epochs, leaving what it
     /// finished (a later run resumes from it).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-}
-
-/// One past the highest `vNNNNNN` snapshot folder under any folder of `output`.
-fn next_unused_version(output: &Path) -> u64 {
-    let versions = |dir: std::path::PathBuf| -> Vec<u64> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| {
-                e.ok()?
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix('v')?
-                    .parse()
-                    .ok()
-            })
-            .collect()
-    };
-    std::fs::read_dir(output)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .flat_map(|e| versions(e.path()))
-        .max()
-        .map_or(0, |v| v + 1)
 }
 
 /// What produced a run's snapshots: the graph file's digest and each model folder's.
@@ -166,21 +141,22 @@ impl Pipeline {
     pub fn start(&self, options: &RunOptions) -> Result<RunningPipeline, PipelineError> {
         let resources = check_resources(&self.compiled).map_err(PipelineError::Graph)?;
         let output = &self.compiled.pipeline.output;
-        let unused = next_unused_version(output);
-        let on_disk = RunState {
-            last_version: unused.checked_sub(1),
-        };
-        let saved = RunState::load_or_rebuild(output, on_disk)
-            .map_err(|e| PipelineError::Run(e.to_string()))?
-            .next_version();
-        // Never reuse a version a crashed run wrote without committing it.
-        let first_version = saved.max(unused);
         let config = timely::Config::from_args(options.timely_args.iter().cloned())
             .map_err(PipelineError::Run)?;
         let process = match &config.communication {
             timely::CommunicationConfig::Cluster { process, .. } => *process,
             _ => 0,
         };
+        // The first process (which alone writes manifests) brings the output folder back to
+        // its last commit; a version written and never committed is removed, so its number
+        // is used again.
+        let sinks = sink_folders(&self.compiled);
+        let state = if process == 0 {
+            recover(output, &sinks).map_err(|e| PipelineError::Run(e.to_string()))?
+        } else {
+            committed(output, &sinks)
+        };
+        let first_version = state.next_version();
         let run = RunInfo {
             output: output.clone(),
             seed: self.compiled.pipeline.seed,
@@ -190,7 +166,7 @@ impl Pipeline {
         };
         let shared =
             prepare::prepare(&self.compiled, resources, run).map_err(PipelineError::Run)?;
-        RunningPipeline::start(shared, config, options.progress)
+        RunningPipeline::start(shared, config, options.progress, state)
     }
 
     /// Runs the pipeline once: one version from everything the sources and feedback hold;

@@ -6,9 +6,11 @@
 use super::feed::{feed, scan, Pushed};
 use super::summary::{progress_message, spinner, RunSummary};
 use super::PipelineError;
+use crate::graph::build::sink_folders;
 use crate::graph::build::{build, Shared};
 use crate::operators::source::worker_for;
 use crate::record::{Progress, Sample, Score};
+use crate::store::commit::commit;
 use crate::store::state::RunState;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -105,6 +107,8 @@ pub struct RunningPipeline {
     local_workers: usize,
     next_version: u64,
     versions: Vec<u64>,
+    /// The last committed version and each sink's snapshot in it.
+    committed: RunState,
     started: Instant,
 }
 
@@ -113,6 +117,7 @@ impl RunningPipeline {
         shared: Shared,
         config: timely::Config,
         progress: bool,
+        committed: RunState,
     ) -> Result<RunningPipeline, PipelineError> {
         use timely::CommunicationConfig as C;
         let local_workers = match &config.communication {
@@ -141,6 +146,7 @@ impl RunningPipeline {
             local_workers,
             next_version,
             versions: Vec::new(),
+            committed,
             started: Instant::now(),
         })
     }
@@ -206,21 +212,18 @@ impl RunningPipeline {
         Ok(())
     }
 
-    /// The rows of one input of a sink's current snapshot, as JSON values.
+    /// The rows of one input of a sink's committed snapshot, as JSON values.
     pub fn snapshot(
         &self,
         sink: &str,
         input: &str,
     ) -> Result<Vec<serde_json::Value>, PipelineError> {
         self.expect_op(sink, "sink")?;
-        let file = self
-            .shared
-            .compiled
-            .pipeline
-            .output
-            .join(sink)
-            .join("current")
-            .join(format!("{input}.jsonl"));
+        // The committed snapshot (what `current` points at once the commit is published).
+        let folder = (self.committed.snapshots.get(sink).cloned())
+            .unwrap_or_else(|| format!("{sink}/current"));
+        let output = &self.shared.compiled.pipeline.output;
+        let file = output.join(folder).join(format!("{input}.jsonl"));
         let text = std::fs::read_to_string(&file)
             .map_err(|e| PipelineError::Run(format!("{}: {e}", file.display())))?;
         text.lines()
@@ -284,9 +287,13 @@ impl RunningPipeline {
         Ok(())
     }
 
-    /// Records the versions the sinks wrote and persists the last one.
+    /// Commits what the sinks wrote for the version just completed, for all of them at once:
+    /// `state/run.json` names each sink's snapshot, then each `current` is switched
+    /// (`store::commit`). Only the process holding worker 0 writes manifests, so only it has
+    /// anything to commit.
     fn commit(&mut self) -> Result<(), PipelineError> {
         let mut versions = Vec::new();
+        let mut state = self.committed.clone();
         for (sink, log) in self.shared.sink_logs() {
             let log = log.lock().expect("sink log");
             if let Some(error) = &log.error {
@@ -294,22 +301,21 @@ impl RunningPipeline {
                     "sink `{sink}` could not write: {error}"
                 )));
             }
+            if let Some(last) = log.versions.last() {
+                state.set_snapshot(sink, *last);
+            }
             versions.extend(log.versions.iter().copied());
         }
         versions.sort_unstable();
         versions.dedup();
-        if versions != self.versions {
-            // Only the process that holds worker 0 writes; others have nothing to commit.
-            if let Some(last) = versions.last() {
-                let output = &self.shared.compiled.pipeline.output;
-                RunState {
-                    last_version: Some(*last),
-                }
-                .save(output)
-                .map_err(|e| PipelineError::Run(e.to_string()))?;
-            }
-            self.versions = versions;
+        state.last_version = state.last_version.max(versions.last().copied());
+        if state != self.committed {
+            let output = &self.shared.compiled.pipeline.output;
+            let sinks = sink_folders(&self.shared.compiled);
+            commit(output, &state, &sinks).map_err(|e| PipelineError::Run(e.to_string()))?;
+            self.committed = state;
         }
+        self.versions = versions;
         Ok(())
     }
 }

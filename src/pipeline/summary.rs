@@ -32,10 +32,12 @@ impl RunSummary {
             .map(|(name, stats)| {
                 let node = shared.nodes.get(name);
                 let busy = node.map_or(0.0, |node| node.model_seconds());
-                let summary = match node.and_then(|node| node.retries()) {
+                let mut summary = match node.and_then(|node| node.retries()) {
                     Some(retries) => stats.summary_with(busy, retries),
                     None => stats.summary(busy),
                 };
+                let op = shared.compiled.nodes.get(name).map(|n| n.op.kind());
+                summary.op = op.map(str::to_string);
                 (name.clone(), summary)
             })
             .collect();
@@ -50,22 +52,65 @@ impl RunSummary {
         }
     }
 
-    /// One plain line for logs.
+    /// One plain line for logs: the versions written (the first two and last two once there
+    /// are more than four, so a long watch keeps it short), records in → out per node, and per
+    /// model node what its model computed and what came from the store.
     pub fn line(&self) -> String {
         let counts: Vec<String> = self
             .nodes
             .iter()
             .filter(|(name, _)| *name != ERRORS_SINK)
-            .map(|(name, n)| format!("{name} {}→{}", n.records_in, n.records_out))
+            .map(|(name, n)| format!("{name} {}→{}{}", n.records_in, n.records_out, work(n)))
             .collect();
         format!(
-            "{}: version(s) {:?} written in {:.2}s; {}; {} error record(s)",
+            "{}: version(s) {} written in {:.2}s; {}; {} error record(s)",
             self.pipeline,
-            self.versions_written,
+            versions(&self.versions_written),
             self.seconds,
             counts.join(", "),
             self.errors
         )
+    }
+}
+
+/// `[0, 1, 2]`, or `[0, 1, …, 56, 57] (58 in all)` past four versions.
+fn versions(written: &[u64]) -> String {
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    if written.len() <= 4 {
+        return format!("[{}]", list(written));
+    }
+    let (head, tail) = (&written[..2], &written[written.len() - 2..]);
+    format!(
+        "[{}, …, {}] ({} in all)",
+        list(head),
+        list(tail),
+        written.len()
+    )
+}
+
+/// ` (12 made, 3 from the store)` for a model node: answers its model computed and answers
+/// the memo or the store already held (images for `generate`, scores for `quality` and
+/// `classify`); a quality node's regenerated images follow.
+fn work(node: &NodeSummary) -> String {
+    let verb = match node.op.as_deref() {
+        Some("generate") => "made",
+        Some("quality") => "scored",
+        Some("classify") => "classified",
+        _ => return String::new(),
+    };
+    match &node.retries {
+        // The node's counters include its retries; its own scoring is what is left.
+        Some(retries) => format!(
+            " ({} {verb}, {} from the store; retries: {} made, {} from the store)",
+            node.computed - retries.computed,
+            node.cache_hits - retries.cache_hits,
+            retries.computed,
+            retries.cache_hits
+        ),
+        None => format!(
+            " ({} {verb}, {} from the store)",
+            node.computed, node.cache_hits
+        ),
     }
 }
 
@@ -104,4 +149,56 @@ pub fn progress_message(shared: &Shared) -> String {
         .map(|(name, stats)| format!("{name} {}", stats.summary(0.0).records_out))
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: Option<&str>, records: (u64, u64), work: (u64, u64)) -> NodeSummary {
+        NodeSummary {
+            op: op.map(str::to_string),
+            records_in: records.0,
+            records_out: records.1,
+            computed: work.0,
+            cache_hits: work.1,
+            ..NodeSummary::default()
+        }
+    }
+
+    #[test]
+    fn the_line_says_what_each_model_computed_and_what_came_from_the_store() {
+        let mut quality = node(Some("quality"), (12, 9), (5, 10));
+        quality.retries = Some(Box::new(node(None, (0, 0), (2, 1))));
+        let nodes = [
+            ("train", node(Some("source"), (0, 120), (0, 0))),
+            ("scores", node(Some("classify"), (120, 120), (0, 120))),
+            ("synthetic", node(Some("generate"), (3, 12), (4, 8))),
+            ("quality", quality),
+            ("out", node(Some("sink"), (21, 0), (0, 0))),
+            ("errors", node(None, (1, 0), (0, 0))),
+        ];
+        let summary = RunSummary {
+            pipeline: "p".into(),
+            versions_written: vec![3],
+            nodes: nodes.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
+            errors: 1,
+            seconds: 1.5,
+        };
+        assert_eq!(
+            summary.line(),
+            "p: version(s) [3] written in 1.50s; train 0→120, scores 120→120 (0 classified, \
+             120 from the store), synthetic 3→12 (4 made, 8 from the store), quality 12→9 \
+             (3 scored, 9 from the store; retries: 2 made, 1 from the store), out 21→0; \
+             1 error record(s)"
+        );
+    }
+
+    #[test]
+    fn a_long_watch_shows_a_bounded_version_list() {
+        assert_eq!(versions(&[]), "[]");
+        assert_eq!(versions(&[0, 1, 2, 5]), "[0, 1, 2, 5]");
+        let many: Vec<u64> = (0..10_000).collect();
+        assert_eq!(versions(&many), "[0, 1, …, 9998, 9999] (10000 in all)");
+    }
 }

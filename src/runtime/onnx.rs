@@ -16,10 +16,29 @@ pub const BUNDLED_LIBRARY: &str = "vendor/onnxruntime/libonnxruntime.so.1.31.1";
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, RuntimeError>> = OnceLock::new();
 
-/// The process-wide ONNX Runtime environment, created on first use.
+/// The variable that stops ONNX Runtime's telemetry before it starts.
+pub const TELEMETRY_VARIABLE: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Turns ONNX Runtime's telemetry off for this process, unless the user's environment already
+/// says `ORT_DISABLE_TELEMETRY` either way. Since 1.29 ONNX Runtime's Linux build has 1DS
+/// telemetry: creating its environment writes a device id and an event database (SQLite,
+/// `onnxruntime.db`) under `$XDG_CACHE_HOME` or `~/.cache/Microsoft/DeveloperTools/.onnxruntime/`
+/// and may upload events. `DisableTelemetryEvents` (what `with_telemetry(false)` calls) comes
+/// after the environment exists, too late for those files; only the variable, read when the
+/// environment is created, stops all of it. Call it before other threads start (`discl` does so
+/// first thing); [`environment`] calls it too, for programs that embed discl.
+pub fn disable_telemetry() {
+    if std::env::var_os(TELEMETRY_VARIABLE).is_none() {
+        std::env::set_var(TELEMETRY_VARIABLE, "1");
+    }
+}
+
+/// The process-wide ONNX Runtime environment, created on first use, with ONNX Runtime's
+/// telemetry off ([`disable_telemetry`]).
 pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
     ENVIRONMENT
         .get_or_init(|| {
+            disable_telemetry();
             let library = library_path()?;
             let builder = ort::init_from(&library).map_err(|e| RuntimeError::Library {
                 path: library.clone(),
@@ -27,6 +46,7 @@ pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeEr
             })?;
             builder
                 .with_name("discl")
+                .with_telemetry(false)
                 .build()
                 .map_err(|e| RuntimeError::Environment {
                     message: e.to_string(),

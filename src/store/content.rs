@@ -42,8 +42,10 @@ pub fn current_content(folder: &Path) -> Option<String> {
     info.get("content")?.as_str().map(str::to_owned)
 }
 
-/// Writes the snapshot as [`super::manifest::write_snapshot`] does, unless `current` already
-/// holds the same content; returns whether it wrote.
+/// Writes the snapshot's version folder as [`super::manifest::write_snapshot`] does, unless
+/// `current` already holds the same content; returns whether it wrote. The folder is not made
+/// current: the caller publishes it ([`super::manifest::publish_snapshot`]), alone or in one
+/// commit with other sinks ([`super::commit`]).
 pub fn write_snapshot_if_changed(
     folder: &Path,
     version: u64,
@@ -62,7 +64,7 @@ pub fn write_snapshot_if_changed(
 mod tests {
     use super::*;
     use crate::record::Sample;
-    use crate::store::manifest::{ManifestFormat, TableKind};
+    use crate::store::manifest::{publish_snapshot, ManifestFormat, TableKind};
 
     #[test]
     fn an_unchanged_snapshot_is_not_written_again_whatever_its_version() {
@@ -88,7 +90,11 @@ mod tests {
             provenance: &provenance,
         };
         let write = |version, tables: Vec<Vec<(&Row, isize)>>| {
-            write_snapshot_if_changed(dir.path(), version, &layout, &tables).unwrap()
+            let wrote = write_snapshot_if_changed(dir.path(), version, &layout, &tables).unwrap();
+            if wrote {
+                publish_snapshot(dir.path(), version, layout.keep).unwrap();
+            }
+            wrote
         };
         // A fresh folder gets its first snapshot even when empty.
         assert!(write(0, vec![vec![]]));

@@ -31,6 +31,9 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    /// The index database is held by a running discl, so `gc` removes nothing.
+    #[error("{path}: in use by a running discl; stop it before removing anything")]
+    InUse { path: PathBuf },
     /// A transaction, table or lookup of the index database failed.
     #[error("{path}: {source}")]
     Index {

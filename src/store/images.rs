@@ -167,6 +167,20 @@ impl ImageStore {
         Ok(stored)
     }
 
+    /// Drops the index entries of images whose files were removed (`discl gc`), in one
+    /// transaction.
+    pub fn forget(&self, keys: &[Digest]) -> Result<(), StoreError> {
+        let fail = |e: redb::Error| StoreError::index(&self.index, e);
+        let txn = self.db.begin_write().map_err(|e| fail(e.into()))?;
+        {
+            let mut table = txn.open_table(IMAGES).map_err(|e| fail(e.into()))?;
+            for key in keys {
+                table.remove(key.0.as_slice()).map_err(|e| fail(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| fail(e.into()))
+    }
+
     /// The absolute path of a stored image.
     pub fn path(&self, stored: &StoredImage) -> PathBuf {
         self.root.join(&stored.file)

@@ -111,8 +111,8 @@ pub fn version_dir(version: u64) -> String {
 }
 
 /// Writes `<folder>/v{version}/<input>.<ext>` for every input and format, then makes it current
-/// and drops versions older than the newest `keep`. `kinds[i]` is the kind of record input `i`
-/// carries; a row of another kind is an error and nothing is written.
+/// and drops versions older than the newest `keep` ([`publish_snapshot`]). `kinds[i]` is the
+/// kind of record input `i` carries; a row of another kind is an error and nothing is written.
 pub fn write_snapshot(
     folder: &Path,
     version: u64,
@@ -120,10 +120,33 @@ pub fn write_snapshot(
     tables: &[Vec<(&Row, isize)>],
 ) -> Result<(), StoreError> {
     let content = super::content::content_digest(layout, tables);
-    write_snapshot_with(folder, version, layout, tables, &content)
+    write_snapshot_with(folder, version, layout, tables, &content)?;
+    publish_snapshot(folder, version, layout.keep)
 }
 
-/// [`write_snapshot`], given the tables' content digest for `_snapshot.json`.
+/// Makes a written version the one `<folder>/current` points at, atomically, then drops the
+/// versions older than the newest `keep` before it.
+pub fn publish_snapshot(folder: &Path, version: u64, keep: usize) -> Result<(), StoreError> {
+    replace_symlink(&folder.join("current"), &version_dir(version))?;
+    prune(folder, version, keep)
+}
+
+/// The version `<folder>/current` points at, if it points at a version folder.
+pub fn current_version(folder: &Path) -> Option<u64> {
+    let target = std::fs::read_link(folder.join("current")).ok()?;
+    parse_version_dir(target.to_str()?)
+}
+
+/// The version a `vNNNNNN` folder name stands for.
+pub fn parse_version_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix('v')?;
+    let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    all_digits.then(|| digits.parse().ok()).flatten()
+}
+
+/// [`write_snapshot`]'s first half, given the tables' content digest for `_snapshot.json`: the
+/// version folder is renamed into place whole (and the rename made durable), but not made
+/// current — readers do not see it until [`publish_snapshot`].
 pub(super) fn write_snapshot_with(
     folder: &Path,
     version: u64,
@@ -135,7 +158,7 @@ pub(super) fn write_snapshot_with(
         inputs,
         kinds,
         formats,
-        keep,
+        keep: _,
         provenance,
     } = *layout;
     if inputs.len() != kinds.len() || inputs.len() != tables.len() {
@@ -209,9 +232,7 @@ pub(super) fn write_snapshot_with(
         fs::remove_dir_all(&target).map_err(|e| fail(&target, e))?;
     }
     fs::rename(&staging, &target).map_err(|e| fail(&target, e))?;
-    sync_dir(folder)?;
-    replace_symlink(&folder.join("current"), &name)?;
-    prune(folder, version, keep)
+    sync_dir(folder)
 }
 
 /// How a sink lays out its snapshots.
@@ -254,7 +275,7 @@ fn prune(folder: &Path, current: u64, keep: usize) -> Result<(), StoreError> {
     let mut versions: Vec<u64> = fs::read_dir(folder)
         .map_err(|e| StoreError::io(folder, e))?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse().ok())
+        .filter_map(|e| parse_version_dir(e.file_name().to_str()?))
         .filter(|v| *v < current)
         .collect();
     versions.sort_unstable();

@@ -1,16 +1,23 @@
-//! `<output>/state/`: the last committed version, so a new run continues the version sequence
-//! instead of overwriting earlier snapshots.
+//! `<output>/state/run.json`: the last committed version and the snapshot folder of each sink
+//! that belongs to it. Writing this file (atomically) is what commits a version for every sink
+//! at once ([`super::commit`]); a new run continues the version sequence from it.
 
 use super::atomic::write_file;
 use super::error::StoreError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The persisted run state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunState {
-    /// The last version every sink finished writing.
+    /// The last committed version.
     pub last_version: Option<u64>,
+    /// Each sink's snapshot in that version, as a folder relative to the output folder
+    /// (`"manifests": "manifests/v000007"`); a sink whose rows did not change keeps an older
+    /// one. Absent in files an earlier discl wrote.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, String>,
 }
 
 const FILE: &str = "state/run.json";
@@ -48,6 +55,19 @@ impl RunState {
         }
     }
 
+    /// The version of a sink's committed snapshot.
+    pub fn version_of(&self, sink: &str) -> Option<u64> {
+        let folder = self.snapshots.get(sink)?;
+        let name = folder.strip_prefix(sink)?.strip_prefix('/')?;
+        super::manifest::parse_version_dir(name)
+    }
+
+    /// Names `version` as a sink's committed snapshot.
+    pub fn set_snapshot(&mut self, sink: &str, version: u64) {
+        let folder = format!("{sink}/{}", super::manifest::version_dir(version));
+        self.snapshots.insert(sink.to_string(), folder);
+    }
+
     /// The first version a new run uses.
     pub fn next_version(&self) -> u64 {
         self.last_version.map_or(0, |v| v + 1)
@@ -71,6 +91,7 @@ mod tests {
         assert_eq!(state.next_version(), 0);
         RunState {
             last_version: Some(4),
+            ..RunState::default()
         }
         .save(dir.path())
         .unwrap();
@@ -87,6 +108,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rebuilt = RunState {
             last_version: Some(6),
+            ..RunState::default()
         };
         assert_eq!(
             RunState::load_or_rebuild(dir.path(), rebuilt.clone()).unwrap(),

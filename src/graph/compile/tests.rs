@@ -79,12 +79,26 @@ fn a_wrong_value_names_its_field_and_line_from_the_span() {
         .iter()
         .map(|e| (e.line, e.field.as_deref()))
         .collect();
-    assert_eq!(placed, vec![(14, Some("batch_size")), (19, Some("levels"))]);
+    assert_eq!(
+        placed,
+        vec![
+            (14, Some("batch_size")),
+            (19, Some("levels")),
+            (20, Some("scheduler"))
+        ]
+    );
     assert!(
         errors[0].message.contains("invalid type: string \"many\""),
         "{errors:?}"
     );
-    assert_eq!(errors[1].message, "level λ = 1.5 is outside [0, 1)");
+    assert_eq!(
+        errors[1].message,
+        "field `levels`: level λ = 1.5 is outside [0, 1)"
+    );
+    assert!(
+        errors[2].message.starts_with("field `scheduler`: "),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -98,5 +112,50 @@ fn orders_nodes_by_dependency() {
     assert_eq!(
         compiled.nodes.keys().collect::<Vec<_>>(),
         vec!["train", "s", "out"]
+    );
+}
+
+#[test]
+fn five_wrong_fields_are_five_errors_each_naming_field_and_line() {
+    let text = format!(
+        "{HEAD}[nodes.train]\nop = \"source\"\nformat = \"image_folder\"\npath = \"d\"\n\
+         [nodes.g]\nop = \"generate\"\ninputs = [\"train\"]\nmodel = \"m\"\n\
+         levels = \"low\"\nseeds = \"four\"\nsteps = 2.5\nguidance_scale = \"high\"\nbatch_size = -1\n"
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "g.toml:14: node `g`: field `levels`: invalid type: string \"low\", expected a sequence",
+            "g.toml:15: node `g`: field `seeds`: invalid type: string \"four\", expected u32",
+            "g.toml:16: node `g`: field `steps`: invalid type: floating point `2.5`, expected usize",
+            "g.toml:17: node `g`: field `guidance_scale`: invalid type: string \"high\", expected f32",
+            "g.toml:18: node `g`: field `batch_size`: invalid value: integer `-1`, expected usize",
+        ]
+    );
+    let errors = compile(GraphFile::parse("g.toml", &text).unwrap()).unwrap_err();
+    let fields: Vec<_> = errors.iter().map(|e| e.field.as_deref().unwrap()).collect();
+    assert_eq!(
+        fields,
+        ["levels", "seeds", "steps", "guidance_scale", "batch_size"]
+    );
+}
+
+#[test]
+fn unknown_and_wrong_fields_together_and_a_missing_one() {
+    // An inline-table node: an unknown field, a wrong type and a missing `model`, all at once;
+    // the wrong `levels` left out is not reported again as missing.
+    let text = format!(
+        "{HEAD}[nodes]\ntrain = {{ op = \"source\", format = \"image_folder\", path = \"d\" }}\n\
+         g = {{ op = \"generate\", inputs = [\"train\"], colour = \"red\",\n  levels = 3 }}\n"
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "g.toml:8: node `g`: unknown field `colour`, expected one of `model`, `levels`, \
+             `seeds`, `steps`, `guidance_scale`, `scheduler`, `batch_size`, `prompt`, `prompts`, \
+             `classes_from`, `classes`",
+            "g.toml:8: node `g`: missing field `model`",
+            "g.toml:9: node `g`: field `levels`: invalid type: integer `3`, expected a sequence",
+        ]
     );
 }

@@ -124,6 +124,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn trainer(&self) -> Option<&train::TrainConfig> {
         None
     }
+    /// For a node that writes snapshots (a sink): how many versions it keeps before its
+    /// current one.
+    fn kept_versions(&self) -> Option<usize> {
+        None
+    }
     /// Input, transform or output.
     fn role(&self) -> Role {
         Role::Transform

@@ -3,7 +3,7 @@
 
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, Role, StartContext, Stream};
 use crate::graph::spec::RESERVED;
-use crate::operators::sink::SinkLog;
+use crate::operators::sink::{Publish, SinkLog};
 use crate::operators::{SinkExt, SinkParams};
 use crate::record::RecordKind;
 use crate::store::manifest::ManifestFormat;
@@ -68,6 +68,9 @@ impl Op for SinkConfig {
     fn role(&self) -> Role {
         Role::Output
     }
+    fn kept_versions(&self) -> Option<usize> {
+        Some(self.keep_versions)
+    }
     fn dot_detail(&self) -> String {
         let names: Vec<String> = self
             .formats
@@ -117,6 +120,7 @@ impl Node for SinkNode {
             stats: dataflow.stats_of(&node.name),
             written: Arc::clone(&self.log),
             provenance: dataflow.run.provenance.clone(),
+            publish: Publish::AtCommit,
         })
         .probe_with(&dataflow.probe);
         Stream::Nothing
