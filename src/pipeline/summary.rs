@@ -184,6 +184,7 @@ mod tests {
             nodes: nodes.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
             errors: 1,
             seconds: 1.5,
+            training: None,
         };
         assert_eq!(
             summary.line(),
