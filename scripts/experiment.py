@@ -17,6 +17,7 @@ built-in learner stage by stage and evaluates it on the official test set. Arms:
   random               one λ per stage by keyed hash
   specific_to_diverse  λ descending
   discl                λ ascending: DisCL's diverse-to-specific curriculum
+  discl_oversample     the same, its final real-only stage oversampling the hard real images
   lq_ce, lq_discl, lq_adaptive
                        the same on a low-quality (blurred, noised) copy of the training set
                        (scripts/data/make_lq.py): real only, diverse-to-specific, and the adaptive
@@ -53,6 +54,9 @@ ARMS = {
     "random": ("lt", 'schedule = "random"', ""),
     "specific_to_diverse": ("lt", 'schedule = "specific_to_diverse"', ""),
     "discl": ("lt", 'schedule = "diverse_to_specific"', ""),
+    # A follow-up: DisCL whose final real-only stage oversamples the hard real images, as the
+    # oversample arm does in every stage (the main arms' real stage keeps the natural share).
+    "discl_oversample": ("lt", 'schedule = "diverse_to_specific"', "oversample_real = true"),
     "lq_ce": ("lq", 'schedule = "real_only"', "oversample_real = false"),
     "lq_discl": ("lq", 'schedule = "diverse_to_specific"', ""),
     "lq_adaptive": ("lq", 'schedule = "adaptive"\ninputs = ["trainer.progress"]\nstart_level = 0.1', ""),
@@ -247,7 +251,7 @@ def plot(results, arms, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=[a for a in ARMS if a != "discl_oversample"], choices=list(ARMS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2, help="epochs per curriculum stage (5 stages)")
     ap.add_argument("--real-epochs", type=int, default=2, help="epochs of the final real-only stage")
@@ -273,7 +277,15 @@ def main():
     def lane(data, name):
         return os.path.join(args.out, f"{data}-{name}")
 
+    runs = os.path.join(args.out, "runs")
+    os.makedirs(runs, exist_ok=True)
+
     def execute(arm, seed, folder):
+        done = os.path.join(runs, f"{arm}-{seed}.json")
+        if os.path.isfile(done):  # a rerun resumes: finished runs are kept
+            with open(done) as f:
+                kept = json.load(f)
+            return kept["report"], kept["seconds"]
         text = graph(arm, seed, os.path.relpath(folder, REPO), args)
         path = os.path.join(args.out, "graphs", f"{arm}-{seed}.toml")
         with open(path, "w") as f:
@@ -282,15 +294,26 @@ def main():
         with open(os.path.join(folder, "learner", "report.json")) as f:
             report = json.load(f)
         print(f"{arm} seed {seed}: {seconds:.0f} s, few {report['stages'][-1]['test']['few']:.3f}", flush=True)
+        with open(done + ".tmp", "w") as f:
+            json.dump({"report": report, "seconds": seconds, "graph": text}, f)
+        os.replace(done + ".tmp", done)
         return report, seconds
 
     reports = {}
+    failures = []
+
+    def guarded(arm, seed, folder):
+        try:
+            reports[(arm, seed)] = execute(arm, seed, folder)
+        except BaseException as e:  # noqa: BLE001 — a failed run is reported, the others go on
+            failures.append(f"{arm} seed {seed}: {e}")
+            print(f"FAILED {arm} seed {seed}: {e}", flush=True)
     # Phase 1: the first job of each kind of data generates its images, both kinds at once.
     firsts = [(d, jobs[d].pop(0)) for d in ("lt", "lq") if jobs[d]]
     threads = []
     for data, (arm, seed) in firsts:
         def first(data=data, arm=arm, seed=seed):
-            reports[(arm, seed)] = execute(arm, seed, lane(data, "a"))
+            guarded(arm, seed, lane(data, "a"))
         threads.append(threading.Thread(target=first))
         threads[-1].start()
     for t in threads:
@@ -309,7 +332,7 @@ def main():
                 if not queue:
                     return
                 data, (arm, seed) = queue.pop(0)
-            reports[(arm, seed)] = execute(arm, seed, lane(data, name))
+            guarded(arm, seed, lane(data, name))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in ("a", "b")]
     for t in threads:
@@ -317,6 +340,8 @@ def main():
     for t in threads:
         t.join()
     wall = time.time() - started
+    if failures:
+        raise SystemExit("failed runs (rerun the same command to finish them):\n  " + "\n  ".join(failures))
 
     results = {}
     for arm in args.arms:

@@ -70,14 +70,75 @@ fn fashion_cnn_classifies_the_fixture() {
         .all(|row| score_logits(row, 1).predicted == 1));
 }
 
+/// The shipped judge: its session, input spec and class-prompt embeddings.
+struct Judge {
+    session: ort::session::Session,
+    spec: ImageSpec,
+    prompts: Vec<Vec<f32>>,
+}
+
+impl Judge {
+    fn open() -> Judge {
+        let folder = Path::new(REPO).join("models/fashion-judge");
+        let (meta, _) = ModelMeta::load(&folder).unwrap();
+        let session =
+            onnx::open_session(&folder.join(&meta.onnx), &SessionOptions::default()).unwrap();
+        let text: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("text_embeds.json")).unwrap(),
+        )
+        .unwrap();
+        let prompts = text["embeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let values = e.as_array().unwrap().iter();
+                values.map(|v| v.as_f64().unwrap() as f32).collect()
+            })
+            .collect();
+        let [channels, height, width] = meta.input_shape;
+        let spec = ImageSpec {
+            channels,
+            height,
+            width,
+            mean: meta.mean.clone(),
+            std: meta.std.clone(),
+        };
+        Judge {
+            session,
+            spec,
+            prompts,
+        }
+    }
+
+    /// The class whose prompt each image (normalised by the judge's spec, CHW) is nearest.
+    fn best(&mut self, x: &[f32]) -> Vec<usize> {
+        let n = x.len() / self.spec.len();
+        let shape = [n, self.spec.channels, self.spec.height, self.spec.width];
+        let input = TensorRef::from_array_view((shape, x)).unwrap();
+        let out = self
+            .session
+            .run(ort::inputs!["pixel_values" => input])
+            .unwrap();
+        let (_, embeds) = out["image_embeds"].try_extract_tensor::<f32>().unwrap();
+        let prompts = &self.prompts;
+        (0..n)
+            .map(|k| {
+                let e = &embeds[k * 64..(k + 1) * 64];
+                (0..prompts.len())
+                    .max_by(|&i, &j| cosine(e, &prompts[i]).total_cmp(&cosine(e, &prompts[j])))
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
 #[test]
 fn fashion_judge_scores_images_against_its_prompts() {
     let folder = Path::new(REPO).join("models/fashion-judge");
-    let (meta, _) = ModelMeta::load(&folder).unwrap();
-    let mut session =
-        onnx::open_session(&folder.join(&meta.onnx), &SessionOptions::default()).unwrap();
-    let inputs = onnx::inputs(&session);
-    let outputs = onnx::outputs(&session);
+    let mut judge = Judge::open();
+    let inputs = onnx::inputs(&judge.session);
+    let outputs = onnx::outputs(&judge.session);
     assert_eq!(
         (inputs[0].name.as_str(), inputs[0].shape.as_slice()),
         ("pixel_values", &[-1, 1, 28, 28][..])
@@ -86,50 +147,68 @@ fn fashion_judge_scores_images_against_its_prompts() {
         (outputs[0].name.as_str(), outputs[0].shape.as_slice()),
         ("image_embeds", &[-1, 64][..])
     );
-    let text: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("text_embeds.json")).unwrap())
-            .unwrap();
-    let prompts: Vec<Vec<f32>> = text["embeds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            e.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
-    assert_eq!(prompts.len(), 10);
-    let [c, h, w] = meta.input_shape;
-    let spec = ImageSpec {
-        channels: c,
-        height: h,
-        width: w,
-        mean: meta.mean.clone(),
-        std: meta.std.clone(),
-    };
+    assert_eq!(judge.prompts.len(), 10);
+    let (meta, _) = ModelMeta::load(&folder).unwrap();
     let images = fixture_images(&meta.classes);
-    let x = pixels(&images, &spec);
-    let input = TensorRef::from_array_view(([images.len(), c, h, w], x.as_slice())).unwrap();
-    let out = session.run(ort::inputs!["pixel_values" => input]).unwrap();
-    let (_, embeds) = out["image_embeds"].try_extract_tensor::<f32>().unwrap();
-    let cosine = |a: &[f32], b: &[f32]| {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt()
-            * b.iter().map(|x| x * x).sum::<f32>().sqrt())
-    };
-    let mut correct = 0;
-    for (k, (_, label)) in images.iter().enumerate() {
-        let e = &embeds[k * 64..(k + 1) * 64];
-        let best = (0..10)
-            .max_by(|&i, &j| cosine(e, &prompts[i]).total_cmp(&cosine(e, &prompts[j])))
-            .unwrap();
-        correct += (best == *label) as usize;
-    }
+    let x = pixels(&images, &judge.spec.clone());
+    let best = judge.best(&x);
+    let correct = images
+        .iter()
+        .zip(&best)
+        .filter(|((_, label), best)| label == *best)
+        .count();
     // 90.5% on the official test set.
     assert!(correct >= 96, "{correct}/120 matched their own prompt best");
+}
+
+/// The generator at λ = 0 (class only, DDIM 25 steps, the guidance `training/selection.json`
+/// chose): the judge recognises the intended class of 4 images per class at least 80% of the
+/// time (93% over 2 × 500 images in the selection).
+#[test]
+fn fashion_unet_makes_images_the_judge_recognises() {
+    let folder = Path::new(REPO).join("models/fashion-unet");
+    let model = DiffusionModel::open(&folder, &SessionOptions::default()).unwrap();
+    let mut generator = Generator::new(model);
+    let settings = GenerationSettings {
+        steps: 25,
+        guidance_scale: 1.25,
+        scheduler: SchedulerKind::Ddim,
+        batch_size: 8,
+    };
+    let requests: Vec<ImageRequest> = (0..40u64)
+        .map(|i| ImageRequest {
+            source: None,
+            condition: Condition::Class((i % 10) as i64),
+            level: 0,
+            noise: NoiseKey {
+                pipeline_seed: 0,
+                sample: i,
+                level: 0,
+                seed_index: 0,
+            },
+        })
+        .collect();
+    let out = generator
+        .generate(&requests, &settings, &ServiceStats::default())
+        .unwrap();
+    let mut judge = Judge::open();
+    // Generator pixels are in [-1, 1]; the judge wants (x/255 - mean) / std.
+    let (mean, std) = (judge.spec.mean[0], judge.spec.std[0]);
+    let x: Vec<f32> = out
+        .iter()
+        .flat_map(|image| {
+            image
+                .iter()
+                .map(move |v| ((v.clamp(-1.0, 1.0) + 1.0) / 2.0 - mean) / std)
+        })
+        .collect();
+    let best = judge.best(&x);
+    let correct = best
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| i % 10 == **b)
+        .count();
+    assert!(correct >= 32, "the judge recognised {correct}/40");
 }
 
 #[test]

@@ -64,9 +64,16 @@ fn fixed_all_levels_and_text_only_repeat_one_choice() {
     assert!(text[..3].iter().all(|p| p.levels == vec![0]));
     assert_eq!(text[3].levels, Vec::<Level>::new());
     let real = curriculum(Schedule::RealOnly).static_plans();
-    assert_eq!(real.len(), text.len(), "a baseline trains as long as a curriculum");
+    assert_eq!(
+        real.len(),
+        text.len(),
+        "a baseline trains as long as a curriculum"
+    );
     assert!(real.iter().all(|p| p.levels.is_empty()));
-    assert_eq!(real.iter().map(|p| p.epochs).collect::<Vec<_>>(), text.iter().map(|p| p.epochs).collect::<Vec<_>>());
+    assert_eq!(
+        real.iter().map(|p| p.epochs).collect::<Vec<_>>(),
+        text.iter().map(|p| p.epochs).collect::<Vec<_>>()
+    );
 }
 
 #[test]

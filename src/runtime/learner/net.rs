@@ -63,7 +63,12 @@ impl Net {
     /// Fresh weights: PyTorch's defaults (uniform ±1/√fan_in for convolutions and the head,
     /// γ = 1, β = 0), drawn from keyed streams of `seed`.
     /// `widths`: output channels of the five blocks ([`WIDTHS`] is fashion-cnn's).
-    pub fn new(channels: usize, classes: usize, widths: [usize; 5], seed: u64) -> Result<Net, LearnerError> {
+    pub fn new(
+        channels: usize,
+        classes: usize,
+        widths: [usize; 5],
+        seed: u64,
+    ) -> Result<Net, LearnerError> {
         let mut blocks = Vec::new();
         let mut c_in = channels;
         for (i, &c_out) in widths.iter().enumerate() {
