@@ -3,80 +3,25 @@
 //! curriculum → stage manifests, built in one timely worker. Prints the full build's seconds,
 //! the seconds to absorb `CHANGED` new feedback scores (a new checkpoint for that many samples,
 //! moving some in or out of the hard set), the manifest rows, and the process's peak RSS.
-//! `scripts/bench/curriculum_pandas.py` does the same full recompute with pandas, for the ratio.
+//! `scripts/bench/curriculum_pandas.py` does the same work with pandas, for the ratio: the same
+//! records, rules, BLAKE3 keyed hashes and whole manifest rows (`tests/curriculum_pandas.rs`
+//! checks at a small size that its rows equal these).
 //!
 //! Runs `RUNS` times (3) and prints medians; then runs the pandas script (with
 //! `.venv-test/bin/python` or `PANDAS_PYTHON`) on the same sizes and prints the ratios side by
 //! side: the full build against pandas' full recompute, and absorbing the change against
-//! pandas' full recompute (pandas has no incremental path: a change means recomputing all).
-//! The clock leaves out making the input records, as the pandas script does.
+//! pandas' recompute after the same change (pandas has no incremental path: a change means
+//! recomputing all). The clock leaves out making the input records, as the pandas script does.
 //!
 //!   cargo bench --bench curriculum                 # 1,000,000 synthetic records
 //!   SYNTHETIC=100000 RUNS=5 cargo bench --bench curriculum
 
-use differential_dataflow::input::Input;
-use discl::operators::curriculum::{stage_plans, Curriculum, Schedule};
-use discl::operators::mix::{mix, MixRule};
-use discl::operators::{Combine, HardExt, HardSampleRule};
-use discl::record::{Digest, GenKey, Sample, Score, Synthetic, Value};
+#[path = "support/curriculum_world.rs"]
+mod world;
+
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle;
-
-const LEVELS: [u16; 5] = [100, 300, 500, 700, 900];
-const SEEDS: u64 = 100;
-
-/// A deterministic pseudo-random number in [0, 1) for (a, b) — the same in the pandas script.
-fn unit(a: u64, b: u64) -> f64 {
-    let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
-    x ^= x >> 33;
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn sample(id: u64) -> Sample {
-    let label = format!("c{}", id % 100);
-    Sample {
-        id,
-        name: format!("{label}/{id}.png"),
-        path: format!("data/{label}/{id}.png"),
-        label,
-        digest: Digest::default(),
-    }
-}
-
-/// The first `hard` ids are hard (p_true < 0.5) at checkpoint 0; an odd checkpoint flips one
-/// sample in ten of those it scores, an even one flips them back.
-fn score(id: u64, checkpoint: u64, hard: u64) -> Score {
-    let flipped = checkpoint % 2 == 1 && unit(id, 7) < 0.1;
-    let low = (id < hard) != flipped;
-    let p = (unit(id, checkpoint) * 0.5 + if low { 0.0 } else { 0.5 }) as f32;
-    Score {
-        sample: id,
-        checkpoint,
-        p_true: Value(p),
-        loss: Value(-(p.max(1e-6)).ln()),
-        predicted: "c0".into(),
-    }
-}
-
-fn synthetic(id: u64, level: u16, seed: u64) -> Synthetic {
-    Synthetic {
-        key: GenKey {
-            sample: id,
-            level,
-            seed: seed as u32,
-            prompt: format!("c{}", id % 100),
-        },
-        label: format!("c{}", id % 100),
-        path: format!("synthetic/{id}-{level}-{seed}.png"),
-        digest: Digest::default(),
-        source: format!("data/{id}.png"),
-        text_score: Some(Value(0.5)),
-        image_score: None,
-        retry: None,
-    }
-}
+use world::{changed_ids, images_of, sample, score, sizes};
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -117,51 +62,18 @@ impl Making {
 const CHUNK: u64 = 4096;
 
 fn run_once(wanted: u64, changed: u64, checkpoints: u64) -> Run {
-    // The hard samples (2% of the training set, as a long tail) have every synthetic record.
-    let per_sample = LEVELS.len() as u64 * SEEDS;
-    let candidates = (wanted / per_sample).max(1);
-    let samples_n = candidates * 50;
-    let curriculum = Curriculum {
-        schedule: Schedule::DiverseToSpecific,
-        levels: LEVELS.to_vec(),
-        stages: LEVELS.len() as u32,
-        epochs_per_stage: 3,
-        real_epochs: 2,
-        seed: 0,
-        start_level: 100,
-    };
-    let rule = MixRule {
-        head_fraction: 0.3,
-        tail_share: 0.136,
-        oversample_real: false,
-        seed: 0,
-    };
+    let (candidates, samples_n) = sizes(wanted);
     timely::execute_directly(move |worker| {
         let probe = Handle::new();
-        let (mut samples_in, mut scores_in, mut synthetic_in, rows) =
-            worker.dataflow::<u64, _, _>(|scope| {
-                let (samples_in, samples) = scope.new_collection::<Sample, isize>();
-                let (scores_in, scores) = scope.new_collection::<Score, isize>();
-                let (synthetic_in, synthetic) = scope.new_collection::<Synthetic, isize>();
-                let hard =
-                    samples
-                        .clone()
-                        .hard(scores, &[HardSampleRule::PTrueBelow(0.5)], Combine::Any);
-                // Only hard samples' images enter (as the generate node would make them).
-                let hard_ids = hard.clone().map(|s| s.id);
-                let pool = synthetic
-                    .map(|s| (s.key.sample, s))
-                    .semijoin(hard_ids.distinct())
-                    .map(|(_, s)| s);
-                let plans = stage_plans(scope, &curriculum, None, 0);
-                let items = mix(samples, hard, pool, plans, rule);
-                let rows = std::rc::Rc::new(std::cell::Cell::new(0i64));
-                let counted = rows.clone();
-                items
-                    .inspect(move |(_, _, d)| counted.set(counted.get() + *d as i64))
-                    .probe_with(&probe);
-                (samples_in, scores_in, synthetic_in, rows)
-            });
+        let (mut inputs, rows) = worker.dataflow::<u64, _, _>(|scope| {
+            let (inputs, items) = world::manifests(scope);
+            let rows = std::rc::Rc::new(std::cell::Cell::new(0i64));
+            let counted = rows.clone();
+            items
+                .inspect(move |(_, _, d)| counted.set(counted.get() + *d as i64))
+                .probe_with(&probe);
+            (inputs, rows)
+        });
         let mut making = Making::default();
         let started = Instant::now();
         for from in (0..samples_n).step_by(CHUNK as usize) {
@@ -171,58 +83,32 @@ fn run_once(wanted: u64, changed: u64, checkpoints: u64) -> Run {
                     .collect()
             });
             for (sample, score) in chunk {
-                samples_in.insert(sample);
-                scores_in.insert(score);
+                inputs.samples.insert(sample);
+                inputs.scores.insert(score);
             }
         }
         for id in 0..candidates {
-            let chunk = making.chunk(|| {
-                let mut images = Vec::with_capacity(per_sample as usize);
-                for &level in &LEVELS {
-                    for seed in 0..SEEDS {
-                        images.push(synthetic(id, level, seed));
-                    }
-                }
-                images
-            });
-            for image in chunk {
-                synthetic_in.insert(image);
+            for image in making.chunk(|| images_of(id)) {
+                inputs.synthetic.insert(image);
             }
         }
-        for input in [
-            &mut samples_in as &mut dyn Advance,
-            &mut scores_in,
-            &mut synthetic_in,
-        ] {
-            input.to(1);
-        }
+        inputs.advance_to(1);
         while probe.less_than(&1) {
             worker.step();
         }
         let full = (started.elapsed() - making.0).as_secs_f64();
         let (full_rows, mut delta_rows) = (rows.get(), 0);
-        // New checkpoints for `changed` samples, spread over the ids so that hard and other
-        // samples both change.
-        let step = (samples_n / changed.max(1)).max(1);
         let mut deltas = Vec::new();
         for checkpoint in 1..=checkpoints {
-            let scores = (0..samples_n)
-                .step_by(step as usize)
-                .take(changed as usize)
+            let scores = changed_ids(samples_n, changed)
                 .map(|id| score(id, checkpoint, candidates))
                 .collect::<Vec<_>>();
             let started = Instant::now();
             for score in scores {
-                scores_in.insert(score);
+                inputs.scores.insert(score);
             }
             let time = checkpoint + 1;
-            for input in [
-                &mut samples_in as &mut dyn Advance,
-                &mut scores_in,
-                &mut synthetic_in,
-            ] {
-                input.to(time);
-            }
+            inputs.advance_to(time);
             while probe.less_than(&time) {
                 worker.step();
             }
@@ -246,34 +132,52 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The pandas script's median full recompute on the same data, if its Python is there.
-fn pandas_seconds(wanted: u64, runs: usize) -> Option<(f64, String)> {
+/// What the pandas script measured on the same data, if its Python is there.
+struct Pandas {
+    /// Its median full recompute on the first checkpoint's scores.
+    full: f64,
+    /// Its median recompute after the new checkpoint (a full one: it has no incremental path).
+    after: f64,
+    /// What it printed, less its peak RSS.
+    line: String,
+}
+
+/// The seconds after `label` … "median " in the pandas script's output.
+fn median_after(text: &str, label: &str) -> Option<f64> {
+    let rest = &text[text.find(label)?..];
+    rest.split("median ")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn pandas_seconds(wanted: u64, changed: u64, runs: usize) -> Option<Pandas> {
     let repo = env!("CARGO_MANIFEST_DIR");
     let python = std::env::var("PANDAS_PYTHON").unwrap_or(format!("{repo}/.venv-test/bin/python"));
     let output = std::process::Command::new(&python)
         .arg(format!("{repo}/scripts/bench/curriculum_pandas.py"))
         .args(["--synthetic", &wanted.to_string()])
+        .args(["--changed", &changed.to_string()])
         .args(["--repeat", &runs.to_string()])
         .output()
         .ok()
         .filter(|o| o.status.success())?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let seconds = text
-        .split("median ")
-        .nth(1)?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()?;
-    // Its own peak RSS line is left out: a child started from this process inherits its
+    // Its own peak RSS is left out: a child started from this process inherits its
     // high-water mark.
-    let line = text.trim().replace('\n', "; ");
-    let line = line
-        .split("; peak RSS")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    Some((seconds, line))
+    let line = text
+        .trim()
+        .lines()
+        .map(|l| l.split("; peak RSS").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Pandas {
+        full: median_after(&text, "full recompute")?,
+        after: median_after(&text, "recompute after")?,
+        line,
+    })
 }
 
 fn main() {
@@ -292,12 +196,11 @@ fn main() {
     let results: Vec<Run> = (0..runs)
         .map(|_| run_once(wanted, changed, checkpoints))
         .collect();
-    let per_sample = LEVELS.len() as u64 * SEEDS;
-    let candidates = (wanted / per_sample).max(1);
+    let (candidates, samples_n) = sizes(wanted);
     println!(
         "curriculum bench: {} samples, {} synthetic records, {} manifest rows ({} after the change)",
-        candidates * 50,
-        candidates * per_sample,
+        samples_n,
+        candidates * world::PER_SAMPLE,
         results[0].full_rows,
         results[0].delta_rows
     );
@@ -326,35 +229,21 @@ fn main() {
         );
     }
     println!("peak RSS {:.0} MB (the largest run)", peak_rss_mb());
-    match pandas_seconds(wanted, runs as usize) {
-        Some((pandas, line)) => {
-            println!("{line}");
-            println!("ratios, pandas full recompute ÷ ours (higher is better for discl):");
+    match pandas_seconds(wanted, changed, runs as usize) {
+        Some(pandas) => {
+            println!("{}", pandas.line);
+            println!("ratios, pandas ÷ ours (higher is better for discl; the rows are the same, tests/curriculum_pandas.rs):");
             println!(
                 "  full build against pandas' full recompute     {:>6.2}×",
-                pandas / full
+                pandas.full / full
             );
             println!(
-                "  absorbing the change against pandas' full recompute (pandas has no incremental path) {:>6.2}×",
-                pandas / delta
+                "  absorbing the change against pandas' recompute after it (pandas has no incremental path) {:>6.2}×",
+                pandas.after / delta
             );
         }
         None => println!(
             "pandas: not run (no .venv-test; PANDAS_PYTHON=… or scripts/setup.sh --test-env)"
         ),
-    }
-}
-
-/// Advancing any input session to a time.
-trait Advance {
-    fn to(&mut self, time: u64);
-}
-
-impl<D: differential_dataflow::Data> Advance
-    for differential_dataflow::input::InputSession<u64, D, isize>
-{
-    fn to(&mut self, time: u64) {
-        self.advance_to(time);
-        self.flush();
     }
 }

@@ -3,7 +3,8 @@
 //! n images). Only each sample's latest checkpoint counts. Rules combine by union (`any`) or
 //! intersection (`all`); every change in scores retracts and inserts exactly.
 
-use crate::record::{Sample, Score};
+use crate::record::{Sample, SampleId, Score};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 
 /// One way of calling a sample hard.
@@ -67,31 +68,54 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
         rules: &[HardSampleRule],
         combine: Combine,
     ) -> VecCollection<'scope, u64, Sample> {
-        let latest =
-            scores
-                .map(|s| (s.sample, s))
-                .reduce_named("LatestScore", |_id, input, output| {
+        // Each sample's latest score, kept arranged: the rules read it without copying it out.
+        let latest = scores
+            .map(|s| (s.sample, s))
+            .arrange_by_key_named("Arrange: LatestScore")
+            .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<SampleId, Score, _, _>, _, _>(
+                "LatestScore",
+                |_id, input, output| {
                     // Scores order by (sample, checkpoint, ..): the last is the latest checkpoint.
                     output.push((input[input.len() - 1].0.clone(), 1));
-                });
-        let scored = self
-            .clone()
-            .map(|s| (s.id, s))
-            .join_map(latest, |_id, sample, score| (sample.clone(), score.clone()));
-        let picked: Vec<VecCollection<'scope, u64, Sample>> = rules
+                },
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+                },
+            );
+        // Rules pick sample ids; the samples themselves are joined once, at the end, so that a
+        // new checkpoint that leaves a sample as hard as it was moves no sample record.
+        let ranks = |rule: &HardSampleRule| {
+            matches!(
+                rule,
+                HardSampleRule::TopKLoss(_) | HardSampleRule::TopFractionLoss(_)
+            )
+        };
+        let scored = rules.iter().any(ranks).then(|| {
+            self.clone()
+                .map(|s| (s.id, s))
+                .arrange_by_key()
+                .join_core(latest.clone(), |_id, sample, score| {
+                    Some((sample.clone(), score.clone()))
+                })
+        });
+        let scored = || scored.clone().expect("made for the ranking rules");
+        let ids: Vec<VecCollection<'scope, u64, SampleId>> = rules
             .iter()
             .map(|rule| match rule.clone() {
-                HardSampleRule::Misclassified => scored
+                HardSampleRule::Misclassified => self
                     .clone()
-                    .filter(|(s, score)| score.predicted != s.label)
-                    .map(|(s, _)| s),
-                HardSampleRule::PTrueBelow(tau) => scored
+                    .map(|s| (s.id, s.label))
+                    .arrange_by_key()
+                    .join_core(latest.clone(), |id, label, score| {
+                        (score.predicted != *label).then_some(*id)
+                    }),
+                HardSampleRule::PTrueBelow(tau) => latest
                     .clone()
-                    .filter(move |(_, score)| score.p_true.0 < tau)
-                    .map(|(s, _)| s),
-                HardSampleRule::TopKLoss(k) => top_by_loss(scored.clone(), move |_| k),
+                    .flat_map_ref(move |id, score| (score.p_true.0 < tau).then_some(*id)),
+                HardSampleRule::TopKLoss(k) => top_by_loss(scored(), move |_| k).map(|s| s.id),
                 HardSampleRule::TopFractionLoss(f) => {
-                    top_by_loss(scored.clone(), move |n| (f * n as f64).ceil() as usize)
+                    top_by_loss(scored(), move |n| (f * n as f64).ceil() as usize).map(|s| s.id)
                 }
                 HardSampleRule::TailClassesBelow(n) => {
                     let tail = self
@@ -101,15 +125,15 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
                         .filter(move |(_, count)| (*count as usize) < n)
                         .map(|(label, _)| label);
                     self.clone()
-                        .map(|s| (s.label.clone(), s))
+                        .map(|s| (s.label.clone(), s.id))
                         .semijoin(tail)
-                        .map(|(_, s)| s)
+                        .map(|(_, id)| id)
                 }
             })
             .collect();
-        let rule_count = picked.len() as isize;
-        let all = differential_dataflow::collection::concatenate(self.scope(), picked);
-        match combine {
+        let rule_count = ids.len() as isize;
+        let all = differential_dataflow::collection::concatenate(self.scope(), ids);
+        let hard_ids = match combine {
             Combine::Any => all.distinct(),
             Combine::All => {
                 all.threshold_named(
@@ -117,7 +141,9 @@ impl<'scope> HardExt<'scope> for VecCollection<'scope, u64, Sample> {
                     move |_, count| if *count == rule_count { 1 } else { 0 },
                 )
             }
-        }
+        };
+        // A rule picks a sample only if it has a score (a tail class's samples need none).
+        self.map(|s| (s.id, s)).semijoin(hard_ids).map(|(_, s)| s)
     }
 }
 

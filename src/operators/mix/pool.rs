@@ -4,9 +4,11 @@
 //! the pool is short). Ranking the whole pool of an epoch whenever anything changes costs a
 //! pass over every image; instead each (epoch, image) lands in one of [`SHARDS`] shards by the
 //! top bits of its hash, so shards hold consecutive ranks. A count per shard (kept by
-//! differential, not recomputed) gives each shard its first rank, and only the shards the slots
-//! reach — usually a handful — are ranked, each on its own: a new checkpoint that moves a few
-//! hard samples re-ranks a few shards, not every epoch's pool.
+//! differential, not recomputed) gives each shard its first rank. Of the shards the slots
+//! reach, every image of a shard the slots cover (or of which no image gets one more) gets the
+//! same copies, so those rows come from a join of image and shard, one row per image; only
+//! the shard where the slots end is ranked, on its own. A new checkpoint that moves a few hard
+//! samples changes their images' rows and re-ranks one shard an epoch, not every epoch's pool.
 
 use super::{epoch_hasher, first_u64, synthetic_item, MixRule};
 use crate::record::{Level, StageItem, Synthetic};
@@ -15,13 +17,23 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Shards per epoch (the top 8 bits of the hash).
-pub const SHARDS: u64 = 256;
+/// Shards per epoch (the top 10 bits of the hash).
+pub const SHARDS: u64 = 1024;
 
 /// (stage, epoch, shard).
 type ShardKey = (u32, u32, u16);
 
-/// What a shard's ranking sees: its share of the slots, and its images in rank order.
+/// How a reached shard's images get their copies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Share {
+    /// Every image gets this many copies (the slots cover the shard, or none of its images
+    /// gets one more): no ranking needed, so each image's row follows that image alone.
+    Uniform(u64),
+    /// Copies of every image, and how many (the first by rank) get one more.
+    Ranked(u64, u64),
+}
+
+/// What a ranked shard's reduce sees: its share of the slots, and its images in rank order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Ranked {
     /// Copies of every image, and how many (the first) get one more.
@@ -85,12 +97,35 @@ pub fn synthetic_items<'scope>(
                 output.push((share, 1));
             }
         })
-        .map(|((stage, epoch), (shard, each, first))| ((stage, epoch, shard), (each, first)));
-    let reached = shares.clone().map(|(key, _)| key);
-    entries
-        .semijoin(reached)
-        .map(|(key, (hash, image))| (key, Ranked::Image(hash, image)))
-        .concat(shares.map(|(key, (each, first))| (key, Ranked::Share(each, first))))
+        .map(|((stage, epoch), (shard, share))| ((stage, epoch, shard), share));
+    // Only the shard where the slots end is ranked; the others' rows come from a join, so an
+    // image that leaves or enters a covered shard moves its own row and no other.
+    let covered = shares
+        .clone()
+        .flat_map(|(key, share)| match share {
+            Share::Uniform(copies) => Some((key, copies as u32)),
+            Share::Ranked(..) => None,
+        })
+        .arrange_by_key_named("MixPoolCovered");
+    let ranked_shares = shares.flat_map(|(key, share)| match share {
+        Share::Ranked(each, first) => Some((key, Ranked::Share(each, first))),
+        Share::Uniform(_) => None,
+    });
+    let boundary = ranked_shares
+        .clone()
+        .map(|(key, _)| (key, ()))
+        .arrange_by_key_named("MixPoolBoundary");
+    let entries = entries.arrange_by_key_named("MixPoolEntries");
+    let covered_rows = entries
+        .clone()
+        .join_core(covered, |&(stage, epoch, _), (_, image), copies| {
+            Some(synthetic_item(stage, epoch, image, *copies))
+        });
+    let to_rank = entries.join_core(boundary, |key, (hash, image), ()| {
+        Some((*key, Ranked::Image(*hash, Arc::clone(image))))
+    });
+    to_rank
+        .concat(ranked_shares)
         .reduce_named("MixPoolRank", |_: &ShardKey, input, output| {
             let (mut each, mut first) = (0, 0);
             let mut rank = 0;
@@ -112,11 +147,11 @@ pub fn synthetic_items<'scope>(
         })
         // Rows are made only for what changed: a re-ranked shard compares shared images.
         .map(|((stage, epoch, _), (_, image, copies))| synthetic_item(stage, epoch, &image, copies))
+        .concat(covered_rows)
 }
 
-/// Per shard reached by an epoch's slots: (shard, copies of each image, how many of its first
-/// images get one more).
-fn shard_shares(input: &[(&Count, isize)]) -> Vec<(u16, u64, u64)> {
+/// Per shard reached by an epoch's slots: (shard, how its images get their copies).
+fn shard_shares(input: &[(&Count, isize)]) -> Vec<(u16, Share)> {
     let mut slots = 0;
     let mut shards = Vec::new();
     for (count, diff) in input {
@@ -135,8 +170,12 @@ fn shard_shares(input: &[(&Count, isize)]) -> Vec<(u16, u64, u64)> {
     let mut out = Vec::new();
     for (shard, n) in shards {
         let first = extra.saturating_sub(before).min(n);
-        if each > 0 || first > 0 {
-            out.push((shard, each, first));
+        if first == n {
+            out.push((shard, Share::Uniform(each + 1)));
+        } else if first > 0 {
+            out.push((shard, Share::Ranked(each, first)));
+        } else if each > 0 {
+            out.push((shard, Share::Uniform(each)));
         }
         before += n;
     }
