@@ -336,3 +336,75 @@ fn tiny_clip_is_an_optimum_clip_export_and_scores_a_known_cosine() {
     let score = cosine(&image[0], &text[0]);
     assert!((score - 0.0357225).abs() < 1e-4, "{score}");
 }
+
+#[test]
+fn the_learner_exports_a_drop_in_for_fashion_cnn() {
+    use discl::runtime::learner::{Learner, LearnerConfig, LearnerImage, TrainRow};
+    // The learner a `train` node builds `like = "classifier"`: fashion-cnn's shape, input spec
+    // and classes (src/trainer/plan.rs), trained a little on the fixture.
+    let (shipped, _) = ModelMeta::load(&classifier()).unwrap();
+    let [channels, height, width] = shipped.input_shape;
+    let config = LearnerConfig {
+        image: ImageSpec {
+            channels,
+            height,
+            width,
+            mean: shipped.mean.clone(),
+            std: shipped.std.clone(),
+        },
+        ..LearnerConfig::fashion()
+    };
+    let images = fixture_images(&shipped.classes);
+    let rows: Vec<TrainRow> = images
+        .iter()
+        .map(|(path, label)| TrainRow::new(path.clone(), *label))
+        .collect();
+    let mut learner = Learner::new(config, shipped.classes.clone()).unwrap();
+    learner.train_epoch(&rows).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("learner");
+    learner.export_onnx(&folder).unwrap();
+
+    // The same metadata and the same ONNX interface as the shipped classifier …
+    let (exported, _) = ModelMeta::load(&folder).unwrap();
+    assert_eq!(
+        (&exported.kind, &exported.input, exported.input_shape),
+        (&shipped.kind, &shipped.input, shipped.input_shape)
+    );
+    assert_eq!(
+        (&exported.mean, &exported.std),
+        (&shipped.mean, &shipped.std)
+    );
+    assert_eq!(exported.classes, shipped.classes);
+    assert_eq!(exported.outputs, shipped.outputs);
+    let decls = |folder: &Path, meta: &ModelMeta| {
+        let session =
+            onnx::open_session(&folder.join(&meta.onnx), &SessionOptions::default()).unwrap();
+        let names = |d: Vec<onnx::TensorDecl>| -> Vec<(String, String, Vec<i64>)> {
+            d.into_iter()
+                .map(|d| (d.name, d.element, d.shape))
+                .collect()
+        };
+        (
+            names(onnx::inputs(&session)),
+            names(onnx::outputs(&session)),
+        )
+    };
+    assert_eq!(decls(&folder, &exported), decls(&classifier(), &shipped));
+    // … and, opened as the classify operator opens a model, it gives the learner's own logits.
+    let mut exported_cnn = Classifier::open(&folder, &SessionOptions::default()).unwrap();
+    let logits = exported_cnn
+        .logits(&pixels(&images, exported_cnn.spec()), images.len())
+        .unwrap();
+    let files: Vec<LearnerImage> = rows.iter().map(|r| r.image.clone()).collect();
+    let own = learner.logits(&files).unwrap();
+    let diff = logits
+        .iter()
+        .flatten()
+        .zip(own.iter().flatten())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff < 1e-4,
+        "exported logits differ from the learner's by {diff}"
+    );
+}

@@ -16,6 +16,7 @@ pub use plan::TrainPlan;
 pub use report::{StageReport, TrainingReport};
 
 use crate::pipeline::{PipelineError, RunningPipeline};
+use crate::record::StagePlan;
 use crate::runtime::learner::{Learner, LearnerImage, TrainRow};
 use evaluate::{accuracy, Groups, TestSet};
 use std::collections::BTreeMap;
@@ -90,11 +91,18 @@ pub fn drive(
             });
         }
         let bar = write::bar(progress, stage, by_epoch.len());
+        let total = planned_epochs(&plans, plan.config.stages);
         let mut last = None;
         for rows in by_epoch.values() {
             if stopped() {
                 break;
             }
+            let config = &plan.config;
+            learner.set_learning_rate(config.lr_schedule.rate(
+                config.learning_rate,
+                learner.epoch(),
+                total,
+            ));
             last = Some(learner.train_epoch(rows).map_err(run_error)?);
             bar.inc(1);
         }
@@ -142,6 +150,25 @@ pub fn drive(
     Ok(state.report)
 }
 
+/// Every epoch the stage index plans, up to its last stage. A stage the index does not list yet
+/// (an adaptive stage still to be decided) is counted with the epochs of the listed stage
+/// before it, which is what the curriculum gives it. `limit`: the node's `stages`.
+fn planned_epochs(plans: &[StagePlan], limit: Option<u32>) -> u64 {
+    let mut sorted: Vec<&StagePlan> = plans
+        .iter()
+        .filter(|p| limit.is_none_or(|l| p.stage < l))
+        .collect();
+    sorted.sort_by_key(|p| p.stage);
+    let (mut total, mut next, mut epochs) = (0u64, 0u32, 0u64);
+    for plan in sorted {
+        total += u64::from(plan.stage - next) * epochs;
+        epochs = u64::from(plan.epochs);
+        total += epochs;
+        next = plan.stage + 1;
+    }
+    total
+}
+
 impl TrainPlan {
     /// Class counts of the training samples, in the learner's class order, and the groups.
     fn groups(&self, samples: &[tables::SampleRow]) -> Groups {
@@ -153,5 +180,41 @@ impl TrainPlan {
             }
         }
         Groups::by_count(&counts, self.config.many_above, self.config.few_below)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::planned_epochs;
+    use crate::graph::ops::train::LrSchedule;
+    use crate::record::StagePlan;
+
+    fn plan(stage: u32, epochs: u32) -> StagePlan {
+        StagePlan {
+            stage,
+            levels: Vec::new(),
+            epochs,
+        }
+    }
+
+    #[test]
+    fn planned_epochs_count_the_stages_still_to_be_decided() {
+        // Five curriculum stages of 2 epochs and a real-only stage of 1, listed in full …
+        let full: Vec<StagePlan> = (0..5).map(|s| plan(s, 2)).chain([plan(5, 1)]).collect();
+        assert_eq!(planned_epochs(&full, None), 11);
+        // … or, adaptive, with stages 1–4 still to be decided.
+        assert_eq!(planned_epochs(&[plan(5, 1), plan(0, 2)], None), 11);
+        assert_eq!(planned_epochs(&full, Some(2)), 4);
+        assert_eq!(planned_epochs(&[], None), 0);
+    }
+
+    #[test]
+    fn the_cosine_falls_from_the_peak_towards_zero() {
+        let rates: Vec<f64> = (0..4).map(|e| LrSchedule::Cosine.rate(1.0, e, 4)).collect();
+        assert_eq!(rates[0], 1.0);
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+        assert!((rates[2] - 0.5).abs() < 1e-12 && rates[3] > 0.0);
+        assert_eq!(LrSchedule::Cosine.rate(1.0, 9, 4), 0.0);
+        assert_eq!(LrSchedule::Constant.rate(0.5, 3, 4), 0.5);
     }
 }

@@ -121,7 +121,8 @@ impl Op for GenerateConfig {
         at_least_one("batch_size", self.batch_size.unwrap_or(1));
         at_least_one("steps", self.steps);
         for &level in &self.levels.0 {
-            if self.steps > 0 && self.steps * (1000 - level as usize) / 1000 == 0 {
+            let kept = (self.steps as u128) * u128::from(1000u16.saturating_sub(level)) / 1000;
+            if self.steps > 0 && kept == 0 {
                 let message = format!(
                     "level λ = {} leaves no denoising step out of {} steps",
                     level as f64 / 1000.0,

@@ -33,9 +33,12 @@ pub struct TrainConfig {
     /// Rows per optimiser step.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// AdamW's learning rate.
+    /// AdamW's learning rate (the peak of the cosine schedule).
     #[serde(default = "default_learning_rate")]
     pub learning_rate: f64,
+    /// How the learning rate moves across the planned epochs.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     /// AdamW's decoupled weight decay.
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
@@ -61,6 +64,31 @@ pub struct TrainConfig {
     /// Classes with fewer training samples than this are "few" (the rest "medium").
     #[serde(default = "default_few")]
     pub few_below: usize,
+}
+
+/// The learning rate over a run.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// One cosine from `learning_rate` towards 0 over every epoch the stage index plans, so the
+    /// learner ends at a small step and its final accuracy does not hang on the last batches.
+    #[default]
+    Cosine,
+    /// `learning_rate` throughout.
+    Constant,
+}
+
+impl LrSchedule {
+    /// The rate of epoch `epoch` (0-based) of a run of `total` epochs.
+    pub fn rate(self, peak: f64, epoch: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => peak,
+            LrSchedule::Cosine => {
+                let t = epoch.min(total) as f64 / total.max(1) as f64;
+                peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 fn one() -> usize {
