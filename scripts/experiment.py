@@ -381,6 +381,8 @@ def main():
         if plotted:
             f.write("![per-group accuracy](experiment.png)\n\n")
         f.write("Settings: " + json.dumps(settings) + "\n")
+        if os.path.isfile(os.path.join(args.report, "ANALYSIS.md")):
+            f.write("\nWhat the table shows, and why: [ANALYSIS.md](ANALYSIS.md).\n")
     print(f"wrote {args.report} in {wall / 60:.1f} min")
 
 

@@ -111,7 +111,9 @@ pub fn drive(
             break;
         }
         let done = stage + 1;
-        let last_stage = plan.config.stages == Some(done) || !plans.iter().any(|p| p.stage == done);
+        // The last stage: no listed stage comes after it (an adaptive stage still to be decided
+        // lies before the listed real-only stage, so it does not end the run).
+        let last_stage = plan.config.stages == Some(done) || plans.iter().all(|p| p.stage < done);
         let test_accuracy = match (&test, &groups) {
             (Some(test), Some(groups)) if plan.config.test_every_stage || last_stage => {
                 Some(accuracy(&learner, test, groups).map_err(run_error)?.into())
