@@ -17,6 +17,7 @@ mod generation;
 use discl::runtime::device::Device;
 use discl::runtime::diffusion::img2img::{GenerationSettings, Generator};
 use discl::runtime::diffusion::model::DiffusionModel;
+use discl::runtime::diffusion::VaeLatent;
 use discl::runtime::onnx::SessionOptions;
 use discl::runtime::scheduler::SchedulerKind;
 use discl::runtime::service::ServiceStats;
@@ -34,6 +35,7 @@ fn settings(batch: usize) -> GenerationSettings {
         guidance_scale: GUIDANCE,
         scheduler: SchedulerKind::Ddim,
         batch_size: batch,
+        vae_latent: VaeLatent::Sample,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `generate` end to end on the shipped tiny diffusion models: the spectrum is made once,
 //! reruns make no UNet call, a changed level regenerates exactly that level, images are the
-//! same bits whatever the batch size, and bad input is named.
+//! same bits whatever the batch size, bad input is named, and `vae_latent` keys exactly the
+//! images it decides.
 
 mod common;
 
@@ -304,4 +305,81 @@ fn bad_generation_input_is_named() {
         ),
         "{err}"
     );
+}
+
+/// `vae_latent` on tiny-sd: the default samples the VAE posterior; switching to the mean
+/// remakes exactly the images made from a source (λ > 0), whose content keys carry the mode,
+/// and finds the images made from text alone (λ = 0) again.
+#[test]
+fn vae_latent_remakes_only_the_images_it_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let settings = "levels = [0.0, 0.5]\nsteps = 4\nscheduler = \"ddim\"";
+    let counts = |summary: &RunSummary| {
+        let s = &summary.nodes["synthetic"];
+        (s.computed, s.cache_hits)
+    };
+    let digests = || -> Vec<(u64, u64, String)> {
+        let mut rows: Vec<_> = read_jsonl(&out, "out", "synthetic")
+            .iter()
+            .map(|r| {
+                (
+                    r["key"]["sample"].as_u64().unwrap(),
+                    r["key"]["level"].as_u64().unwrap(),
+                    r["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    // 3 hard samples × 2 levels.
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", settings))), (6, 0));
+    let sampled = digests();
+    let mean = format!("{settings}\nvae_latent = \"mean\"");
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", &mean))), (3, 3));
+    let means = digests();
+    for (s, m) in sampled.iter().zip(&means) {
+        assert_eq!((s.0, s.1), (m.0, m.1));
+        assert_eq!(s.2 == m.2, s.1 == 0, "sample {} at λ = {}‰", s.0, s.1);
+    }
+    // `sample` named is the default.
+    let named = format!("{settings}\nvae_latent = \"sample\"");
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", &named))), (0, 6));
+    assert_eq!(digests(), sampled);
+}
+
+#[test]
+fn vae_latent_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = validate(&pipeline(
+        &out,
+        "tiny-pixel-unet",
+        "levels = [0.5]\nvae_latent = \"mean\"",
+    ));
+    assert!(
+        err.contains(
+            "gen.toml:33: node `synthetic`: vae_latent = \"mean\" cannot apply: \
+             the model has no VAE (a pixel-space UNet)"
+        ),
+        "{err}"
+    );
+    let err = validate(&pipeline(
+        &out,
+        "tiny-sd",
+        "levels = [0.5]\nvae_latent = \"argmax\"",
+    ));
+    assert!(
+        err.contains("vae_latent `argmax` is not one of `sample`, `mean`"),
+        "{err}"
+    );
+    for mode in ["sample", "mean"] {
+        let text = pipeline(
+            &out,
+            "tiny-sd",
+            &format!("levels = [0.5]\nvae_latent = \"{mode}\""),
+        );
+        assert_eq!(validate(&text), "", "{mode}");
+    }
 }

@@ -8,7 +8,7 @@ use discl::record::Digest;
 use discl::runtime::classifier::{score_logits, Classifier};
 use discl::runtime::diffusion::img2img::Generator;
 use discl::runtime::diffusion::model::{Conditioning, DiffusionModel, TimestepShape};
-use discl::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey};
+use discl::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey, VaeLatent};
 use discl::runtime::image_input::{decode_into, ImageSpec};
 use discl::runtime::onnx::{self, SessionOptions};
 use discl::runtime::scheduler::SchedulerKind;
@@ -174,6 +174,7 @@ fn fashion_unet_makes_images_the_judge_recognises() {
         guidance_scale: 1.25,
         scheduler: SchedulerKind::Ddim,
         batch_size: 8,
+        vae_latent: VaeLatent::default(),
     };
     let requests: Vec<ImageRequest> = (0..40u64)
         .map(|i| ImageRequest {
@@ -249,6 +250,7 @@ fn fashion_unet_stays_close_to_its_source_at_high_lambda() {
         guidance_scale: 2.0,
         scheduler: SchedulerKind::Ddim,
         batch_size: 8,
+        vae_latent: VaeLatent::default(),
     };
     // λ = 0.9 from a real image stays near it; λ = 0 makes a new image.
     let requests: Vec<ImageRequest> = [(0usize, 900u16), (30, 900), (60, 900), (0, 0)]

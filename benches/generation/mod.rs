@@ -1,6 +1,7 @@
 //! The generation benchmarks' shared workload and their bare loop: the same ONNX Runtime calls
-//! the engine makes (text encoder once, VAE encoder once per source, UNet calls grouped by
-//! timestep as the engine groups them, VAE decoder), with nothing around them.
+//! the engine makes (text encoder once, VAE encoder once per source, its posterior sampled per
+//! image as the engine's default `vae_latent = "sample"` does, UNet calls grouped by timestep
+//! as the engine groups them, VAE decoder), with nothing around them.
 
 #![allow(dead_code)]
 
@@ -9,7 +10,7 @@ mod common;
 
 use discl::runtime::diffusion::img2img::{Condition, Generator, ImageRequest};
 use discl::runtime::diffusion::model::{Conditioning, DiffusionModel, TimestepShape};
-use discl::runtime::diffusion::noise::gaussian;
+use discl::runtime::diffusion::noise::{gaussian, posterior_gaussian};
 use discl::runtime::diffusion::NoiseKey;
 use discl::runtime::image_input::{decode_into, ImageSpec};
 use discl::runtime::scheduler::{Scheduler, SchedulerKind};
@@ -194,8 +195,10 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
     let pixels: Vec<f32> = source_pixels(model).concat();
     let latent_len = model.latent_len();
     let n_src = sources.len();
-    // Encode prompts and sources once.
-    let (embeds, z0): (Option<Vec<Vec<f32>>>, Vec<Vec<f32>>) = {
+    // Encode prompts and sources once; a source is its latent, or its posterior's mean and
+    // standard deviation (scaled) when the encoder gives one.
+    type Source = (Vec<f32>, Option<Vec<f32>>);
+    let (embeds, z0): (Option<Vec<Vec<f32>>>, Vec<Source>) = {
         let embeds = match &mut model.conditioning {
             Conditioning::Text(text) => {
                 let mut prompts: Vec<String> = sources
@@ -239,14 +242,20 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                 let per = data.len() / n_src;
                 data.chunks(per)
                     .map(|p| {
-                        p[..latent_len]
-                            .iter()
-                            .map(|v| v * vae.scaling_factor)
-                            .collect()
+                        let std = vae.encoder_gives_parameters.then(|| {
+                            p[latent_len..]
+                                .iter()
+                                .map(|v| (0.5 * v.clamp(-30.0, 20.0)).exp())
+                                .collect()
+                        });
+                        (p[..latent_len].to_vec(), std)
                     })
                     .collect()
             }
-            None => pixels.chunks(latent_len).map(<[f32]>::to_vec).collect(),
+            None => pixels
+                .chunks(latent_len)
+                .map(|p| (p.to_vec(), None))
+                .collect(),
         };
         (embeds, z0)
     };
@@ -258,16 +267,24 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                 let state = schedule
                     .start_at(Generator::start_index(&schedule, level).unwrap())
                     .unwrap();
-                let noise = gaussian(
-                    &NoiseKey {
-                        pipeline_seed: 0,
-                        sample: s as u64,
-                        level,
-                        seed_index: seed,
-                    },
-                    latent_len,
-                );
-                let mut x = z0[s].clone();
+                let key = NoiseKey {
+                    pipeline_seed: 0,
+                    sample: s as u64,
+                    level,
+                    seed_index: seed,
+                };
+                let noise = gaussian(&key, latent_len);
+                let scale = model.vae.as_ref().map_or(1.0, |v| v.scaling_factor);
+                let (mean, std) = &z0[s];
+                let mut x: Vec<f32> = match std {
+                    Some(std) => {
+                        let e = posterior_gaussian(&key, latent_len);
+                        (0..latent_len)
+                            .map(|j| (mean[j] + std[j] * e[j]) * scale)
+                            .collect()
+                    }
+                    None => mean.iter().map(|v| v * scale).collect(),
+                };
                 schedule.add_noise(&state, &mut x, &noise).unwrap();
                 items.push((state, x, *i));
             }

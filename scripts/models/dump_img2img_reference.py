@@ -2,17 +2,22 @@
 """Writes tests/fixtures/img2img_reference.json: reference img2img / text-to-image runs of models/tiny-sd and
 models/tiny-pixel-unet, for checking discl's own implementation.
 
-The loop mirrors diffusers 0.39's StableDiffusionImg2ImgPipeline (get_timesteps, set_begin_index, add_noise,
-scale_model_input, classifier-free guidance on a [uncond, cond] batch, scheduler.step with eta=0) and, at strength
-1.0, StableDiffusionPipeline's text-to-image start (latents = noise * init_noise_sigma, all timesteps), but every
-random input is explicit and recorded: the source image, the noise, the token ids. The image is encoded with the
-MEAN of the VAE's latent distribution (channels 0-3 of latent_parameters) times scaling_factor.
+tiny-sd, per scheduler discl runs (PNDM, DDIM, Euler, DPM-Solver++), three whole runs of diffusers' own PyTorch
+pipelines, whose image (decoded, unclamped) and 8-bit output are the reference:
+  - img2img at strength 0.5, UNPATCHED: StableDiffusionImg2ImgPipeline with a seeded torch.Generator samples the VAE
+    posterior (mean + std * randn, times scaling_factor) and draws the add-noise noise itself; both draws are
+    recorded as they happen (randn_tensor is wrapped, not replaced) as posterior_noise and add_noise, for discl to
+    inject (vae_latent = "sample").
+  - img2img at strength 0.5 with the posterior's MEAN (diffusers' retrieve_latents patched to latent_dist.mode() and
+    its noise to the fixture's `noise`): discl's vae_latent = "mean".
+  - text-to-image (strength 1.0): StableDiffusionPipeline with latents = `noise`.
+Each is also run as a loop over the shipped ONNX files (the loop below mirrors diffusers 0.39's pipelines:
+get_timesteps, set_begin_index, add_noise, scale_model_input, classifier-free guidance on a [uncond, cond] batch,
+scheduler.step with eta=0) with the same inputs; its differences from the pipeline are recorded under
+"torch_check", and its latents at the start and after the first step are kept to localise mismatches.
 
-Every UNet / VAE / text-encoder call goes through ONNX Runtime sessions of the shipped ONNX files; the diffusers
-schedulers do the stepping. As a check, each tiny-sd case is also run through diffusers' own PyTorch pipelines
-(StableDiffusionImg2ImgPipeline with its noise / latent sampling patched to the recorded values, and
-StableDiffusionPipeline with latents=noise), and each tiny-pixel-unet case through the same loop with the PyTorch
-UNet; the max abs differences are recorded under "torch_check".
+tiny-pixel-unet (no VAE, no pipeline): the same loop with the ONNX UNet is the reference, checked against the PyTorch
+UNet ("torch_check").
 
 Run from the repository root after make_tiny_sd.py and make_tiny_pixel_unet.py:
     HF_HUB_OFFLINE=1 nice -n 10 .venv-export/bin/python scripts/models/dump_img2img_reference.py
@@ -38,6 +43,9 @@ PIX_DIR = REPO / "models" / "tiny-pixel-unet"
 STEPS = 10
 GUIDANCE = 3.0
 STRENGTHS = [0.5, 1.0]
+# tiny-sd: img2img with the VAE posterior sampled (diffusers' default) and with its mean, and text-to-image.
+CASES = [(0.5, "sample"), (0.5, "mean"), (1.0, None)]
+GENERATOR_SEED = 20261127  # the torch.Generator of diffusers' own img2img runs
 PROMPT, NEGATIVE = "a photo of a coat", ""
 CLASS_LABEL, NULL_CLASS = 4, 10
 EMBED_ROWS = 8  # rows of the prompt embeddings recorded (to localise text-encoder mismatches)
@@ -46,6 +54,11 @@ EMBED_ROWS = 8  # rows of the prompt embeddings recorded (to localise text-encod
 def out_list(a):
     """Outputs: 6 significant digits (float32 carries ~7)."""
     return [float(f"{v:.6g}") for v in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def exact_list(a):
+    """Recorded float32 draws: 9 significant digits give back the exact float32."""
+    return [float(f"{v:.9g}") for v in np.asarray(a, dtype=np.float32).astype(np.float64).ravel()]
 
 
 def in_list(a):
@@ -79,10 +92,14 @@ def session(path):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def schedulers():
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
-    return {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler,
-            "EulerDiscreteScheduler": EulerDiscreteScheduler}
+def schedulers(dpm=False):
+    """The schedulers discl runs; tiny-sd's whole runs also take DPM-Solver++ (dpm=True)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
+    kinds = {"PNDMScheduler": PNDMScheduler, "DDIMScheduler": DDIMScheduler,
+             "EulerDiscreteScheduler": EulerDiscreteScheduler}
+    if dpm:
+        kinds["DPMSolverMultistepScheduler"] = DPMSolverMultistepScheduler
+    return kinds
 
 
 def run_case(sched, strength, z0, noise, eps_fn):
@@ -120,9 +137,22 @@ def run_case(sched, strength, z0, noise, eps_fn):
             "init_noise_sigma": init_sigma, "start": start, "first": first, "final": latents}
 
 
+def recording(module, draws, tag):
+    """Wraps module.randn_tensor so each draw is kept (tag, tensor); diffusers' behaviour is unchanged."""
+    original = module.randn_tensor
+
+    def randn_tensor(*args, **kwargs):
+        out = original(*args, **kwargs)
+        draws.append((tag, out.clone()))
+        return out
+    module.randn_tensor = randn_tensor
+    return original
+
+
 def tiny_sd(versions):
     import make_tiny_sd as mts
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from diffusers.models.autoencoders import vae as vae_mod
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_img2img as img2img_mod
     from transformers import CLIPTokenizer
 
@@ -146,7 +176,9 @@ def tiny_sd(versions):
 
     image = sd_source_image(size, size)
     params = enc.run(["latent_parameters"], {"sample": image})[0]
-    z0 = torch.from_numpy(params[:, :4] * np.float32(sf))
+    mean_onnx, logvar_onnx = torch.from_numpy(params[:, :4]), torch.from_numpy(params[:, 4:])
+    std_onnx = torch.exp(0.5 * torch.clamp(logvar_onnx, -30.0, 20.0))  # DiagonalGaussianDistribution
+    z0_mean = mean_onnx * sf
     noise = torch.from_numpy(make_noise((1, 4, size // f, size // f), 20261124))
 
     def eps_onnx(x, t):
@@ -154,48 +186,87 @@ def tiny_sd(versions):
             "sample": x.numpy().astype(np.float32), "timestep": np.array(float(t), dtype=np.float32),
             "encoder_hidden_states": embeds})[0])
 
-    def decode(lat):
+    def decode_onnx(lat):
         return dec.run(["sample"], {"latent_sample": (lat / sf).numpy().astype(np.float32)})[0]
 
-    # PyTorch pipelines for the check (same seeded weights as the exported ONNX files).
+    # PyTorch pipelines (same seeded weights as the exported ONNX files).
     modules = dict(vae=mts.make_vae(), text_encoder=mts.make_text_encoder(), tokenizer=tok, unet=mts.make_unet(),
                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     with torch.no_grad():
-        mean_torch = modules["vae"].encode(torch.from_numpy(image)).latent_dist.mean
-    enc_diff = float((mean_torch * sf - z0).abs().max())
+        dist_torch = modules["vae"].encode(torch.from_numpy(image)).latent_dist
+    enc_diff = float((dist_torch.mean * sf - z0_mean).abs().max())
+    std_diff = float((dist_torch.std - std_onnx).abs().max())
+
+    def finish(pipe, latents):
+        """What the pipeline does after its loop (output_type "pil"): decode, denormalise, 8 bits."""
+        with torch.no_grad():
+            img = pipe.vae.decode(latents / sf, return_dict=False)[0]
+        u8 = (pipe.image_processor.postprocess(img, output_type="np") * 255).round().astype("uint8")
+        return img.numpy(), u8
 
     cases, checks = [], []
-    for name, cls in schedulers().items():
-        for strength in STRENGTHS:
-            r = run_case(cls.from_config(sched_cfg), strength, z0, noise, eps_onnx)
-            img = decode(r["final"])
-            # diffusers' own PyTorch pipeline with the same explicit inputs
-            with torch.no_grad():
-                kw = dict(prompt=PROMPT, num_inference_steps=STEPS, guidance_scale=GUIDANCE, output_type="latent")
-                if r["mode"] == "txt2img":
-                    pipe = StableDiffusionPipeline(scheduler=cls.from_config(sched_cfg), **modules)
-                    lat_t = pipe(latents=noise.clone(), height=size, width=size, **kw).images
-                else:
-                    pipe = StableDiffusionImg2ImgPipeline(scheduler=cls.from_config(sched_cfg), **modules)
-                    saved = img2img_mod.retrieve_latents, img2img_mod.randn_tensor
-                    img2img_mod.retrieve_latents = lambda enc_out, generator=None, sample_mode="": \
-                        enc_out.latent_dist.mean
-                    img2img_mod.randn_tensor = lambda shape, **_: noise.clone()
-                    try:
-                        lat_t = pipe(image=torch.from_numpy(image), strength=strength, **kw).images
-                    finally:
-                        img2img_mod.retrieve_latents, img2img_mod.randn_tensor = saved
-                img_t = modules["vae"].decode(lat_t / sf).sample
-            checks.append({"scheduler": name, "strength": strength,
+    posterior_noise = add_noise = None
+    for name, cls in schedulers(dpm=True).items():
+        kw = dict(prompt=PROMPT, num_inference_steps=STEPS, guidance_scale=GUIDANCE)
+        for strength, vae_latent in CASES:
+            if vae_latent == "sample":
+                # diffusers' own img2img, unpatched: it samples the posterior (mean + std * randn) and draws the
+                # add-noise noise from the generator; both draws are recorded as they happen.
+                pipe = StableDiffusionImg2ImgPipeline(scheduler=cls.from_config(sched_cfg), **modules)
+                draws = []
+                saved = recording(vae_mod, draws, "posterior"), recording(img2img_mod, draws, "add_noise")
+                try:
+                    with torch.no_grad():
+                        lat_t = pipe(image=torch.from_numpy(image), strength=strength, output_type="latent",
+                                     generator=torch.Generator().manual_seed(GENERATOR_SEED), **kw).images
+                finally:
+                    vae_mod.randn_tensor, img2img_mod.randn_tensor = saved
+                assert [t for t, _ in draws] == ["posterior", "add_noise"], [t for t, _ in draws]
+                post, add = draws[0][1], draws[1][1]
+                if posterior_noise is None:
+                    posterior_noise, add_noise = post, add
+                assert torch.equal(post, posterior_noise) and torch.equal(add, add_noise), "one seed, one draw"
+                with torch.no_grad():  # the pipeline's default output, for the 8-bit check below
+                    pil = pipe(image=torch.from_numpy(image), strength=strength,
+                               generator=torch.Generator().manual_seed(GENERATOR_SEED), **kw).images[0]
+                img_t, u8 = finish(pipe, lat_t)
+                assert np.array_equal(np.asarray(pil), u8[0]), "the pipeline's own PIL output"
+                # The same run as a loop over the ONNX files, with both recorded noises.
+                z0 = (mean_onnx + std_onnx * posterior_noise) * sf
+                r = run_case(cls.from_config(sched_cfg), strength, z0, add_noise, eps_onnx)
+            elif vae_latent == "mean":
+                # discl's vae_latent = "mean": the loop over the ONNX files with the posterior's mean; checked against
+                # diffusers' img2img with the latent taken as the mean (retrieve_latents' "argmax" mode).
+                r = run_case(cls.from_config(sched_cfg), strength, z0_mean, noise, eps_onnx)
+                pipe = StableDiffusionImg2ImgPipeline(scheduler=cls.from_config(sched_cfg), **modules)
+                saved = img2img_mod.retrieve_latents, img2img_mod.randn_tensor
+                img2img_mod.retrieve_latents = lambda enc_out, generator=None, sample_mode="": \
+                    enc_out.latent_dist.mode()
+                img2img_mod.randn_tensor = lambda shape, **_: noise.clone()
+                try:
+                    with torch.no_grad():
+                        lat_t = pipe(image=torch.from_numpy(image), strength=strength, output_type="latent",
+                                     **kw).images
+                finally:
+                    img2img_mod.retrieve_latents, img2img_mod.randn_tensor = saved
+                img_t, u8 = finish(pipe, lat_t)
+            else:  # text-to-image: diffusers' own StableDiffusionPipeline with latents = the recorded noise
+                r = run_case(cls.from_config(sched_cfg), strength, None, noise, eps_onnx)
+                pipe = StableDiffusionPipeline(scheduler=cls.from_config(sched_cfg), **modules)
+                with torch.no_grad():
+                    lat_t = pipe(latents=noise.clone(), height=size, width=size, output_type="latent", **kw).images
+                img_t, u8 = finish(pipe, lat_t)
+            img_onnx = decode_onnx(r["final"])
+            checks.append({"scheduler": name, "strength": strength, "vae_latent": vae_latent,
                            "final_latents_max_abs_diff": float((lat_t - r["final"]).abs().max()),
-                           "image_max_abs_diff": float(np.abs(img_t.numpy() - img).max())})
-            cases.append({"scheduler": name, "strength": strength, "mode": r["mode"],
+                           "image_max_abs_diff": float(np.abs(img_t - img_onnx).max())})
+            cases.append({"scheduler": name, "strength": strength, "vae_latent": vae_latent, "mode": r["mode"],
                           "t_start_index": r["t_start_index"], "timesteps": r["timesteps"],
                           "unet_calls": len(r["timesteps"]), "init_noise_sigma": r["init_noise_sigma"],
                           "latents_start": out_list(r["start"]), "latents_after_first_step": out_list(r["first"]),
-                          "image": out_list(img),
-                          "image_range": [float(img.min()), float(img.max())]})
-            print(f"tiny-sd {name:24s} strength {strength}: {len(r['timesteps'])} calls, torch check "
+                          "image": out_list(img_t), "image_u8": u8.transpose(0, 3, 1, 2).ravel().tolist(),
+                          "image_range": [float(img_t.min()), float(img_t.max())]})
+            print(f"tiny-sd {name:24s} strength {strength} {vae_latent}: {len(r['timesteps'])} calls, ONNX check "
                   f"{checks[-1]}")
     te_t = modules["text_encoder"](torch.from_numpy(cond_ids)).last_hidden_state.detach().numpy()
     return {
@@ -214,12 +285,17 @@ def tiny_sd(versions):
         "cond_embeds_head": out_list(cond_emb[0, :EMBED_ROWS]),
         "uncond_embeds_head": out_list(uncond_emb[0, :EMBED_ROWS]),
         "source_image": in_list(image),
-        "z0": out_list(z0),
+        "z0": out_list(z0_mean),
+        "posterior_std": out_list(std_onnx),
         "noise": in_list(noise),
+        "generator_seed": GENERATOR_SEED,
+        "posterior_noise": exact_list(posterior_noise),
+        "add_noise": exact_list(add_noise),
         "scheduler_config": sched_cfg,
         "cases": cases,
         "torch_check": {"text_encoder_max_abs_diff": float(np.abs(te_t - cond_emb).max()),
-                        "vae_encoder_mean_x_sf_max_abs_diff": enc_diff, "runs": checks},
+                        "vae_encoder_mean_x_sf_max_abs_diff": enc_diff, "vae_encoder_std_max_abs_diff": std_diff,
+                        "runs": checks},
     }
 
 
@@ -290,14 +366,16 @@ def main():
             "written by scripts/models/dump_img2img_reference.py (see its docstring)."),
         "layout": (
             "Arrays are flat, row-major (C order) with the batch dimension of 1 dropped: images [C,H,W] in [-1,1] "
-            "(outputs are not clamped), latents [4,h,w]. Inputs (source_image, noise) have 4 decimals and are the "
-            "exact float32 values used; outputs have 6 significant digits."),
+            "(outputs are not clamped), latents [4,h,w]; image_u8 is the pipeline's 8-bit output, also [C,H,W]. Inputs "
+            "(source_image, noise) have 4 decimals and are the exact float32 values used; the recorded draws "
+            "(posterior_noise, add_noise) have 9 significant digits, also exact; outputs have 6 significant digits."),
         "algorithm": (
             "scheduler = <kind>.from_config(scheduler_config); scheduler.set_timesteps(num_inference_steps). "
             "img2img: init = min(int(steps*strength), steps); t_start = steps - init; timesteps = "
             "scheduler.timesteps[t_start*order:]; set_begin_index(t_start*order) if the scheduler has it; "
-            "latents = add_noise(z0, noise, timesteps[0]) with z0 = mean latent * scaling_factor (tiny-sd) or the "
-            "source image (pixel). txt2img (strength 1): all timesteps, latents = noise * init_noise_sigma. Each "
+            "latents = add_noise(z0, noise, timesteps[0]) with z0 = (mean + std * posterior_noise) * scaling_factor "
+            "and noise = add_noise (tiny-sd, vae_latent sample; std = exp(0.5 * clamp(logvar, -30, 20))), z0 = mean * "
+            "scaling_factor and the fixture's noise (tiny-sd, vae_latent mean), or z0 = the source image (pixel). txt2img (strength 1): all timesteps, latents = noise * init_noise_sigma. Each "
             "step: x = scale_model_input(cat[latents, latents], t); UNet on the [uncond, cond] batch; "
             "eps = eps_u + guidance_scale*(eps_c - eps_u); latents = step(eps, t, latents, eta=0). tiny-sd: "
             "UNet timestep = float32 rank-0 t, encoder_hidden_states = text_encoder(ids).last_hidden_state for "

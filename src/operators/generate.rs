@@ -6,13 +6,14 @@
 //! `model_map`) and in the content-addressed image store (a rerun, a resumed run, or a sample
 //! that comes back after leaving the operator's memo regenerates nothing already made). The content key hashes
 //! everything that decides the image: model, source bytes, sample, λ, seed, prompt,
-//! scheduler, steps, guidance scale and pipeline seed.
+//! scheduler, steps, guidance scale, pipeline seed and, for a model whose VAE gives a
+//! posterior, whether it is sampled (`vae_latent`).
 
 use crate::operators::model_map::{model_map, ModelMap};
 use crate::operators::stats::NodeStats;
 use crate::record::{Digest, ErrorRecord, GenKey, Level, Sample, Synthetic};
 use crate::runtime::diffusion::img2img::{to_png, Generator};
-use crate::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey};
+use crate::runtime::diffusion::{Condition, GenerationSettings, ImageRequest, NoiseKey, VaeLatent};
 use crate::runtime::image_input::{decode_into, ImageSpec};
 use crate::runtime::input_file::{read_regular, MAX_CHECKED_INPUT_BYTES};
 use crate::runtime::service::{BatchWorker, ServiceStats};
@@ -56,6 +57,9 @@ pub struct GenerateParams {
     pub class_conditional: bool,
     pub pipeline_seed: u64,
     pub model_digest: Digest,
+    /// The model's VAE encoder gives a posterior, so `settings.vae_latent` decides its images
+    /// (pixel-space models and encoders giving a latent: it does not).
+    pub vae_posterior: bool,
     /// Images per job sent to the service (several UNet batches).
     pub job_size: usize,
     pub stats: Arc<NodeStats>,
@@ -170,6 +174,12 @@ impl GenerateParams {
         h.update(&(self.settings.steps as u64).to_le_bytes());
         h.update(&self.settings.guidance_scale.to_le_bytes());
         h.update(&self.pipeline_seed.to_le_bytes());
+        // The posterior's mode, where it decides the image (a source is encoded: λ > 0). The
+        // mean (discl's only mode before `vae_latent`) adds nothing, so the images made then
+        // keep their keys.
+        if self.vae_posterior && key.level > 0 && self.settings.vae_latent == VaeLatent::Sample {
+            h.update(b"vae_latent = sample");
+        }
         Digest(*h.finalize().as_bytes())
     }
 }

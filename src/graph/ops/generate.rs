@@ -10,7 +10,7 @@ use crate::record::{Level, RecordKind};
 use crate::runtime::diffusion::img2img::Generator;
 use crate::runtime::diffusion::model::Conditioning;
 use crate::runtime::device::Device;
-use crate::runtime::diffusion::{DiffusionModel, GenerationSettings};
+use crate::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use crate::runtime::scheduler::{Scheduler, SchedulerKind};
 use crate::runtime::{InferenceService, ModelMeta};
 use serde::Deserialize;
@@ -43,6 +43,11 @@ pub struct GenerateConfig {
     /// the CPU (what measured fastest) and 8 on a GPU.
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// `sample` (default: the VAE posterior's mean + std · noise, with the image's keyed
+    /// posterior noise, as diffusers' img2img) or `mean`; only for models whose VAE encoder
+    /// gives the posterior (`latent_parameters`), and part of their images' content keys.
+    #[serde(default, deserialize_with = "super::some_from_str")]
+    pub vae_latent: Option<VaeLatent>,
     /// Prompt template; `{class}` becomes the class's display name.
     #[serde(default)]
     pub prompt: Option<String>,
@@ -214,15 +219,25 @@ impl GenerateConfig {
                 return Err(vec![OpError::node(message)]);
             }
         }
+        if let (Some(mode), false) = (self.vae_latent, model.has_posterior()) {
+            let why = match &model.vae {
+                None => "the model has no VAE (a pixel-space UNet)",
+                Some(_) => "the model's VAE encoder gives a latent (`latent_sample`), not the posterior's mean and log-variance",
+            };
+            let message = format!("vae_latent = \"{mode}\" cannot apply: {why}; leave it out");
+            return Err(vec![OpError::field("vae_latent", message)]);
+        }
         let class_conditional = matches!(model.conditioning, Conditioning::Class { .. });
         let settings = GenerationSettings {
             steps: self.steps,
             guidance_scale: self.guidance_scale,
             scheduler: kind,
             batch_size: self.batch_size_on(model.device),
+            vae_latent: self.vae_latent.unwrap_or_default(),
         };
         Ok(OpenedGenerate {
             config: self.clone(),
+            vae_posterior: model.has_posterior(),
             models,
             settings,
             classes,
@@ -271,6 +286,7 @@ struct OpenedGenerate {
     settings: GenerationSettings,
     classes: ClassNames,
     class_conditional: bool,
+    vae_posterior: bool,
 }
 
 impl Opened for OpenedGenerate {
@@ -298,6 +314,7 @@ impl Opened for OpenedGenerate {
             config: self.config,
             classes: self.classes,
             class_conditional: self.class_conditional,
+            vae_posterior: self.vae_posterior,
             model_digest,
             pipeline_seed: run.run.seed,
         }))
@@ -312,6 +329,7 @@ struct GenerateNode {
     prompts: Prompts,
     classes: ClassNames,
     class_conditional: bool,
+    vae_posterior: bool,
     model_digest: crate::record::Digest,
     pipeline_seed: u64,
 }
@@ -335,6 +353,7 @@ impl Node for GenerateNode {
             class_conditional: self.class_conditional,
             pipeline_seed: self.pipeline_seed,
             model_digest: self.model_digest,
+            vae_posterior: self.vae_posterior,
             stats: dataflow.stats_of(&node.name),
         };
         let samples = inputs[0].samples();

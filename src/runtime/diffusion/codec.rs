@@ -1,8 +1,10 @@
 //! What runs around the UNet: the text encoder (each prompt once per generator), the VAE
-//! encoder (each source once; its mean latent) and decoder, and PNG encoding of the results.
+//! encoder (each source once; its posterior, sampled or its mean taken per image, see
+//! `posterior`) and decoder, and PNG encoding of the results.
 
 use super::img2img::{Generator, LATENT_CACHE};
 use super::model::Conditioning;
+use super::posterior::Encoded;
 use crate::record::Digest;
 use crate::runtime::error::RuntimeError;
 use ort::value::TensorRef;
@@ -82,7 +84,8 @@ impl Generator {
         }
         let Some(vae) = &mut self.model.vae else {
             for (digest, image) in missing {
-                self.latents.insert(digest, image);
+                self.latents
+                    .insert(digest, Arc::new(Encoded::given(image, 1.0)));
             }
             return Ok(());
         };
@@ -105,7 +108,7 @@ impl Generator {
         let (_, data) = out[vae.encoder_output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(fail)?;
-        // latent_parameters hold the mean then the log-variance: take the mean (deterministic).
+        // latent_parameters hold the mean then the log-variance; latent_sample is a latent.
         let per = data.len() / missing.len();
         let expected = if vae.encoder_gives_parameters {
             2 * latent_len
@@ -119,11 +122,13 @@ impl Generator {
             });
         }
         for (k, (digest, _)) in missing.into_iter().enumerate() {
-            let mean = &data[k * per..k * per + latent_len];
-            self.latents.insert(
-                digest,
-                Arc::new(mean.iter().map(|v| v * vae.scaling_factor).collect()),
-            );
+            let image = &data[k * per..(k + 1) * per];
+            let encoded = if vae.encoder_gives_parameters {
+                Encoded::posterior(image, vae.scaling_factor)
+            } else {
+                Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor)
+            };
+            self.latents.insert(digest, Arc::new(encoded));
         }
         Ok(())
     }

@@ -6,7 +6,8 @@
 
 use super::device_io::UnetBinding;
 use super::model::{Conditioning, DiffusionModel, TimestepShape};
-use super::noise::{gaussian, NoiseKey};
+use super::noise::ImageNoise;
+use super::posterior::{Encoded, VaeLatent};
 use crate::record::Digest;
 use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
@@ -17,44 +18,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use super::codec::to_png;
-
-/// What an image is conditioned on.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Condition {
-    /// A text prompt (models with a text encoder).
-    Prompt(String),
-    /// A class index (class-conditional UNets).
-    Class(i64),
-}
-
-/// How images are made; part of every memo key.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerationSettings {
-    pub steps: usize,
-    pub guidance_scale: f32,
-    pub scheduler: SchedulerKind,
-    /// Items (images) per UNet call; with guidance a call carries twice as many rows.
-    pub batch_size: usize,
-}
-
-/// One image to make.
-#[derive(Clone, Debug)]
-pub struct ImageRequest {
-    /// The source image in the model's image space (CHW, values in [-1, 1]) and its digest;
-    /// unused at level 0.
-    pub source: Option<(Digest, Arc<Vec<f32>>)>,
-    pub condition: Condition,
-    /// Guidance level λ in per mille, 0 ≤ λ < 1000.
-    pub level: u16,
-    pub noise: NoiseKey,
-}
+pub use super::request::{Condition, GenerationSettings, ImageRequest};
 
 /// Loaded model plus what it has already computed this run.
 pub struct Generator {
     pub model: DiffusionModel,
     pub(super) schedules: HashMap<(SchedulerKind, usize), Arc<Schedule>>,
     pub(super) prompts: HashMap<String, Arc<Vec<f32>>>,
-    pub(super) latents: HashMap<Digest, Arc<Vec<f32>>>,
+    /// Encoded sources: posteriors (or latents as given), keyed by the source's digest.
+    pub(super) latents: HashMap<Digest, Arc<Encoded>>,
     /// The UNet's IO binding, made on the first call when the model runs on CUDA.
     binding: Option<UnetBinding>,
 }
@@ -118,19 +90,21 @@ impl Generator {
         stats: &ServiceStats,
     ) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let latent_len = self.model.latent_len();
+        let sampled = settings.vae_latent == VaeLatent::Sample && self.model.has_posterior();
         let noises = requests
             .iter()
-            .map(|r| gaussian(&r.noise, latent_len))
+            .map(|r| ImageNoise::keyed(&r.noise, latent_len, sampled && r.level > 0))
             .collect();
         self.generate_from_noise(requests, noises, settings, stats)
     }
 
-    /// As [`Generator::generate`], with each request's initial noise given (the requests'
-    /// noise keys are not used): for checking against a reference that recorded its noise.
+    /// As [`Generator::generate`], with each request's noise given — the add-noise noise and,
+    /// where the VAE posterior is sampled, the posterior's (the requests' noise keys are not
+    /// used): for landing on a reference that recorded its own draws.
     pub fn generate_from_noise(
         &mut self,
         requests: &[ImageRequest],
-        noises: Vec<Vec<f32>>,
+        noises: Vec<ImageNoise>,
         settings: &GenerationSettings,
         stats: &ServiceStats,
     ) -> Result<Vec<Vec<f32>>, RuntimeError> {
@@ -157,8 +131,19 @@ impl Generator {
         self.encode_sources(sources)?;
 
         let latent_len = self.model.latent_len();
+        if noises.len() != requests.len() {
+            return Err(RuntimeError::request(format!(
+                "{} noises for {} requests",
+                noises.len(),
+                requests.len()
+            )));
+        }
         let mut items = Vec::with_capacity(requests.len());
-        for (request, mut x) in requests.iter().zip(noises) {
+        for (request, noise) in requests.iter().zip(noises) {
+            let ImageNoise {
+                add: mut x,
+                posterior,
+            } = noise;
             if x.len() != latent_len {
                 return Err(RuntimeError::request(format!(
                     "noise has {} values, the latent {latent_len}",
@@ -174,8 +159,8 @@ impl Generator {
                     .source
                     .as_ref()
                     .ok_or_else(|| RuntimeError::request("a level above 0 needs a source image"))?;
-                let z0 = &self.latents[digest];
-                let mut noised = z0.as_ref().clone();
+                let mut noised =
+                    self.latents[digest].latent(settings.vae_latent, posterior.as_deref())?;
                 schedule.add_noise(&state, &mut noised, &x)?;
                 x = noised;
             }

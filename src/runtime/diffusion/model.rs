@@ -242,6 +242,13 @@ impl DiffusionModel {
     pub fn image_len(&self) -> usize {
         self.image_shape.iter().product()
     }
+    /// Whether the VAE encoder gives a posterior (`latent_parameters`: mean and log-variance),
+    /// so that `vae_latent` decides a source's latent.
+    pub fn has_posterior(&self) -> bool {
+        self.vae
+            .as_ref()
+            .is_some_and(|v| v.encoder_gives_parameters)
+    }
 }
 
 fn open_vae(

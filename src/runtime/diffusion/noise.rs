@@ -1,6 +1,8 @@
 //! Per-image Gaussian noise from a counter-based generator keyed by (pipeline seed, sample,
 //! guidance level, seed index): BLAKE3's extendable output in keyed mode is a counter-mode
-//! stream, so an image's noise is the same whatever batch, worker or run makes it.
+//! stream, so an image's noise is the same whatever batch, worker or run makes it. An image
+//! has two independent streams: the noise img2img adds to the source latent (or text-to-image
+//! starts from), and the noise that samples the VAE posterior of its source.
 
 /// What one image's noise is keyed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -12,9 +14,15 @@ pub struct NoiseKey {
     pub seed_index: u32,
 }
 
+/// The key-derivation context of the add-noise stream (unchanged since the first release:
+/// every stored image's noise comes from it).
+const ADD_NOISE: &str = "discl 2026-11 image noise v1";
+/// The key-derivation context of the VAE posterior's noise.
+const POSTERIOR_NOISE: &str = "discl 2026-11 vae posterior noise v1";
+
 impl NoiseKey {
-    fn stream_key(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key("discl 2026-11 image noise v1");
+    fn stream_key(&self, context: &str) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key(context);
         hasher.update(&self.pipeline_seed.to_le_bytes());
         hasher.update(&self.sample.to_le_bytes());
         hasher.update(&self.level.to_le_bytes());
@@ -23,9 +31,41 @@ impl NoiseKey {
     }
 }
 
-/// `n` standard normal values for `key` (Box–Muller over the keyed stream).
+/// The noise of one image, given rather than drawn from its key: to land on a reference that
+/// recorded its own draws.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageNoise {
+    /// What img2img adds to the source latent (text-to-image: the starting latent).
+    pub add: Vec<f32>,
+    /// What samples the VAE posterior of the source (`mean + std · noise`); needed only when
+    /// a posterior is sampled.
+    pub posterior: Option<Vec<f32>>,
+}
+
+impl ImageNoise {
+    /// The image's keyed noise: `n` values of each stream, the posterior's only if asked for.
+    pub fn keyed(key: &NoiseKey, n: usize, posterior: bool) -> Self {
+        ImageNoise {
+            add: gaussian(key, n),
+            posterior: posterior.then(|| posterior_gaussian(key, n)),
+        }
+    }
+}
+
+/// `n` standard normal values for `key`: the add-noise stream.
 pub fn gaussian(key: &NoiseKey, n: usize) -> Vec<f32> {
-    let mut reader = blake3::Hasher::new_keyed(&key.stream_key()).finalize_xof();
+    normals(&key.stream_key(ADD_NOISE), n)
+}
+
+/// `n` standard normal values for `key`: the VAE posterior's stream, independent of the
+/// add-noise stream.
+pub fn posterior_gaussian(key: &NoiseKey, n: usize) -> Vec<f32> {
+    normals(&key.stream_key(POSTERIOR_NOISE), n)
+}
+
+/// `n` standard normal values (Box–Muller over the keyed stream).
+fn normals(stream_key: &[u8; 32], n: usize) -> Vec<f32> {
+    let mut reader = blake3::Hasher::new_keyed(stream_key).finalize_xof();
     let mut bytes = vec![0u8; n.div_ceil(2) * 8];
     reader.fill(&mut bytes);
     let mut out = Vec::with_capacity(n + 1);
@@ -75,6 +115,29 @@ mod tests {
                 1001
             )
         );
+    }
+
+    #[test]
+    fn the_add_noise_stream_is_unchanged() {
+        // Drawn before the posterior stream existed: stored images depend on these values.
+        let head = [1.122478, -0.18258044, -1.3761805, -0.047941875, 0.5213685];
+        let a = gaussian(&key(0), 5);
+        for (got, want) in a.iter().zip(head) {
+            assert!((got - want).abs() < 1e-6, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn the_posterior_stream_is_keyed_and_independent() {
+        let p = posterior_gaussian(&key(0), 1001);
+        assert_eq!(p, posterior_gaussian(&key(0), 1001));
+        assert_ne!(p, posterior_gaussian(&key(1), 1001));
+        let a = gaussian(&key(0), 1001);
+        let dot: f64 = p.iter().zip(&a).map(|(x, y)| (x * y) as f64).sum::<f64>() / 1001.0;
+        assert!(dot.abs() < 0.15, "correlation {dot}");
+        let keyed = ImageNoise::keyed(&key(0), 1001, true);
+        assert_eq!((keyed.add, keyed.posterior), (a.clone(), Some(p)));
+        assert_eq!(ImageNoise::keyed(&key(0), 1001, false).posterior, None);
     }
 
     #[test]
