@@ -17,9 +17,11 @@ built-in learner stage by stage and evaluates it on the official test set. Arms:
   random               one λ per stage by keyed hash
   specific_to_diverse  λ descending
   discl                λ ascending: DisCL's diverse-to-specific curriculum
-  lq_ce, lq_discl, lq_adaptive
+  oversample_tail30, discl_tail30
+                       a follow-up, not run by default: the tail share of each epoch raised to 0.3
+  lq_ce, lq_oversample, lq_discl, lq_adaptive
                        the same on a low-quality (blurred, noised) copy of the training set
-                       (scripts/data/make_lq.py): real only, diverse-to-specific, and the adaptive
+                       (scripts/data/make_lq.py): real only, real oversampled, diverse-to-specific, and the adaptive
                        schedule that picks each next λ from the learner's progress on a held-out
                        validation set with every level.
 
@@ -64,6 +66,7 @@ ARMS = {
     "oversample_tail30": ("lt", 'schedule = "real_only"', "oversample_real = true\ntail_share = 0.3"),
     "discl_tail30": ("lt", 'schedule = "diverse_to_specific"', SYNTHETIC + "\ntail_share = 0.3"),
     "lq_ce": ("lq", 'schedule = "real_only"', "oversample_real = false"),
+    "lq_oversample": ("lq", 'schedule = "real_only"', "oversample_real = true"),
     "lq_discl": ("lq", 'schedule = "diverse_to_specific"', SYNTHETIC),
     "lq_adaptive": ("lq", 'schedule = "adaptive"\ninputs = ["trainer.progress"]\nstart_level = 0.1', SYNTHETIC),
 }
