@@ -15,7 +15,10 @@ import discl
 from conftest import REPO, read_jsonl, shipped
 
 SCRIPT = """
-import sys, discl
+import signal, sys, discl
+# Python's own Ctrl-C handler, even where this test runs with SIGINT ignored (a background job
+# of a shell without job control starts its children so, and Python then installs none).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 pipeline = discl.Pipeline.from_toml(open(sys.argv[1]).read(), "tiny-sd.toml")
 print("running", flush=True)
 try:
