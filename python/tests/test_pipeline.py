@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -179,3 +181,27 @@ def test_workers_must_be_positive():
     pipeline = discl.Pipeline.from_file("pipelines/tiny-sd-spectrum.toml")
     with pytest.raises(ValueError, match="workers"):
         pipeline.run(workers=0)
+
+
+def test_run_releases_the_gil(tiny):
+    """Another Python thread keeps running while the engine works."""
+    text, _, _, _ = tiny
+    pipeline = discl.Pipeline.from_toml(text, "tiny.toml")
+    ticks, done = [], threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(time.monotonic())  # needs the GIL
+            time.sleep(0.002)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        start = time.monotonic()
+        pipeline.run()
+        end = time.monotonic()
+    finally:
+        done.set()
+        counter.join()
+    during = [t for t in ticks if start < t < end]
+    assert end - start > 0.2 and len(during) > 20, (end - start, len(during))
