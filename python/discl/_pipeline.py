@@ -194,10 +194,12 @@ class RunningPipeline:
             unknown = set(row) - {"name", "label", "path", "id", "digest", "diff"}
             if unknown:
                 raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-            try:
-                name, label, path = str(row["name"]), str(row["label"]), os.fspath(row["path"])
-            except KeyError as e:
-                raise ValueError(f"{where}: missing {e.args[0]}") from None
+            missing = [key for key in ("name", "label", "path") if key not in row]
+            if missing:
+                raise ValueError(f"{where}: missing {', '.join(missing)}")
+            name, label, path = row["name"], row["label"], os.fspath(row["path"])
+            if not isinstance(name, str) or not isinstance(label, str):
+                raise ValueError(f"{where}: name and label must be strings, got {name!r}, {label!r}")
             sample_id = row.get("id")
             sample_id = None if sample_id is None else _count(sample_id, "id", where)
             native_rows.append((name, label, path, sample_id, row.get("digest"), _diff(row, where)))

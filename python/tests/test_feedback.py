@@ -88,6 +88,8 @@ def test_bad_rows_and_nodes_are_refused(tiny):
             running.push_feedback([{"sample": 1, "p_true": 0.5, "predicted": "bag", "pred": 1}], checkpoint=1)
         with pytest.raises(discl.DisclError, match="is not a feedback"):
             running.push_feedback([{"sample": 1, "p_true": 0.5, "predicted": "bag"}], feedback="hard", checkpoint=1)
+        with pytest.raises(ValueError, match="row 0: missing label, path"):
+            running.push_samples([{"name": "x"}])
         with pytest.raises(discl.DisclError, match="cannot read"):
             running.push_samples([{"name": "x", "label": "bag", "path": "no/such.png"}])
     assert running.stopped
