@@ -204,4 +204,6 @@ def test_run_releases_the_gil(tiny):
         done.set()
         counter.join()
     during = [t for t in ticks if start < t < end]
-    assert end - start > 0.2 and len(during) > 20, (end - start, len(during))
+    # Holding the GIL, the run would leave the counter no tick at all.
+    possible = (end - start) / 0.002
+    assert len(during) >= max(3, 0.25 * possible), (end - start, len(during))
