@@ -35,6 +35,12 @@ import time
 import tomllib
 from pathlib import Path
 
+# The feedback files have one definition: the discl Python package's `discl.feedback`, which
+# needs neither its native extension nor any other package, so a checkout's copy (python/)
+# serves when discl is not installed.
+sys.path.append(str(Path(__file__).resolve().parents[2] / "python"))
+from discl.feedback import write_progress, write_scores  # noqa: E402
+
 REAL_LEVEL = 1000
 STAGE_COLUMNS = ("stage", "epoch", "sample", "level", "label", "path", "copies")
 
@@ -382,20 +388,7 @@ class Head:
 
 
 # ---------------------------------------------------------------------------------------------
-# Writing feedback
-
-
-def write_atomically(folder: Path, name: str, lines: list[dict]) -> Path:
-    """`folder/name`, written whole: `.name.tmp` first, then renamed (discl reads final names only)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, final = folder / f".{name}.tmp", folder / name
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    return final
+# Writing feedback: discl.feedback (write_scores, write_progress) writes each file whole
 
 
 def evaluate(head: Head, features: Features, items) -> tuple[list[dict], dict[int, float], float]:
@@ -447,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             # its validation p_true, the baseline of the adaptive schedule's first pick.
             head = Head(features(list(dict.fromkeys(paths))), len(classes), rng, args.lr, args.batch_size)
             lines, _, _ = evaluate(head, features, validation_set(args, classes))
-            write_atomically(args.feedback, "progress-0.jsonl", lines)
+            write_progress(args.feedback, 0, lines)
         copies = np.array([int(c) for c in df["copies"]])
         epochs = sorted(set(int(e) for e in df["epoch"]))
         shown = 0
@@ -477,11 +470,11 @@ def main(argv: list[str] | None = None) -> int:
                     "predicted": classes[int(p[i].argmax())],
                 }
             )
-        write_atomically(args.feedback, f"checkpoint-{stage + 1}.jsonl", checkpoint)
+        write_scores(args.feedback, stage + 1, checkpoint)
 
         validation = validation_set(args, classes)
         lines, means, val_accuracy = evaluate(head, features, validation)
-        write_atomically(args.feedback, f"progress-{stage + 1}.jsonl", lines)
+        write_progress(args.feedback, stage + 1, lines)
 
         levels = index[stage]
         mean_text = " ".join(f"{level}:{mean:.3f}" for level, mean in means.items())

@@ -57,6 +57,7 @@ pub fn kind_of(path: &Path) -> Option<Result<FileKind, String>> {
     )
 }
 
+/// One line of `checkpoint-N.jsonl` as a score at `checkpoint`; `loss` defaults to −ln p_true.
 pub fn parse_line(line: &str, checkpoint: u64) -> Result<Score, String> {
     let parsed: FeedbackLine =
         serde_json::from_str(line).map_err(|e| format!("bad feedback line: {e}"))?;

@@ -10,6 +10,8 @@
 mod lines;
 
 use lines::{kind_of, FileKind};
+/// How one line of a feedback file is read; the Python package reads pushed rows with these too.
+pub use lines::{parse_line, parse_progress};
 
 use crate::record::{ErrorRecord, Progress, Sample, Score};
 use crate::runtime::input_file::regular_lines;
