@@ -96,14 +96,7 @@ impl Judge {
                 values.map(|v| v.as_f64().unwrap() as f32).collect()
             })
             .collect();
-        let [channels, height, width] = meta.input_shape;
-        let spec = ImageSpec {
-            channels,
-            height,
-            width,
-            mean: meta.mean.clone(),
-            std: meta.std.clone(),
-        };
+        let spec = meta.image_spec();
         Judge {
             session,
             spec,
@@ -345,15 +338,8 @@ fn the_learner_exports_a_drop_in_for_fashion_cnn() {
     // The learner a `train` node builds `like = "classifier"`: fashion-cnn's shape, input spec
     // and classes (src/trainer/plan.rs), trained a little on the fixture.
     let (shipped, _) = ModelMeta::load(&classifier()).unwrap();
-    let [channels, height, width] = shipped.input_shape;
     let config = LearnerConfig {
-        image: ImageSpec {
-            channels,
-            height,
-            width,
-            mean: shipped.mean.clone(),
-            std: shipped.std.clone(),
-        },
+        image: shipped.image_spec(),
         ..LearnerConfig::fashion()
     };
     let images = fixture_images(&shipped.classes);

@@ -45,14 +45,7 @@ impl Classifier {
             .map_err(|e| RuntimeError::config(&folder.join(META_FILE), e.to_string()))?
             .to_string();
         check_io(&session, &meta, &logits_name, &file)?;
-        let [channels, height, width] = meta.input_shape;
-        let spec = ImageSpec {
-            channels,
-            height,
-            width,
-            mean: meta.mean.clone(),
-            std: meta.std.clone(),
-        };
+        let spec = meta.image_spec();
         Ok(Classifier {
             session,
             meta,

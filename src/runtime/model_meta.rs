@@ -34,6 +34,18 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
+    /// The image input this model wants: its size and normalisation.
+    pub fn image_spec(&self) -> super::image_input::ImageSpec {
+        let [channels, height, width] = self.input_shape;
+        super::image_input::ImageSpec {
+            channels,
+            height,
+            width,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+
     /// Reads `<folder>/discl.toml` and checks it is self-consistent.
     pub fn load(folder: &Path) -> Result<(ModelMeta, PathBuf), RuntimeError> {
         let file = folder.join(META_FILE);

@@ -7,7 +7,6 @@ use crate::graph::ops::train::{TrainConfig, TrainInputs};
 use crate::graph::ops::OpError;
 use crate::graph::Compiled;
 use crate::pipeline::PipelineError;
-use crate::runtime::image_input::ImageSpec;
 use crate::runtime::learner::LearnerConfig;
 use crate::runtime::ModelMeta;
 use std::path::PathBuf;
@@ -105,7 +104,6 @@ impl TrainPlan {
         let (meta, _) = ModelMeta::load(&spec.path).map_err(|e| {
             graph_error(compiled, node, OpError::model(&config.like, e.to_string()))
         })?;
-        let [channels, height, width] = meta.input_shape;
         let learner = LearnerConfig {
             seed: config.seed.unwrap_or(compiled.pipeline.seed),
             threads: config.threads,
@@ -114,13 +112,7 @@ impl TrainPlan {
             weight_decay: config.weight_decay,
             augment: config.augment,
             widths: config.widths,
-            image: ImageSpec {
-                channels,
-                height,
-                width,
-                mean: meta.mean.clone(),
-                std: meta.std.clone(),
-            },
+            image: meta.image_spec(),
         };
         let trained_under = blake3::hash(
             format!("{}\n{:?}\n{:?}", compiled.digest.to_hex(), config, learner).as_bytes(),

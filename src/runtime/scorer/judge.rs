@@ -104,16 +104,9 @@ impl Judge {
         let (table, prompts) = load_table(&table_file, meta.classes.len())?;
         let file = folder.join(&meta.onnx);
         let session = onnx::open_session(&file, options).map_err(ScorerError::Runtime)?;
-        let [channels, height, width] = meta.input_shape;
         check_io(&session, &meta, &output, table[0].len())
             .map_err(|e| ScorerError::model(&file, e))?;
-        let spec = ImageSpec {
-            channels,
-            height,
-            width,
-            mean: meta.mean.clone(),
-            std: meta.std.clone(),
-        };
+        let spec = meta.image_spec();
         Ok(Judge {
             session,
             file,
