@@ -15,9 +15,14 @@
 //!
 //!   cargo bench --bench curriculum                 # 1,000,000 synthetic records
 //!   SYNTHETIC=100000 RUNS=5 cargo bench --bench curriculum
+//!   CHECKPOINTS=3 cargo bench --bench curriculum   # three changes a run; the ratio for each too
 
 #[path = "support/curriculum_world.rs"]
 mod world;
+
+/// The allocator the `discl` binary uses (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::probe::Handle;
@@ -220,14 +225,13 @@ fn main() {
         "absorb {changed} new feedback scores  median {delta:.4} s  (runs: {})",
         shown(&first)
     );
-    if checkpoints > 1 {
+    let every_delta = (checkpoints > 1).then(|| {
         let all: Vec<f64> = results.iter().flat_map(|r| r.deltas.clone()).collect();
         let n = all.len();
-        println!(
-            "  over {checkpoints} checkpoints a run: median {:.4} s of {n}",
-            median(all)
-        );
-    }
+        let every = median(all);
+        println!("  over {checkpoints} checkpoints a run: median {every:.4} s of {n}");
+        every
+    });
     println!("peak RSS {:.0} MB (the largest run)", peak_rss_mb());
     match pandas_seconds(wanted, changed, runs as usize) {
         Some(pandas) => {
@@ -241,6 +245,12 @@ fn main() {
                 "  absorbing the change against pandas' recompute after it (pandas has no incremental path) {:>6.2}×",
                 pandas.after / delta
             );
+            if let Some(every) = every_delta {
+                println!(
+                    "  the same, every checkpoint's delta (not only the first)  {:>6.2}×",
+                    pandas.after / every
+                );
+            }
         }
         None => println!(
             "pandas: not run (no .venv-test; PANDAS_PYTHON=… or scripts/setup.sh --test-env)"
