@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod export;
+mod im2col;
 pub mod keyed;
 pub mod net;
 pub mod optim;

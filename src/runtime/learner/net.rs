@@ -8,6 +8,7 @@
 //! graph the ONNX export writes, so the two compute the same thing.
 
 use super::error::{LearnerError, TensorContext};
+use super::im2col::im2col3x3;
 use super::keyed::{key, purpose, Stream};
 use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -117,17 +118,19 @@ impl Net {
     /// The training forward pass on a batch `x` of shape (n, c, h, w): batch statistics (and
     /// the running ones updated), dropout from `dropout_key`. Returns the logits.
     pub fn forward_train(&mut self, x: &Tensor, dropout_key: u64) -> Result<Tensor, LearnerError> {
-        let mut h = x.clone();
+        let mut h = channels_first(x).ctx("layout")?;
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            let c = b.gamma.dim(0).ctx("shape")?;
             let y = conv3x3(&h, b.weight.as_tensor()).ctx("convolution")?;
-            let (n, _, hh, ww) = y.dims4().ctx("shape")?;
-            let mean = y.mean_keepdim((0, 2, 3)).ctx("batch mean")?;
+            let dims = y.dims4().ctx("shape")?;
+            let (c, n, hh, ww) = dims;
+            // (c, n·h·w): the statistics and broadcasts run along the contiguous last dimension.
+            let y = y.reshape((c, n * hh * ww)).ctx("batch norm")?;
+            let mean = y.mean_keepdim(1).ctx("batch mean")?;
             let centred = y.broadcast_sub(&mean).ctx("batch norm")?;
             let var = centred
                 .sqr()
                 .ctx("batch var")?
-                .mean_keepdim((0, 2, 3))
+                .mean_keepdim(1)
                 .ctx("batch var")?;
             let inv = (var.clone() + BN_EPS)
                 .ctx("batch norm")?
@@ -135,16 +138,14 @@ impl Net {
                 .ctx("batch norm")?
                 .recip()
                 .ctx("batch norm")?;
-            let gamma = b
-                .gamma
-                .as_tensor()
-                .reshape((1, c, 1, 1))
-                .ctx("batch norm")?;
-            let beta = b.beta.as_tensor().reshape((1, c, 1, 1)).ctx("batch norm")?;
+            let gamma = b.gamma.as_tensor().reshape((c, 1)).ctx("batch norm")?;
+            let beta = b.beta.as_tensor().reshape((c, 1)).ctx("batch norm")?;
             let y = centred
                 .broadcast_mul(&inv.broadcast_mul(&gamma).ctx("batch norm")?)
                 .ctx("batch norm")?
                 .broadcast_add(&beta)
+                .ctx("batch norm")?
+                .reshape(dims)
                 .ctx("batch norm")?;
             // Running statistics (unbiased variance), outside the graph.
             let count = (n * hh * ww) as f64;
@@ -167,7 +168,7 @@ impl Net {
                 h = h.max_pool2d(2).ctx("max-pool")?;
             }
         }
-        let features = h.mean((2, 3)).ctx("average pool")?;
+        let features = average_pool(&h)?;
         let (n, f) = features.dims2().ctx("shape")?;
         let mut stream = Stream::new(dropout_key);
         let keep = 1.0 - DROPOUT;
@@ -221,41 +222,49 @@ impl Net {
 impl Folded {
     /// Inference: (logits, features) for a batch `x` of shape (n, c, h, w).
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor), LearnerError> {
-        let mut h = x.clone();
+        let mut h = channels_first(x).ctx("layout")?;
         for (i, (w, b)) in self.convs.iter().enumerate() {
             let c = b.dim(0).ctx("shape")?;
             h = conv3x3(&h, w)
-                .and_then(|y| y.broadcast_add(&b.reshape((1, c, 1, 1))?))
+                .and_then(|y| y.broadcast_add(&b.reshape((c, 1, 1, 1))?))
                 .and_then(|y| y.relu())
                 .ctx("convolution")?;
             if POOL_AFTER.contains(&i) {
                 h = h.max_pool2d(2).ctx("max-pool")?;
             }
         }
-        let features = h.mean((2, 3)).ctx("average pool")?;
+        let features = average_pool(&h)?;
         let logits = linear(&features, &self.head_weight, &self.head_bias)?;
         Ok((logits, features))
     }
 }
 
-/// A 3×3 convolution, stride 1, padding 1, as im2col and one matrix product built from
-/// candle's pad, narrow, stack and matmul: their gradients are all copies or matrix products,
-/// where candle's own `conv2d` backward runs a direct `conv_transpose2d` loop that made an
-/// epoch several times slower.
+/// A batch (n, c, h, w) in the network's layout (c, n, h, w): channels first, so that a
+/// convolution is one matrix product over the whole batch and batch norm's statistics are
+/// sums along a contiguous row. (In candle, sums over dimensions (0, 2, 3) of (n, c, h, w),
+/// and the gradients of the broadcasts they feed, were 56% of an epoch; this layout made an
+/// epoch 2.1× faster: `cargo bench --bench learner`, 10.5 → 5.0 s.)
+fn channels_first(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.transpose(0, 1)?.contiguous()
+}
+
+/// Global average pooling of (c, n, h, w) to the (n, c) features.
+fn average_pool(h: &Tensor) -> Result<Tensor, LearnerError> {
+    h.mean((2, 3))
+        .and_then(|f| f.t())
+        .and_then(|f| f.contiguous())
+        .ctx("average pool")
+}
+
+/// A 3×3 convolution, stride 1, padding 1, of `x` in the (c, n, h, w) layout, giving
+/// (c_out, n, h, w): [`im2col3x3`] and one matrix product over the whole batch. (candle's own
+/// `conv2d` backward runs a direct `conv_transpose2d` loop that made an epoch several times
+/// slower.)
 pub fn conv3x3(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
+    let (c, n, h, w) = x.dims4()?;
     let c_out = weight.dim(0)?;
-    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let mut taps = Vec::with_capacity(9);
-    for dy in 0..3 {
-        for dx in 0..3 {
-            taps.push(padded.narrow(2, dy, h)?.narrow(3, dx, w)?);
-        }
-    }
-    // (n, c, 9, h, w): row c·9 + 3·dy + dx matches the weight's (c_out, c, 3, 3) layout.
-    let patches = Tensor::stack(&taps, 2)?.reshape((n, c * 9, h * w))?;
-    let kernel = weight.reshape((c_out, c * 9))?.broadcast_left(n)?;
-    kernel.matmul(&patches)?.reshape((n, c_out, h, w))
+    let kernel = weight.reshape((c_out, c * 9))?;
+    kernel.matmul(&im2col3x3(x)?)?.reshape((c_out, n, h, w))
 }
 
 fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor, LearnerError> {
