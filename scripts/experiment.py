@@ -363,7 +363,12 @@ def main():
     # The command as run, without machine paths (the binary is a release build of this commit).
     shown = []
     for arg in sys.argv[1:]:
-        shown.append("<release build>" if shown and shown[-1] == "--binary" else arg)
+        if shown and shown[-1] == "--binary":
+            arg = "<release build>"
+        elif shown and shown[-1] in ("--out", "--report"):
+            inside = os.path.abspath(arg).startswith(REPO + os.sep)
+            arg = os.path.relpath(os.path.abspath(arg), REPO) if inside else "<a folder>"
+        shown.append(arg)
     command = "python3 scripts/experiment.py " + " ".join(shown)
     run_seconds = sum(s for (_, s) in reports.values())
     settings = {k: v for k, v in vars(args).items() if k not in ("binary", "out", "report")}
