@@ -49,6 +49,18 @@ def recognition(folder, judge, guidance, n, seed, steps):
             "per_class": {common.CLASSES[c]: round(float(hit[labels == c].mean()), 4) for c in range(10)}}
 
 
+def shown_path(value):
+    """A path as the report records it: relative to the repository or to ~, never a machine's absolute path."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    home = os.path.expanduser("~")
+    if value.startswith(common.REPO + os.sep):
+        return os.path.relpath(value, common.REPO)
+    if value.startswith(home + os.sep):
+        return "~/" + os.path.relpath(value, home)
+    return "<" + os.path.basename(value) + ">"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--snapshots", default=os.path.join(uc.train_dir(), "snapshots"))
@@ -70,7 +82,7 @@ def main():
     if not snapshots:
         sys.exit(f"no snapshots under {args.snapshots}")
     t0 = time.time()
-    report = {"screen": [], "confirm": [], "settings": vars(args)}
+    report = {"screen": [], "confirm": [], "settings": {k: shown_path(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory() as scratch:
         folders = {}
         for snap in snapshots:
