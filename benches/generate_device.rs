@@ -112,7 +112,8 @@ fn main() {
     }
     drop(model);
 
-    let (secs, calls) = through_engine(&folder, &device.to_string(), best.1, 1);
+    let run = through_engine(&folder, &device.to_string(), best.1, 1);
+    let (secs, calls) = (run.seconds, run.unet_calls);
     println!(
         "\nwhole engine (manifest → generate → sink, sessions loaded inside, PNGs written), batch {}: {:.1} s, {:.4} s/image, {calls} UNet calls",
         best.1,

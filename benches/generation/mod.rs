@@ -115,10 +115,20 @@ pub fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
     requests
 }
 
+/// What one run through the engine took.
+pub struct EngineRun {
+    /// The whole run's seconds, sessions loaded inside.
+    pub seconds: f64,
+    /// The generate node's model seconds (its summary's `seconds`: the generator busy, models
+    /// loaded; with one session, the steady state a peer's loop is compared with).
+    pub model_seconds: f64,
+    pub unet_calls: u64,
+}
+
 /// One run of the workload through the whole engine (manifest source → generate → sink) on the
 /// model folder `model`, its sessions on `device`, with an empty image store: every image is
-/// made. Returns the run's seconds (sessions loaded inside) and its UNet calls.
-pub fn through_engine(model: &Path, device: &str, batch: usize, sessions: usize) -> (f64, u64) {
+/// made.
+pub fn through_engine(model: &Path, device: &str, batch: usize, sessions: usize) -> EngineRun {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("sources.jsonl");
     let lines: Vec<String> = workload()
@@ -180,7 +190,11 @@ inputs = ["synthetic"]
                 .unwrap_or_else(|e| format!("({}: {e})", errors.display()))
         );
     }
-    (secs, summary.nodes["synthetic"].model_calls)
+    EngineRun {
+        seconds: secs,
+        model_seconds: summary.nodes["synthetic"].seconds,
+        unet_calls: summary.nodes["synthetic"].model_calls,
+    }
 }
 
 /// Makes the workload's images with plain ONNX Runtime calls on an opened model, `batch`

@@ -16,6 +16,7 @@ Peers:
   tiny-pixel-unet: diffusers has no img2img pipeline for UNet2DModel; the equivalent loop (set_timesteps,
   get_timesteps-style truncation, add_noise, UNet on [uncond, cond], guidance, step) on make_tiny_pixel_unet.py's
   UNet2DModel.
+- plain-ort-loop: scripts/bench/plain_ort.py, the loop a user writes with onnxruntime and numpy alone (batch 1).
 - optimum-ort (tiny-sd only): optimum's ORTStableDiffusionImg2ImgPipeline on models/tiny-sd (CPU, 1 intra-op
   thread), images of the same strength batched B at a time (lists of prompts and images, one generator per call),
   B ∈ {1, 2, 4, 8}.
@@ -284,6 +285,48 @@ def pixel_img2img(unet, sched, image, label, strength, seed):
         return ((x[0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
+# ------------------------------------------------------------------------------------------- the plain ORT loop
+
+def measure_plain_sd(items, size, rounds, n):
+    """scripts/bench/plain_ort.py on models/tiny-sd, batch 1; each round starts with no prompt or source encoded."""
+    import plain_ort
+    t0 = time.perf_counter()
+    plain = plain_ort.PlainSd(SD_DIR, STEPS, GUIDANCE, THREADS)
+    log = CallLog()
+    for name in ("unet", "text_encoder", "vae_encoder", "vae_decoder"):
+        log.wrap(plain, name, name, record_t=name == "unet")
+    load = time.perf_counter() - t0
+    images = {it["path"]: sd_image(it["path"], size) for it in items}
+
+    def run(chosen):
+        plain.prompts.clear()
+        plain.sources.clear()
+        return [plain.generate(images[it["path"]], it["path"], it["prompt"], it["strength"], it["seed"])
+                for it in chosen]
+
+    res = measure("plain-ort-loop (batch 1)", lambda: run(items), lambda: run(items[:1]), log, rounds, n)
+    res["load_s"] = round(load, 3)
+    return res
+
+
+def measure_plain_pixel(items, rounds, n):
+    """scripts/bench/plain_ort.py on models/tiny-pixel-unet, batch 1."""
+    import plain_ort
+    t0 = time.perf_counter()
+    plain = plain_ort.PlainPixel(PIX_DIR, STEPS, GUIDANCE, NULL_CLASS, THREADS)
+    log = CallLog()
+    log.wrap(plain, "unet", "unet", record_t=True)
+    load = time.perf_counter() - t0
+    images = {it["path"]: pixel_image(it["path"]).numpy() for it in items}
+
+    def run(chosen):
+        return [plain.generate(images[it["path"]], it["label"], it["strength"], it["seed"]) for it in chosen]
+
+    res = measure("plain-ort-loop (batch 1)", lambda: run(items), lambda: run(items[:1]), log, rounds, n)
+    res["load_s"] = round(load, 3)
+    return res
+
+
 # ------------------------------------------------------------------------------------------------------------- main
 
 def versions():
@@ -363,6 +406,8 @@ def main():
                               "unet_calls": by_batch[best]["unet_calls"], "load_s": round(load_ort, 3)}
         print(f"  optimum-ort best: batch {best}, {by_batch[best]['images_per_s']:.2f} images/s", flush=True)
 
+        res["plain-ort-loop"] = measure_plain_sd(items, size, rounds, n)
+
         # Check (untimed): same weights, same seed, batch 1 -> torch and ONNX Runtime images should agree.
         c = calls[0]
         a = sd_call(tpipe, *c, output_type="np")
@@ -390,6 +435,7 @@ def main():
             lambda: pixel_img2img(unet, sched, srcs[items[0]["path"]], items[0]["label"], items[0]["strength"], 0),
             plog, rounds, n)}
         res["diffusers-torch-per-image"]["load_s"] = round(load, 3)
+        res["plain-ort-loop"] = measure_plain_pixel(items, rounds, n)
         note = ("not measured: optimum has no ONNX Runtime pipeline for a class-conditional pixel-space UNet2DModel "
                 "(no img2img/DDPM/DDIM ORT pipeline)")
         res["optimum-ort"] = {"available": False, "note": note}
