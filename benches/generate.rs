@@ -58,6 +58,9 @@ fn main() {
         );
         compare_with_peers(&peers, model, best.0, best.1);
         compare_loaded(&peers, model, best.2, best.1);
+        let warm = images as f64 / warm_generator(&repo().join("models").join(model), 3, ROUNDS);
+        println!("  discl's generator warm (one session, 3 untimed rounds first, batch 1): {warm:6.1} images/s");
+        compare_loaded(&peers, model, warm, 1);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores < 2 {

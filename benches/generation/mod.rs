@@ -89,9 +89,10 @@ pub fn source_pixels(model: &DiffusionModel) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// The workload as the engine's generator takes it (text-conditioned models): the same
-/// images, prompts, levels and noise keys as [`bare_generate`].
+/// The workload as the engine's generator takes it: the same images, prompts (or, for a
+/// class-conditional model, class labels), levels and noise keys as [`bare_generate`].
 pub fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
+    let class = matches!(model.conditioning, Conditioning::Class { .. });
     let mut requests = Vec::new();
     for (s, ((i, _, _), pixels)) in workload().iter().zip(source_pixels(model)).enumerate() {
         let digest = discl::record::Digest::of(&s.to_le_bytes());
@@ -100,7 +101,11 @@ pub fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
             for seed in 0..SEEDS {
                 requests.push(ImageRequest {
                     source: Some((digest, Arc::clone(&pixels))),
-                    condition: Condition::Prompt(format!("a photo of a {}", DISPLAY[*i])),
+                    condition: if class {
+                        Condition::Class(*i as i64)
+                    } else {
+                        Condition::Prompt(format!("a photo of a {}", DISPLAY[*i]))
+                    },
                     level,
                     noise: NoiseKey {
                         pipeline_seed: 0,
@@ -113,6 +118,42 @@ pub fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
         }
     }
     requests
+}
+
+/// discl's generator warm: one session, the workload made `warmup` times untimed, then
+/// `rounds` timed, one request at a time as the engine's service makes them at batch 1.
+/// ONNX Runtime speeds up over its first thousand or so calls on a session (about 10% on
+/// tiny-pixel-unet); the engine's rounds above each open a fresh session, the peers' rounds
+/// reuse theirs. Returns the median round's seconds.
+pub fn warm_generator(model: &Path, warmup: usize, rounds: usize) -> f64 {
+    use discl::runtime::diffusion::img2img::GenerationSettings;
+    use discl::runtime::diffusion::posterior::VaeLatent;
+    use discl::runtime::onnx::SessionOptions;
+    use discl::runtime::service::ServiceStats;
+    let model = DiffusionModel::open(model, &SessionOptions::default()).unwrap();
+    let requests = requests(&model);
+    let mut generator = Generator::new(model);
+    let settings = GenerationSettings {
+        steps: STEPS,
+        guidance_scale: GUIDANCE,
+        scheduler: SchedulerKind::Ddim,
+        batch_size: 1,
+        vae_latent: VaeLatent::Sample,
+    };
+    let stats = ServiceStats::default();
+    let mut round = || {
+        let started = Instant::now();
+        for request in &requests {
+            generator
+                .generate(std::slice::from_ref(request), &settings, &stats)
+                .unwrap();
+        }
+        started.elapsed().as_secs_f64()
+    };
+    (0..warmup).for_each(|_| {
+        round();
+    });
+    median((0..rounds).map(|_| round()).collect())
 }
 
 /// What one run through the engine took.
