@@ -15,11 +15,9 @@
 mod generation;
 
 use discl::runtime::device::Device;
-use discl::runtime::diffusion::img2img::{GenerationSettings, Generator};
+use discl::runtime::diffusion::img2img::Generator;
 use discl::runtime::diffusion::model::DiffusionModel;
-use discl::runtime::diffusion::VaeLatent;
 use discl::runtime::onnx::SessionOptions;
-use discl::runtime::scheduler::SchedulerKind;
 use discl::runtime::service::ServiceStats;
 use generation::*;
 use std::path::PathBuf;
@@ -27,16 +25,6 @@ use std::time::Instant;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn settings(batch: usize) -> GenerationSettings {
-    GenerationSettings {
-        steps: STEPS,
-        guidance_scale: GUIDANCE,
-        scheduler: SchedulerKind::Ddim,
-        batch_size: batch,
-        vae_latent: VaeLatent::Sample,
-    }
 }
 
 /// Seconds for discl's generator to make every image of the workload on `model`.

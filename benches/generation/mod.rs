@@ -8,9 +8,11 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use discl::runtime::diffusion::img2img::GenerationSettings;
 use discl::runtime::diffusion::img2img::{Condition, Generator, ImageRequest};
 use discl::runtime::diffusion::model::{Conditioning, DiffusionModel, TimestepShape};
-use discl::runtime::diffusion::noise::{gaussian, posterior_gaussian};
+use discl::runtime::diffusion::noise::ImageNoise;
+use discl::runtime::diffusion::posterior::{Encoded, VaeLatent};
 use discl::runtime::diffusion::NoiseKey;
 use discl::runtime::image_input::{decode_into, ImageSpec};
 use discl::runtime::scheduler::{Scheduler, SchedulerKind};
@@ -120,26 +122,29 @@ pub fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
     requests
 }
 
+/// The workload's settings for discl's generator, `batch` images per UNet call.
+pub fn settings(batch: usize) -> GenerationSettings {
+    GenerationSettings {
+        steps: STEPS,
+        guidance_scale: GUIDANCE,
+        scheduler: SchedulerKind::Ddim,
+        batch_size: batch,
+        vae_latent: VaeLatent::Sample,
+    }
+}
+
 /// discl's generator warm: one session, the workload made `warmup` times untimed, then
 /// `rounds` timed, one request at a time as the engine's service makes them at batch 1.
 /// ONNX Runtime speeds up over its first thousand or so calls on a session (about 10% on
 /// tiny-pixel-unet); the engine's rounds above each open a fresh session, the peers' rounds
 /// reuse theirs. Returns the median round's seconds.
 pub fn warm_generator(model: &Path, warmup: usize, rounds: usize) -> f64 {
-    use discl::runtime::diffusion::img2img::GenerationSettings;
-    use discl::runtime::diffusion::posterior::VaeLatent;
     use discl::runtime::onnx::SessionOptions;
     use discl::runtime::service::ServiceStats;
     let model = DiffusionModel::open(model, &SessionOptions::default()).unwrap();
     let requests = requests(&model);
     let mut generator = Generator::new(model);
-    let settings = GenerationSettings {
-        steps: STEPS,
-        guidance_scale: GUIDANCE,
-        scheduler: SchedulerKind::Ddim,
-        batch_size: 1,
-        vae_latent: VaeLatent::Sample,
-    };
+    let settings = settings(1);
     let stats = ServiceStats::default();
     let mut round = || {
         let started = Instant::now();
@@ -250,10 +255,9 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
     let pixels: Vec<f32> = source_pixels(model).concat();
     let latent_len = model.latent_len();
     let n_src = sources.len();
-    // Encode prompts and sources once; a source is its latent, or its posterior's mean and
-    // standard deviation (scaled) when the encoder gives one.
-    type Source = (Vec<f32>, Option<Vec<f32>>);
-    let (embeds, z0): (Option<Vec<Vec<f32>>>, Vec<Source>) = {
+    // Encode prompts and sources once; a source is its latent, or its posterior when the
+    // encoder gives one (the engine's own `Encoded`, sampled below as the engine samples it).
+    let (embeds, z0): (Option<Vec<Vec<f32>>>, Vec<Encoded>) = {
         let embeds = match &mut model.conditioning {
             Conditioning::Text(text) => {
                 let mut prompts: Vec<String> = sources
@@ -296,20 +300,15 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                     .unwrap();
                 let per = data.len() / n_src;
                 data.chunks(per)
-                    .map(|p| {
-                        let std = vae.encoder_gives_parameters.then(|| {
-                            p[latent_len..]
-                                .iter()
-                                .map(|v| (0.5 * v.clamp(-30.0, 20.0)).exp())
-                                .collect()
-                        });
-                        (p[..latent_len].to_vec(), std)
+                    .map(|p| match vae.encoder_gives_parameters {
+                        true => Encoded::posterior(p, vae.scaling_factor),
+                        false => Encoded::given(Arc::new(p.to_vec()), vae.scaling_factor),
                     })
                     .collect()
             }
             None => pixels
                 .chunks(latent_len)
-                .map(|p| (p.to_vec(), None))
+                .map(|p| Encoded::given(Arc::new(p.to_vec()), 1.0))
                 .collect(),
         };
         (embeds, z0)
@@ -328,19 +327,11 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                     level,
                     seed_index: seed,
                 };
-                let noise = gaussian(&key, latent_len);
-                let scale = model.vae.as_ref().map_or(1.0, |v| v.scaling_factor);
-                let (mean, std) = &z0[s];
-                let mut x: Vec<f32> = match std {
-                    Some(std) => {
-                        let e = posterior_gaussian(&key, latent_len);
-                        (0..latent_len)
-                            .map(|j| (mean[j] + std[j] * e[j]) * scale)
-                            .collect()
-                    }
-                    None => mean.iter().map(|v| v * scale).collect(),
-                };
-                schedule.add_noise(&state, &mut x, &noise).unwrap();
+                let noise = ImageNoise::keyed(&key, latent_len, z0[s].is_posterior());
+                let mut x = z0[s]
+                    .latent(VaeLatent::Sample, noise.posterior.as_deref())
+                    .unwrap();
+                schedule.add_noise(&state, &mut x, &noise.add).unwrap();
                 items.push((state, x, *i));
             }
         }

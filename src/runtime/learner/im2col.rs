@@ -28,8 +28,9 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
     }
 }
 
-/// Calls `f(tap row, channel, dy, dx, image, y, source row)` for every in-image row of every
-/// tap, with the source row's offset in the (c, n, h, w) input.
+/// Calls `f(tap offset, source offset, dx, w)` for every row of every tap whose source row
+/// lies inside the image: the row's offset in the (c·9, n·h·w) patches, the offset of the
+/// (c, n, h, w) input row it reads, the tap's column `dx` (shift dx − 1) and the row length.
 fn each_row(dims: (usize, usize, usize, usize), mut f: impl FnMut(usize, usize, usize, usize)) {
     let (c, n, h, w) = dims;
     let plane = n * h * w;
