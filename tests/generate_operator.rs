@@ -80,6 +80,7 @@ fn retractions_never_call_the_model() {
         pipeline_seed: 3,
         model_digest,
         vae_posterior: false,
+        unet_variant: None,
         job_size: 16,
         stats: Arc::clone(&stats),
     };
@@ -180,6 +181,7 @@ fn content_keys(model_dir: &str, settings: GenerationSettings, prompt: &str) -> 
         pipeline_seed: 3,
         model_digest,
         vae_posterior,
+        unet_variant: None,
         job_size: 16,
         stats: Arc::new(NodeStats::default()),
     };

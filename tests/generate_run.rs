@@ -383,3 +383,60 @@ fn vae_latent_is_checked() {
         assert_eq!(validate(&text), "", "{mode}");
     }
 }
+
+/// `quantize = "int8"` on tiny-sd: the int8 UNet is made once under the output folder and
+/// reused; its images are keyed apart from the float model's (both kinds stay in the store);
+/// an unknown value is named.
+#[test]
+fn int8_unet_is_made_once_and_keys_its_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let settings = "levels = [0.0, 0.5]\nsteps = 4\nscheduler = \"ddim\"";
+    let int8 = format!("{settings}\nquantize = \"int8\"");
+    let counts = |summary: &RunSummary| {
+        let s = &summary.nodes["synthetic"];
+        (s.computed, s.cache_hits)
+    };
+    let digests = || -> Vec<String> {
+        let mut rows: Vec<String> = read_jsonl(&out, "out", "synthetic")
+            .iter()
+            .map(|r| r["digest"].as_str().unwrap().to_string())
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", settings))), (6, 0));
+    let float = digests();
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", &int8))), (6, 0));
+    let quantized = digests();
+    assert!(
+        float.iter().all(|d| !quantized.contains(d)),
+        "int8 images differ"
+    );
+    let made: Vec<_> = std::fs::read_dir(out.join("state/models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let name = made[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with("-unet-int8-dynamic-matmul-v1"), "{name}");
+    let file = made[0].join("model.onnx");
+    let stamp = std::fs::metadata(&file).unwrap().modified().unwrap();
+    // A rerun opens the same file, and every image of either kind is found in the store.
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", &int8))), (0, 6));
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), stamp);
+    assert_eq!(digests(), quantized);
+    let none = format!("{settings}\nquantize = \"none\"");
+    assert_eq!(counts(&run(&pipeline(&out, "tiny-sd", &none))), (0, 6));
+    assert_eq!(digests(), float);
+
+    let err = validate(&pipeline(
+        &out,
+        "tiny-sd",
+        &format!("{settings}\nquantize = \"int4\""),
+    ));
+    assert!(
+        err.contains("quantize `int4`") && err.contains("expected \"none\" or \"int8\""),
+        "{err}"
+    );
+}

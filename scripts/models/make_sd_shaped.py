@@ -15,6 +15,7 @@ Presets (--preset):
   tiny       channels (32, 64, 64, 64), text encoder 2 layers, VAE (32, 64, 64, 64): a quick local smoke test
 
     python3 scripts/models/make_sd_shaped.py --preset sd15-half --out /tmp/sd-half
+    python3 scripts/models/make_sd_shaped.py --preset sd15-half --image 64 --out /tmp/sd-half-64   # the CPU workload
 """
 import argparse
 import json
@@ -37,6 +38,11 @@ PRESETS = {
 IMAGE = 512
 LATENT = IMAGE // 8
 OPSET = 17
+
+
+def set_image(side):
+    global IMAGE, LATENT
+    IMAGE, LATENT = side, side // 8
 
 
 def build(preset, seed):
@@ -89,7 +95,13 @@ def main():
     ap.add_argument("--preset", choices=sorted(PRESETS), default="sd15-half")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--image", type=int, default=IMAGE,
+                    help="the image side the configs declare and the export traces (a multiple of 64; the "
+                         "files take any size, their spatial axes are dynamic)")
     a = ap.parse_args()
+    if a.image % 64:
+        sys.exit(f"--image {a.image}: not a multiple of 64")
+    set_image(a.image)
 
     import torch
 

@@ -33,7 +33,7 @@ fn model_pool(compiled: &Compiled) -> ModelPool {
         .iter()
         .map(|(name, (spec, _))| (name.clone(), spec.clone()))
         .collect();
-    ModelPool::new(specs, users)
+    ModelPool::new(specs, users, compiled.pipeline.output.clone())
 }
 
 /// What a run of the graph will use, one line each: every model's device and sessions, and

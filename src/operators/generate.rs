@@ -6,8 +6,8 @@
 //! `model_map`) and in the content-addressed image store (a rerun, a resumed run, or a sample
 //! that comes back after leaving the operator's memo regenerates nothing already made). The content key hashes
 //! everything that decides the image: model, source bytes, sample, λ, seed, prompt,
-//! scheduler, steps, guidance scale, pipeline seed and, for a model whose VAE gives a
-//! posterior, whether it is sampled (`vae_latent`).
+//! scheduler, steps, guidance scale, pipeline seed, for a model whose VAE gives a posterior,
+//! whether it is sampled (`vae_latent`), and a rewrite of the UNet (`quantize = "int8"`).
 
 use crate::operators::model_map::{model_map, ModelMap};
 use crate::operators::stats::NodeStats;
@@ -60,6 +60,9 @@ pub struct GenerateParams {
     /// The model's VAE encoder gives a posterior, so `settings.vae_latent` decides its images
     /// (pixel-space models and encoders giving a latent: it does not).
     pub vae_posterior: bool,
+    /// A rewrite of the UNet the images are made with (`runtime::int8::VERSION`), or `None`
+    /// for the model as exported; part of the content key when set.
+    pub unet_variant: Option<&'static str>,
     /// Images per job sent to the service (several UNet batches).
     pub job_size: usize,
     pub stats: Arc<NodeStats>,
@@ -179,6 +182,12 @@ impl GenerateParams {
         // keep their keys.
         if self.vae_posterior && key.level > 0 && self.settings.vae_latent == VaeLatent::Sample {
             h.update(b"vae_latent = sample");
+        }
+        // A rewritten UNet (int8) makes other images; the model as exported adds nothing, so
+        // the images made before the option existed keep their keys.
+        if let Some(variant) = self.unet_variant {
+            h.update(b"unet = ");
+            h.update(variant.as_bytes());
         }
         Digest(*h.finalize().as_bytes())
     }

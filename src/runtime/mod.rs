@@ -7,6 +7,7 @@ pub mod diffusion;
 pub mod error;
 pub mod image_input;
 pub mod input_file;
+pub mod int8;
 pub mod learner;
 pub mod model_meta;
 pub mod onnx;

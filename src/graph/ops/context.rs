@@ -37,16 +37,29 @@ pub struct ModelPool {
     users: IndexMap<String, Vec<String>>,
     /// Classifier sessions per model, or `None` once opening failed (already reported).
     classifiers: IndexMap<String, Option<Vec<Classifier>>>,
+    /// The run's output folder: what an op derives from a model (an int8 UNet) is kept there.
+    output: PathBuf,
 }
 
 impl ModelPool {
-    /// A pool over the graph's `[models]`; `users` names the nodes using each.
-    pub fn new(models: IndexMap<String, ModelSpec>, users: IndexMap<String, Vec<String>>) -> Self {
+    /// A pool over the graph's `[models]`; `users` names the nodes using each; `output` is the
+    /// run's output folder.
+    pub fn new(
+        models: IndexMap<String, ModelSpec>,
+        users: IndexMap<String, Vec<String>>,
+        output: PathBuf,
+    ) -> Self {
         ModelPool {
             models,
             users,
             classifiers: IndexMap::new(),
+            output,
         }
+    }
+
+    /// The run's output folder.
+    pub fn output(&self) -> &std::path::Path {
+        &self.output
     }
 
     /// A model's `[models]` entry (the compiler checked the name).

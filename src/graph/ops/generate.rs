@@ -61,6 +61,32 @@ pub struct GenerateConfig {
     /// Class names in class-label order.
     #[serde(default)]
     pub classes: Option<Vec<String>>,
+    /// `"int8"`: the UNet's weight matrices in int8 (dynamic quantisation for the CPU, made once
+    /// per model under the output folder, see `runtime::int8`); faster, slightly different
+    /// images, part of their content keys. `"none"` (the default) runs the model as exported.
+    #[serde(default, deserialize_with = "super::some_from_str")]
+    pub quantize: Option<Quantize>,
+}
+
+/// How the UNet's weights are stored while generating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quantize {
+    /// As exported.
+    #[default]
+    None,
+    /// int8 weight matrices, activations quantized call by call.
+    Int8,
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(Quantize::None),
+            "int8" => Ok(Quantize::Int8),
+            other => Err(format!("unknown quantize `{other}` (expected \"none\" or \"int8\")")),
+        }
+    }
 }
 
 fn one_seed() -> u32 {
@@ -167,7 +193,11 @@ impl Op for GenerateConfig {
         let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
         let batch = self.batch_size_on(device);
         let chosen = if self.batch_size.is_some() { "" } else { " (default)" };
-        Some(format!("batch {batch} image(s) per UNet call{chosen}"))
+        let unet = match self.quantize.unwrap_or_default() {
+            Quantize::None => "",
+            Quantize::Int8 => ", UNet weights int8",
+        };
+        Some(format!("batch {batch} image(s) per UNet call{chosen}{unet}"))
     }
     fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
         self.open_models(pool).map(|opened| Box::new(opened) as Box<dyn Opened>)
@@ -185,10 +215,12 @@ impl GenerateConfig {
     fn open_models(&self, pool: &ModelPool) -> Result<OpenedGenerate, Vec<OpError>> {
         let spec = pool.spec(&self.model);
         let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
+        let options = pool.session_options(&self.model);
+        let unet_file = self.unet_file(pool)?;
         let mut models = Vec::new();
         for _ in 0..pool.sessions(&self.model) {
-            let options = pool.session_options(&self.model);
-            models.push(DiffusionModel::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?);
+            let model = DiffusionModel::open_with_unet(&spec.path, &options, unet_file.clone());
+            models.push(model.map_err(|e| in_model(e.to_string()))?);
         }
         let model = &models[0];
         let scheduler_file = spec.path.join("scheduler/scheduler_config.json");
@@ -245,6 +277,25 @@ impl GenerateConfig {
         })
     }
 
+    /// The UNet file to open instead of the folder's own: its int8 form when asked for (made
+    /// now unless an earlier run made it).
+    fn unet_file(&self, pool: &ModelPool) -> Result<Option<std::path::PathBuf>, Vec<OpError>> {
+        if self.quantize.unwrap_or_default() == Quantize::None {
+            return Ok(None);
+        }
+        let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
+        if device != Device::Cpu {
+            let message = format!("quantize = \"int8\" is for the CPU; the model runs on {device} (leave it out there)");
+            return Err(vec![OpError::field("quantize", message)]);
+        }
+        let folder = &pool.spec(&self.model).path;
+        let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
+        let digest = crate::runtime::diffusion::digest::folder_digest(folder).map_err(|e| in_model(e.to_string()))?;
+        crate::runtime::int8::int8_unet(folder, &digest, pool.output())
+            .map(Some)
+            .map_err(|e| in_model(e.to_string()))
+    }
+
     fn class_names(&self, pool: &ModelPool, model: &DiffusionModel) -> Result<ClassNames, Vec<OpError>> {
         Ok(match (&self.classes_from, &self.classes) {
             (Some(from), _) => {
@@ -293,6 +344,8 @@ impl Opened for OpenedGenerate {
     fn start(self: Box<Self>, run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
         let store = run.image_store()?;
         let model_digest = self.models[0].digest;
+        let unet_variant = (self.config.quantize.unwrap_or_default() == Quantize::Int8)
+            .then_some(crate::runtime::int8::VERSION);
         let sessions = self.models.len();
         // Jobs large enough to batch across levels, small enough to keep every session busy.
         let job_size = (self.settings.batch_size * 8 / sessions).max(self.settings.batch_size);
@@ -317,6 +370,7 @@ impl Opened for OpenedGenerate {
             vae_posterior: self.vae_posterior,
             model_digest,
             pipeline_seed: run.run.seed,
+            unet_variant,
         }))
     }
 }
@@ -332,6 +386,7 @@ struct GenerateNode {
     vae_posterior: bool,
     model_digest: crate::record::Digest,
     pipeline_seed: u64,
+    unet_variant: Option<&'static str>,
 }
 
 impl Node for GenerateNode {
@@ -354,6 +409,7 @@ impl Node for GenerateNode {
             pipeline_seed: self.pipeline_seed,
             model_digest: self.model_digest,
             vae_posterior: self.vae_posterior,
+            unet_variant: self.unet_variant,
             stats: dataflow.stats_of(&node.name),
         };
         let samples = inputs[0].samples();

@@ -126,6 +126,16 @@ fn read_json(file: &Path) -> Result<Json, RuntimeError> {
 impl DiffusionModel {
     /// Opens and checks a model folder.
     pub fn open(folder: &Path, options: &SessionOptions) -> Result<DiffusionModel, RuntimeError> {
+        Self::open_with_unet(folder, options, None)
+    }
+
+    /// As [`DiffusionModel::open`], with the UNet read from `unet_file` instead of the folder's
+    /// own (a rewrite of it, such as its int8 form); the digest stays the folder's.
+    pub fn open_with_unet(
+        folder: &Path,
+        options: &SessionOptions,
+        unet_file: Option<PathBuf>,
+    ) -> Result<DiffusionModel, RuntimeError> {
         let index_file = folder.join("model_index.json");
         if !index_file.is_file() {
             return Err(RuntimeError::Missing {
@@ -148,7 +158,7 @@ impl DiffusionModel {
             }
         })?;
 
-        let unet_file = folder.join("unet/model.onnx");
+        let unet_file = unet_file.unwrap_or_else(|| folder.join("unet/model.onnx"));
         let unet = onnx::open_session(&unet_file, options)?;
         let unet_config = read_json(&folder.join("unet/config.json"))?;
         let unet_io = unet_io(&unet_file, &onnx::inputs(&unet), &onnx::outputs(&unet))?;
