@@ -98,6 +98,9 @@ def main():
     ap.add_argument("--image", type=int, default=IMAGE,
                     help="the image side the configs declare and the export traces (a multiple of 64; the "
                          "files take any size, their spatial axes are dynamic)")
+    ap.add_argument("--torch", action="store_true",
+                    help="also save the PyTorch modules (diffusers/transformers layout) under OUT/torch, for the "
+                         "diffusers peer of scripts/bench/compare.py")
     a = ap.parse_args()
     if a.image % 64:
         sys.exit(f"--image {a.image}: not a multiple of 64")
@@ -175,6 +178,13 @@ def main():
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     (out / "README.md").write_text(f"Random-weight SD-1.x-shaped export, preset {a.preset}, seed {a.seed}, made by "
                                    "scripts/models/make_sd_shaped.py. For speed measurements only.\n")
+    if a.torch:
+        torch_dir = out / "torch"
+        unet.save_pretrained(str(torch_dir / "unet"))
+        vae.save_pretrained(str(torch_dir / "vae"))
+        text.save_pretrained(str(torch_dir / "text_encoder"))
+        shutil.copytree(out / "tokenizer", torch_dir / "tokenizer")
+        shutil.copytree(out / "scheduler", torch_dir / "scheduler")
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"wrote {out} ({total / 1e6:.0f} MB)")
 

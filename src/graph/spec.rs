@@ -82,6 +82,11 @@ pub struct ModelSpec {
     /// core on the CPU (what measured fastest), one session on a GPU.
     #[serde(default)]
     pub sessions: Option<usize>,
+    /// The memory this model's sessions may hold (`"6 GiB"`, `"800 MB"`, bytes): it caps the
+    /// default number of sessions and a generator's batch. By default 60% of the machine's
+    /// memory, split evenly among the models the graph uses.
+    #[serde(default, deserialize_with = "super::ops::some_from_str")]
+    pub memory: Option<crate::runtime::memory::ByteSize>,
 }
 
 /// Where a model runs when its device is missing.

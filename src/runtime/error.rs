@@ -197,6 +197,33 @@ impl RuntimeError {
     }
 
     /// A request the model cannot serve.
+    /// Whether a model call failed for want of memory (ONNX Runtime's CPU allocator, or CUDA's):
+    /// the caller may retry with fewer images per call.
+    pub fn is_out_of_memory(&self) -> bool {
+        let RuntimeError::Inference { source, .. } = self else {
+            return false;
+        };
+        let message = source.message().to_ascii_lowercase();
+        [
+            "failed to allocate memory",
+            "bad_alloc",
+            "out of memory",
+            "alloc_failed",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
+    }
+
+    /// A simulated allocation failure of `file` (the `DISCL_FAIL_ALLOC` test hook).
+    pub fn simulated_out_of_memory(file: &Path, images: usize) -> Self {
+        RuntimeError::Inference {
+            file: file.to_path_buf(),
+            source: ort::Error::new(format!(
+                "Failed to allocate memory for {images} images (simulated: DISCL_FAIL_ALLOC)"
+            )),
+        }
+    }
+
     pub fn request(message: impl Into<String>) -> Self {
         RuntimeError::Request {
             message: message.into(),

@@ -9,6 +9,7 @@ pub mod image_input;
 pub mod input_file;
 pub mod int8;
 pub mod learner;
+pub mod memory;
 pub mod model_meta;
 pub mod onnx;
 pub mod persisted;

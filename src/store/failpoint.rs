@@ -1,7 +1,8 @@
 //! Test hooks: a named point where the process kills itself (SIGKILL, as `kill -9` would: no
 //! destructor, no flush), so tests can check what a crash at that very point leaves on disk.
 //! `DISCL_FAILPOINT=<name>` arms one for its first reaching, `<name>#<n>` for its n-th; unarmed,
-//! a point costs one comparison.
+//! a point costs one comparison. `DISCL_FAIL_ALLOC=<n>` makes every generator call (UNet, VAE
+//! decoder) on more than n images fail as an allocation failure would.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -27,4 +28,12 @@ pub fn reached(point: &str) {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
+}
+
+/// Whether a generator call on `images` images is to fail as if out of memory
+/// (`DISCL_FAIL_ALLOC=<n>`: calls on more than n images fail).
+pub fn allocation_refused(images: usize) -> bool {
+    static LIMIT: OnceLock<Option<usize>> = OnceLock::new();
+    let limit = LIMIT.get_or_init(|| std::env::var("DISCL_FAIL_ALLOC").ok()?.parse().ok());
+    limit.is_some_and(|limit| images > limit)
 }

@@ -7,6 +7,7 @@ use crate::operators::feedback::{LocatedProgress, LocatedScore};
 use crate::operators::{FeedbackState, GenerateParams, NodeStats, SourceState};
 use crate::record::{ErrorRecord, RecordKind, Sample};
 use crate::runtime::device::Device;
+use crate::runtime::memory::{self, ByteSize};
 use crate::runtime::onnx::SessionOptions;
 use crate::runtime::{Classifier, InferenceService, Persisted};
 use crate::store::answers::AnswerStore;
@@ -78,7 +79,7 @@ impl ModelPool {
     }
 
     /// How many sessions of a model to open: the graph's `sessions`, else one single-thread
-    /// session per core on the CPU and one on a GPU.
+    /// session per core on the CPU, as many as its memory budget holds, and one on a GPU.
     pub fn sessions(&self, model: &str) -> usize {
         let spec = self.spec(model);
         match (
@@ -86,9 +87,22 @@ impl ModelPool {
             crate::runtime::onnx::resolved_device(&self.session_options(model)),
         ) {
             (Some(n), _) => n.max(1),
-            (None, Device::Cpu) if spec.threads <= 1 => cores(),
+            (None, Device::Cpu) if spec.threads <= 1 => memory::sessions_within(
+                self.memory_budget(model),
+                memory::session_bytes(&spec.path),
+                cores(),
+            ),
             (None, _) => 1,
         }
+    }
+
+    /// The memory a model's sessions may hold: the graph's `memory`, else an even part of
+    /// [`memory::DEFAULT_SHARE`] of the machine's memory among the models in use.
+    pub fn memory_budget(&self, model: &str) -> ByteSize {
+        let in_use = self.users.values().filter(|u| !u.is_empty()).count();
+        self.spec(model)
+            .memory
+            .unwrap_or_else(|| memory::default_budget(in_use))
     }
 
     /// The configuration a run uses, one line per model: device, sessions × threads, users.
@@ -98,14 +112,21 @@ impl ModelPool {
             .filter(|(name, _)| self.users.get(*name).is_some_and(|u| !u.is_empty()))
             .map(|(name, spec)| {
                 let device = crate::runtime::onnx::resolved_device(&self.session_options(name));
-                let chosen = if spec.sessions.is_some() {
-                    ""
-                } else {
-                    " (default)"
+                let each = ByteSize(memory::session_bytes(&spec.path));
+                let sessions = self.sessions(name);
+                let chosen = match (spec.sessions, device) {
+                    (Some(_), _) => String::new(),
+                    (None, Device::Cpu) if sessions < cores() => {
+                        " (default: one per core, as many as the memory budget holds)".to_string()
+                    }
+                    (None, _) => " (default)".into(),
+                };
+                let budget = match device {
+                    Device::Cpu => format!("; memory budget {}, ~{each} a session", self.memory_budget(name)),
+                    Device::Cuda(_) => String::new(),
                 };
                 format!(
-                    "model {name}: {device}, {} session(s){chosen} × {} thread(s) {}",
-                    self.sessions(name),
+                    "model {name}: {device}, {sessions} session(s){chosen} × {} thread(s) {}{budget}",
                     spec.threads.max(1),
                     self.used_by(name)
                 )

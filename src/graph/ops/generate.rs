@@ -10,6 +10,8 @@ use crate::record::{Level, RecordKind};
 use crate::runtime::diffusion::img2img::Generator;
 use crate::runtime::diffusion::model::Conditioning;
 use crate::runtime::device::Device;
+use crate::runtime::int8::Quantize;
+use crate::runtime::memory;
 use crate::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use crate::runtime::scheduler::{Scheduler, SchedulerKind};
 use crate::runtime::{InferenceService, ModelMeta};
@@ -66,27 +68,6 @@ pub struct GenerateConfig {
     /// images, part of their content keys. `"none"` (the default) runs the model as exported.
     #[serde(default, deserialize_with = "super::some_from_str")]
     pub quantize: Option<Quantize>,
-}
-
-/// How the UNet's weights are stored while generating.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Quantize {
-    /// As exported.
-    #[default]
-    None,
-    /// int8 weight matrices, activations quantized call by call.
-    Int8,
-}
-
-impl std::str::FromStr for Quantize {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "none" => Ok(Quantize::None),
-            "int8" => Ok(Quantize::Int8),
-            other => Err(format!("unknown quantize `{other}` (expected \"none\" or \"int8\")")),
-        }
-    }
 }
 
 fn one_seed() -> u32 {
@@ -191,8 +172,13 @@ impl Op for GenerateConfig {
     }
     fn configuration(&self, pool: &ModelPool) -> Option<String> {
         let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
-        let batch = self.batch_size_on(device);
-        let chosen = if self.batch_size.is_some() { "" } else { " (default)" };
+        let batch = self.batch_size_on(pool, device);
+        let asked = self.batch_size.unwrap_or(default_gen_batch(device));
+        let chosen = match (self.batch_size, batch < asked) {
+            (_, true) => format!(" ({asked} asked; the model's memory budget holds {batch})"),
+            (Some(_), false) => String::new(),
+            (None, false) => " (default)".into(),
+        };
         let unet = match self.quantize.unwrap_or_default() {
             Quantize::None => "",
             Quantize::Int8 => ", UNet weights int8",
@@ -205,9 +191,19 @@ impl Op for GenerateConfig {
 }
 
 impl GenerateConfig {
-    /// Images per UNet call on `device`: the graph's `batch_size`, else the device's default.
-    fn batch_size_on(&self, device: Device) -> usize {
-        self.batch_size.unwrap_or(default_gen_batch(device))
+    /// Images per UNet call on `device`: the graph's `batch_size`, else the device's default;
+    /// on the CPU no more than the model's memory budget holds beside its sessions' weights.
+    fn batch_size_on(&self, pool: &ModelPool, device: Device) -> usize {
+        let asked = self.batch_size.unwrap_or(default_gen_batch(device));
+        let folder = &pool.spec(&self.model).path;
+        match (device, memory::unet_image_bytes(folder)) {
+            (Device::Cpu, Some(image)) => {
+                let (sessions, session) = (pool.sessions(&self.model), memory::session_bytes(folder));
+                let budget = pool.memory_budget(&self.model);
+                asked.min(memory::batch_within(budget, sessions, session, image))
+            }
+            _ => asked,
+        }
     }
 
     /// Opens the node's sessions and resolves scheduler and classes; an error names the model
@@ -217,9 +213,20 @@ impl GenerateConfig {
         let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
         let options = pool.session_options(&self.model);
         let unet_file = self.unet_file(pool)?;
+        // Sessions load side by side: parsing, optimising and pre-packing a UNet is CPU work
+        // each session does alone, and the start-up of a run with one session per core is
+        // otherwise that many loads end to end.
+        let opened: Vec<_> = std::thread::scope(|scope| {
+            let loads: Vec<_> = (0..pool.sessions(&self.model))
+                .map(|_| {
+                    let (path, options, unet) = (&spec.path, &options, unet_file.clone());
+                    scope.spawn(move || DiffusionModel::open_with_unet(path, options, unet))
+                })
+                .collect();
+            loads.into_iter().map(|l| l.join().expect("a session load panicked")).collect()
+        });
         let mut models = Vec::new();
-        for _ in 0..pool.sessions(&self.model) {
-            let model = DiffusionModel::open_with_unet(&spec.path, &options, unet_file.clone());
+        for model in opened {
             models.push(model.map_err(|e| in_model(e.to_string()))?);
         }
         let model = &models[0];
@@ -264,7 +271,7 @@ impl GenerateConfig {
             steps: self.steps,
             guidance_scale: self.guidance_scale,
             scheduler: kind,
-            batch_size: self.batch_size_on(model.device),
+            batch_size: self.batch_size_on(pool, model.device),
             vae_latent: self.vae_latent.unwrap_or_default(),
         };
         Ok(OpenedGenerate {

@@ -138,43 +138,65 @@ impl Generator {
         latents: Vec<Vec<f32>>,
         batch: usize,
     ) -> Result<Vec<Vec<f32>>, RuntimeError> {
-        let Some(vae) = &mut self.model.vae else {
+        if self.model.vae.is_none() {
             return Ok(latents);
-        };
+        }
+        let mut images = Vec::with_capacity(latents.len());
+        let (mut start, mut batch) = (0, batch.max(1));
+        while start < latents.len() {
+            let end = (start + batch).min(latents.len());
+            match self.decode_chunk(&latents[start..end]) {
+                Ok(chunk) => {
+                    images.extend(chunk);
+                    start = end;
+                }
+                Err(e) if e.is_out_of_memory() && end - start > 1 => {
+                    batch = self.shrink(end - start, &e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(images)
+    }
+
+    fn decode_chunk(&mut self, chunk: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let [c, h, w] = self.model.latent_shape;
         let image_len = self.model.image_shape.iter().product::<usize>();
+        let vae = self.model.vae.as_mut().expect("a latent model");
+        if crate::store::failpoint::allocation_refused(chunk.len()) {
+            return Err(RuntimeError::simulated_out_of_memory(
+                &vae.decoder_file,
+                chunk.len(),
+            ));
+        }
         let fail = |source: ort::Error| RuntimeError::Inference {
             file: vae.decoder_file.clone(),
             source,
         };
-        let mut images = Vec::with_capacity(latents.len());
-        for chunk in latents.chunks(batch.max(1)) {
-            let scaled: Vec<f32> = chunk
-                .iter()
-                .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
-                .collect();
-            let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice()))
-                .map_err(fail)?;
-            let out = vae
-                .decoder
-                .run(ort::inputs![vae.decoder_input.as_str() => input])
-                .map_err(fail)?;
-            let (_, data) = out[vae.decoder_output.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(fail)?;
-            if data.len() != chunk.len() * image_len {
-                return Err(RuntimeError::Output {
-                    file: vae.decoder_file.clone(),
-                    message: format!(
-                        "decoder gave {} values for {} images of {image_len}",
-                        data.len(),
-                        chunk.len()
-                    ),
-                });
-            }
-            images.extend(data.chunks(image_len).map(<[f32]>::to_vec));
+        let scaled: Vec<f32> = chunk
+            .iter()
+            .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
+            .collect();
+        let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice()))
+            .map_err(fail)?;
+        let out = vae
+            .decoder
+            .run(ort::inputs![vae.decoder_input.as_str() => input])
+            .map_err(fail)?;
+        let (_, data) = out[vae.decoder_output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
+        if data.len() != chunk.len() * image_len {
+            return Err(RuntimeError::Output {
+                file: vae.decoder_file.clone(),
+                message: format!(
+                    "decoder gave {} values for {} images of {image_len}",
+                    data.len(),
+                    chunk.len()
+                ),
+            });
         }
-        Ok(images)
+        Ok(data.chunks(image_len).map(<[f32]>::to_vec).collect())
     }
 }
 

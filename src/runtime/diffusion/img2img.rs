@@ -29,6 +29,8 @@ pub struct Generator {
     pub(super) latents: HashMap<Digest, Arc<Encoded>>,
     /// The UNet's IO binding, made on the first call when the model runs on CUDA.
     binding: Option<UnetBinding>,
+    /// Images per call after a call ran out of memory (halved each time), for the rest of the run.
+    pub(super) batch_limit: Option<usize>,
 }
 
 /// Keep at most this many encoded source latents.
@@ -48,6 +50,7 @@ impl Generator {
             prompts: HashMap::new(),
             latents: HashMap::new(),
             binding: None,
+            batch_limit: None,
         }
     }
 
@@ -171,17 +174,25 @@ impl Generator {
             });
         }
 
-        while let Some(group) = self.next_group(&schedule, &items, settings.batch_size) {
-            self.denoise(
+        let mut batch = self.batch(settings.batch_size);
+        while let Some(group) = self.next_group(&schedule, &items, batch) {
+            // A call that runs out of memory changes no item: it is made again, smaller.
+            match self.denoise(
                 &schedule,
                 &mut items,
                 &group,
                 settings.guidance_scale,
                 stats,
-            )?;
+            ) {
+                Err(e) if e.is_out_of_memory() && group.len() > 1 => {
+                    batch = self.shrink(group.len(), &e);
+                }
+                other => other?,
+            }
         }
         let latents: Vec<Vec<f32>> = items.into_iter().map(|i| i.x).collect();
-        self.decode(latents, settings.batch_size)
+        let batch = self.batch(settings.batch_size);
+        self.decode(latents, batch)
     }
 
     /// The items for the next UNet call: those at the latest pending timestep, and, when the
@@ -319,6 +330,9 @@ impl Generator {
                     .into_dyn()
             }
         };
+        if crate::store::failpoint::allocation_refused(n) {
+            return Err(RuntimeError::simulated_out_of_memory(&model.unet_file, n));
+        }
         stats.model_call();
         if let (None, Device::Cuda(id)) = (&self.binding, model.device) {
             self.binding = Some(UnetBinding::new(&model.unet, id).map_err(fail)?);

@@ -2,7 +2,8 @@
 //! checking a model folder (`model`, with the UNet's interface in `unet`) and its cached
 //! digest (`digest`), the CLIP tokenizer (`tokenizer`), keyed per-image noise (`noise`), the
 //! VAE posterior of a source (`posterior`), what is asked for (`request`), and batched img2img
-//! over the λ spectrum (`img2img`), with the UNet's IO binding on CUDA (`device_io`).
+//! over the λ spectrum (`img2img`), with the UNet's IO binding on CUDA (`device_io`) and
+//! smaller batches after an allocation failure (`shrink`).
 
 pub mod codec;
 mod device_io;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod noise;
 pub mod posterior;
 mod request;
+mod shrink;
 pub mod tokenizer;
 pub mod unet;
 

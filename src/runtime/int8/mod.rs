@@ -19,6 +19,29 @@ use std::path::{Path, PathBuf};
 /// The version of the rewrite; a new one makes new files (and new content keys).
 pub const VERSION: &str = "int8-dynamic-matmul-v1";
 
+/// How the UNet's weights are stored while generating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quantize {
+    /// As exported.
+    #[default]
+    None,
+    /// int8 weight matrices, activations quantized call by call.
+    Int8,
+}
+
+impl std::str::FromStr for Quantize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(Quantize::None),
+            "int8" => Ok(Quantize::Int8),
+            other => Err(format!(
+                "unknown quantize `{other}` (expected \"none\" or \"int8\")"
+            )),
+        }
+    }
+}
+
 /// The folder holding the int8 UNet of the model with `digest`, under `output`.
 pub fn cache_folder(output: &Path, digest: &Digest) -> PathBuf {
     output

@@ -1,0 +1,197 @@
+//! Memory budgets: how much a model's sessions may hold. Each CPU session of ONNX Runtime keeps
+//! its own copy of the weights (its layout optimisations re-pack them per session), measured at
+//! about 1.2× the model's ONNX files; a generator's activations grow with its batch. A budget
+//! caps the default number of sessions and a generator's batch before anything runs; an
+//! allocation failure while running halves the batch (see `diffusion::img2img`).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// A number of bytes, written in a graph file as `"6 GiB"`, `"800 MB"`, `"1.5G"` or bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = (&t[..split], t[split..].trim());
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (expected e.g. \"6 GiB\", \"800 MB\")"))?;
+        let scale: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0f64.powi(4),
+            _ => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                ))
+            }
+        };
+        let bytes = value * scale;
+        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+            return Err(format!("`{text}` is not a usable size"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gib = self.0 as f64 / (1024.0 * 1024.0 * 1024.0);
+        if gib >= 1.0 {
+            write!(f, "{gib:.1} GiB")
+        } else {
+            write!(f, "{:.0} MiB", self.0 as f64 / (1024.0 * 1024.0))
+        }
+    }
+}
+
+/// The machine's memory (`MemTotal`), where the system says.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The share of the machine's memory the models of a graph may use together when no model
+/// names a budget; each of the `models` gets an even part of it.
+pub const DEFAULT_SHARE: f64 = 0.6;
+
+/// The budget of one model when the graph names none: [`DEFAULT_SHARE`] of the machine's
+/// memory, split evenly among the graph's `models` (8 GiB in all when the machine says nothing).
+pub fn default_budget(models: usize) -> ByteSize {
+    let total = machine_memory().unwrap_or(8 << 30) as f64 * DEFAULT_SHARE;
+    ByteSize((total / models.max(1) as f64) as u64)
+}
+
+/// The bytes of a model folder's ONNX files (`*.onnx`, and external data named after them),
+/// at any depth.
+pub fn onnx_bytes(folder: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            total += onnx_bytes(&entry.path());
+        } else if kind.is_file() && entry.file_name().to_string_lossy().contains(".onnx") {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+/// What one CPU session of a model holds, estimated from its files (measured: ~1.2×).
+pub fn session_bytes(folder: &Path) -> u64 {
+    onnx_bytes(folder) / 4 * 5
+}
+
+/// What one image (its guided and unguided rows) adds to a UNet call's activations, estimated
+/// from the model folder's `unet/config.json`: the attention maps at full latent resolution
+/// (area² × heads, three alive at once) and its widest feature maps there. `None` when the
+/// config does not say enough.
+pub fn unet_image_bytes(folder: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(folder.join("unet/config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let (h, w) = match &config["sample_size"] {
+        serde_json::Value::Number(n) => (n.as_u64()?, n.as_u64()?),
+        serde_json::Value::Array(a) if a.len() == 2 => (a[0].as_u64()?, a[1].as_u64()?),
+        _ => return None,
+    };
+    let heads = match &config["attention_head_dim"] {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).max()?,
+        _ => 8,
+    };
+    let width = config["block_out_channels"].as_array()?.first()?.as_u64()?;
+    let area = h * w;
+    let floats = area.checked_mul(area)?.checked_mul(heads * 3)? + area * width * 32;
+    floats.checked_mul(2 * 4)
+}
+
+/// The largest batch whose activations fit what `budget` leaves beside `sessions` sessions of
+/// `session` bytes, each running batches of `image` bytes per image (at least one).
+pub fn batch_within(budget: ByteSize, sessions: usize, session: u64, image: u64) -> usize {
+    let free = budget.0.saturating_sub(sessions as u64 * session);
+    let per = image.saturating_mul(sessions as u64).max(1);
+    (free / per).clamp(1, usize::MAX as u64) as usize
+}
+
+/// How many of `wanted` sessions of `each` bytes fit `budget` (at least one).
+pub fn sessions_within(budget: ByteSize, each: u64, wanted: usize) -> usize {
+    let fit = budget.0.checked_div(each).map_or(wanted, |n| n as usize);
+    fit.clamp(1, wanted.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units() {
+        let parse = |t: &str| t.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(parse("6 GiB"), Ok(6 << 30));
+        assert_eq!(parse("800 MB"), Ok(800_000_000));
+        assert_eq!(parse("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse("4096"), Ok(4096));
+        assert_eq!(parse(" 2 mib "), Ok(2 << 20));
+        assert!(parse("six GiB").unwrap_err().contains("not a size"));
+        assert!(parse("6 GB/s").unwrap_err().contains("unknown unit `GB/s`"));
+        assert!(parse("0").is_err());
+        assert_eq!(ByteSize(6 << 30).to_string(), "6.0 GiB");
+        assert_eq!(ByteSize(300 << 20).to_string(), "300 MiB");
+    }
+
+    #[test]
+    fn sessions_fit_the_budget_and_never_fall_to_zero() {
+        let gib = 1u64 << 30;
+        assert_eq!(sessions_within(ByteSize(10 * gib), 2 * gib, 16), 5);
+        assert_eq!(sessions_within(ByteSize(10 * gib), 2 * gib, 2), 2);
+        assert_eq!(sessions_within(ByteSize(gib), 2 * gib, 16), 1);
+        assert_eq!(sessions_within(ByteSize(gib), 0, 3), 3);
+    }
+
+    #[test]
+    fn batches_fit_what_the_sessions_leave() {
+        let gib = 1u64 << 30;
+        assert_eq!(batch_within(ByteSize(10 * gib), 2, 2 * gib, gib / 2), 6);
+        assert_eq!(batch_within(ByteSize(3 * gib), 2, 2 * gib, gib), 1);
+        // SD 1.x at 512²: 64×64 latents, 8 heads, 320 channels: about 3.5 GB an image.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("unet")).unwrap();
+        let config =
+            r#"{"sample_size": 64, "attention_head_dim": 8, "block_out_channels": [320, 640]}"#;
+        std::fs::write(dir.path().join("unet/config.json"), config).unwrap();
+        assert_eq!(
+            unet_image_bytes(dir.path()),
+            Some(8 * (4096 * 4096 * 24 + 4096 * 320 * 32))
+        );
+    }
+
+    #[test]
+    fn the_shipped_tiny_sd_files_are_counted() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-sd");
+        let bytes = onnx_bytes(&folder);
+        let unet = std::fs::metadata(folder.join("unet/model.onnx"))
+            .unwrap()
+            .len();
+        assert!(bytes > unet && bytes < 20 << 20, "{bytes}");
+        assert_eq!(session_bytes(&folder), bytes / 4 * 5);
+    }
+}
