@@ -77,9 +77,15 @@ pub fn default_budget(models: usize) -> ByteSize {
     ByteSize((total / models.max(1) as f64) as u64)
 }
 
-/// The bytes of a model folder's ONNX files (`*.onnx`, and external data named after them),
-/// at any depth.
+/// The bytes of a model folder's ONNX files (`*.onnx`, and external data named after them) in
+/// the folder and its direct subfolders (the diffusers layout: `unet/model.onnx`), followed
+/// through file links (a hub cache's snapshots) but never into linked or deeper folders, so a
+/// mistaken path such as `/` costs one listing, not a walk of the disk.
 pub fn onnx_bytes(folder: &Path) -> u64 {
+    files_in(folder, 1)
+}
+
+fn files_in(folder: &Path, depth: usize) -> u64 {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return 0;
     };
@@ -89,9 +95,14 @@ pub fn onnx_bytes(folder: &Path) -> u64 {
             continue;
         };
         if kind.is_dir() {
-            total += onnx_bytes(&entry.path());
-        } else if kind.is_file() && entry.file_name().to_string_lossy().contains(".onnx") {
-            total += entry.metadata().map_or(0, |m| m.len());
+            if depth > 0 {
+                total += files_in(&entry.path(), depth - 1);
+            }
+        } else if entry.file_name().to_string_lossy().contains(".onnx") {
+            // A link is followed to its file; a link to a folder counts nothing.
+            total +=
+                std::fs::metadata(entry.path())
+                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 });
         }
     }
     total
