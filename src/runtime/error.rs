@@ -196,7 +196,6 @@ impl RuntimeError {
         }
     }
 
-    /// A request the model cannot serve.
     /// Whether a model call failed for want of memory (ONNX Runtime's CPU allocator, or CUDA's):
     /// the caller may retry with fewer images per call.
     pub fn is_out_of_memory(&self) -> bool {
@@ -224,6 +223,7 @@ impl RuntimeError {
         }
     }
 
+    /// A request the model cannot serve.
     pub fn request(message: impl Into<String>) -> Self {
         RuntimeError::Request {
             message: message.into(),

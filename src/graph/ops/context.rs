@@ -112,7 +112,6 @@ impl ModelPool {
             .filter(|(name, _)| self.users.get(*name).is_some_and(|u| !u.is_empty()))
             .map(|(name, spec)| {
                 let device = crate::runtime::onnx::resolved_device(&self.session_options(name));
-                let each = ByteSize(memory::session_bytes(&spec.path));
                 let sessions = self.sessions(name);
                 let chosen = match (spec.sessions, device) {
                     (Some(_), _) => String::new(),
@@ -122,7 +121,11 @@ impl ModelPool {
                     (None, _) => " (default)".into(),
                 };
                 let budget = match device {
-                    Device::Cpu => format!("; memory budget {}, ~{each} a session", self.memory_budget(name)),
+                    Device::Cpu => format!(
+                        "; memory budget {}, ~{} a session",
+                        self.memory_budget(name),
+                        ByteSize(memory::session_bytes(&spec.path))
+                    ),
                     Device::Cuda(_) => String::new(),
                 };
                 format!(

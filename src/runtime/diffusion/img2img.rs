@@ -191,7 +191,6 @@ impl Generator {
             }
         }
         let latents: Vec<Vec<f32>> = items.into_iter().map(|i| i.x).collect();
-        let batch = self.batch(settings.batch_size);
         self.decode(latents, batch)
     }
 

@@ -14,7 +14,7 @@ impl Generator {
     }
 
     /// Halves the batch after a call on `images` images ran out of memory; says so once per
-    /// halving. Images are the same bits at any batch size, so nothing else changes.
+    /// halving.
     pub(super) fn shrink(&mut self, images: usize, error: &RuntimeError) -> usize {
         let next = (images / 2).max(1);
         self.batch_limit = Some(next);
