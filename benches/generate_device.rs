@@ -29,6 +29,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// Seconds for discl's generator to make every image of the workload on `model`.
 fn discl_round(model: DiffusionModel, batch: usize) -> (DiffusionModel, f64, u64) {
+    let model = std::sync::Arc::new(model);
     let requests = requests(&model);
     let stats = ServiceStats::default();
     let mut generator = Generator::new(model);
@@ -39,7 +40,8 @@ fn discl_round(model: DiffusionModel, batch: usize) -> (DiffusionModel, f64, u64
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(images.len(), requests.len());
     let calls = stats.model_calls.load(std::sync::atomic::Ordering::Relaxed);
-    (generator.model, secs, calls)
+    let model = std::sync::Arc::into_inner(generator.model).expect("the generator's alone");
+    (model, secs, calls)
 }
 
 fn main() {

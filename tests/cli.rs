@@ -310,7 +310,8 @@ fn run_prints_the_configuration_it_chose() {
     let (code, _, stderr) = discl(&["run", file.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let expected = format!("model cnn: cpu, {cores} session(s) (default) × 1 thread(s) (used by");
+    let expected =
+        format!("model cnn: cpu, 1 session run by {cores} runner(s) at once (default) × 1 thread(s) (used by");
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(
         stderr.contains("timely: 1 worker(s) in this process"),
@@ -337,7 +338,7 @@ fn run_prints_the_configuration_it_chose() {
             .into_iter()
             .map(|l| {
                 let budget = l.find("; memory budget ").map_or(l.len(), |at| {
-                    assert!(l.ends_with(" a session"), "{l}");
+                    assert!(l.ends_with(" for the session"), "{l}");
                     at
                 });
                 l[..budget].to_string()
@@ -347,15 +348,15 @@ fn run_prints_the_configuration_it_chose() {
     assert_eq!(
         generate(""),
         [
-            format!("model cnn: cpu, {cores} session(s) (default) × 1 thread(s) (used by node `scores`)"),
-            format!("model gen: cpu, {cores} session(s) (default) × 1 thread(s) (used by node `gen`)"),
+            format!("model cnn: cpu, 1 session run by {cores} runner(s) at once (default) × 1 thread(s) (used by node `scores`)"),
+            format!("model gen: cpu, 1 session run by {cores} runner(s) at once (default) × 1 thread(s) (used by node `gen`)"),
             "node gen: batch 1 image(s) per UNet call (default)".to_string(),
         ]
     );
     assert_eq!(
         generate("sessions = 3\nthreads = 2")[1..],
         [
-            "model gen: cpu, 3 session(s) × 2 thread(s) (used by node `gen`)".to_string(),
+            "model gen: cpu, 1 session run by 3 runner(s) at once × 2 thread(s) (used by node `gen`)".to_string(),
             "node gen: batch 4 image(s) per UNet call".to_string(),
         ]
     );

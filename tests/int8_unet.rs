@@ -33,7 +33,7 @@ fn rewrite(source: &Path, folder: &Path) -> (PathBuf, Summary, u64) {
 
 /// The UNet's output for fixed inputs (2 rows, a timestep, text states).
 fn unet_output(unet_file: Option<PathBuf>) -> Vec<f32> {
-    let mut model =
+    let model =
         DiffusionModel::open_with_unet(&tiny_sd(), &SessionOptions::default(), unet_file).unwrap();
     let [c, h, w] = model.latent_shape;
     let Conditioning::Text(text) = &model.conditioning else {
@@ -47,15 +47,16 @@ fn unet_output(unet_file: Option<PathBuf>) -> Vec<f32> {
         .map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0)
         .collect();
     let time = [481.0f32];
-    let out = model
-        .unet
-        .run(ort::inputs![
-            "sample" => TensorRef::from_array_view(([2, c, h, w], sample.as_slice())).unwrap(),
-            "timestep" => TensorRef::from_array_view((Vec::<usize>::new(), &time[..])).unwrap(),
-            "encoder_hidden_states" => TensorRef::from_array_view(([2, seq, 32], hidden.as_slice())).unwrap(),
-        ])
-        .unwrap();
-    out[0].try_extract_tensor::<f32>().unwrap().1.to_vec()
+    let sample = TensorRef::from_array_view(([2, c, h, w], sample.as_slice())).unwrap();
+    let time = TensorRef::from_array_view((Vec::<usize>::new(), &time[..])).unwrap();
+    let hidden = TensorRef::from_array_view(([2, seq, 32], hidden.as_slice())).unwrap();
+    let inputs = [
+        ("sample", &sample.into_dyn()),
+        ("timestep", &time.into_dyn()),
+        ("encoder_hidden_states", &hidden.into_dyn()),
+    ];
+    let out = model.unet.run(&inputs, &model.unet_io.output).unwrap();
+    out.try_extract_tensor::<f32>().unwrap().1.to_vec()
 }
 
 fn op_types(file: &Path) -> Vec<String> {

@@ -176,7 +176,7 @@ fn the_onnx_export_opens_as_a_classifier_and_gives_the_learners_logits() {
     assert_eq!(meta.classes, classes());
     assert_eq!(meta.output("features").unwrap(), "features");
 
-    let mut classifier = Classifier::open(&folder, &SessionOptions::default()).unwrap();
+    let classifier = Classifier::open(&folder, &SessionOptions::default()).unwrap();
     let spec = classifier.spec().clone();
     let mut pixels = Vec::new();
     for row in &rows {

@@ -1,5 +1,5 @@
-//! Memory budgets on the shipped tiny-sd: a model's `memory` caps the default sessions and a
-//! generator's batch (and `discl run` says so), and a UNet or VAE call that runs out of memory
+//! Memory budgets on the shipped tiny-sd: a model's `memory` caps the default runners (which
+//! share one session on the CPU) and a generator's batch (and `discl run` says so), and a UNet or VAE call that runs out of memory
 //! is made again at half the batch, with the same images (simulated with `DISCL_FAIL_ALLOC`).
 
 mod common;
@@ -59,19 +59,19 @@ fn a_budget_caps_default_sessions_and_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let each = discl::runtime::memory::session_bytes(&Path::new(REPO).join("models/tiny-sd"));
-    // Room for one session's weights, not for a second.
+    let image =
+        discl::runtime::memory::unet_image_bytes(&Path::new(REPO).join("models/tiny-sd")).unwrap();
+    // Room for the session and one runner's activations, not for a second runner's.
     let lines = configuration(&graph(
         &out,
-        &format!("memory = \"{}\"", each + each / 2),
+        &format!("memory = \"{}\"", each + image + image / 2),
         "",
     ));
     assert!(
-        lines[0].starts_with("model gen: cpu, 1 session(s) (default: one per core, as many as the memory budget holds)"),
+        lines[0].starts_with("model gen: cpu, 1 session run by 1 runner(s) at once (default: one per core, as many as the memory budget holds)"),
         "{lines:?}"
     );
-    // One session's weights and three images' activations.
-    let image =
-        discl::runtime::memory::unet_image_bytes(&Path::new(REPO).join("models/tiny-sd")).unwrap();
+    // The session's weights and three images' activations.
     let budget = each + 3 * image + image / 2;
     let model = format!("sessions = 1\nmemory = \"{budget}\"");
     let lines = configuration(&graph(&out, &model, "batch_size = 16"));
@@ -79,14 +79,22 @@ fn a_budget_caps_default_sessions_and_the_batch() {
         lines.iter().any(|l| l == "node synthetic: batch 3 image(s) per UNet call (16 asked; the model's memory budget holds 3)"),
         "{lines:?}"
     );
-    // Sessions the graph names are opened as named; a roomy budget leaves the batch alone.
+    // Two runners share the weights: the same budget plus three more images holds 3 each.
+    let budget = each + 6 * image + image / 2;
+    let model = format!("sessions = 2\nmemory = \"{budget}\"");
+    let lines = configuration(&graph(&out, &model, "batch_size = 16"));
+    assert!(
+        lines.iter().any(|l| l == "node synthetic: batch 3 image(s) per UNet call (16 asked; the model's memory budget holds 3)"),
+        "{lines:?}"
+    );
+    // Runners the graph names are started as named; a roomy budget leaves the batch alone.
     let lines = configuration(&graph(
         &out,
         "sessions = 2\nmemory = \"4 GiB\"",
         "batch_size = 16",
     ));
     assert!(
-        lines[0].starts_with("model gen: cpu, 2 session(s) × 1 thread(s)"),
+        lines[0].starts_with("model gen: cpu, 1 session run by 2 runner(s) at once × 1 thread(s)"),
         "{lines:?}"
     );
     assert!(

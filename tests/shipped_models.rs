@@ -42,7 +42,7 @@ fn pixels(images: &[(PathBuf, usize)], spec: &ImageSpec) -> Vec<f32> {
 
 #[test]
 fn fashion_cnn_classifies_the_fixture() {
-    let mut cnn = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
+    let cnn = Classifier::open(&classifier(), &SessionOptions::default()).unwrap();
     let (meta, _) = ModelMeta::load(&classifier()).unwrap();
     assert_eq!(
         (
@@ -380,7 +380,7 @@ fn the_learner_exports_a_drop_in_for_fashion_cnn() {
     };
     assert_eq!(decls(&folder, &exported), decls(&classifier(), &shipped));
     // … and, opened as the classify operator opens a model, it gives the learner's own logits.
-    let mut exported_cnn = Classifier::open(&folder, &SessionOptions::default()).unwrap();
+    let exported_cnn = Classifier::open(&folder, &SessionOptions::default()).unwrap();
     let logits = exported_cnn
         .logits(&pixels(&images, exported_cnn.spec()), images.len())
         .unwrap();

@@ -277,6 +277,7 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                 .unwrap();
                 let out = text
                     .session
+                    .get_mut()
                     .run(ort::inputs![text.input.as_str() => input])
                     .unwrap();
                 let (_, data) = out[text.output.as_str()]
@@ -293,6 +294,7 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                     TensorRef::from_array_view(([n_src, c, h, w], pixels.as_slice())).unwrap();
                 let out = vae
                     .encoder
+                    .get_mut()
                     .run(ort::inputs![vae.encoder_input.as_str() => input])
                     .unwrap();
                 let (_, data) = out[vae.encoder_output.as_str()]
@@ -390,7 +392,7 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                     TensorRef::from_array_view(([2 * n, 77, seq / 77], hidden.as_slice())).unwrap();
                 let time = [times[0]];
                 let t_t = TensorRef::from_array_view((Vec::<usize>::new(), &time[..])).unwrap();
-                model.unet.run(ort::inputs![io.sample.as_str() => sample_t, io.timestep.as_str() => t_t, io.condition.as_str() => hidden_t]).unwrap()
+                model.unet.get_mut().run(ort::inputs![io.sample.as_str() => sample_t, io.timestep.as_str() => t_t, io.condition.as_str() => hidden_t]).unwrap()
             }
             _ => {
                 let labels: Vec<i64> = std::iter::repeat_n(null_class, n)
@@ -399,7 +401,7 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                 let labels_t = TensorRef::from_array_view(([2 * n], labels.as_slice())).unwrap();
                 let ts: Vec<i64> = times.iter().map(|t| t.round() as i64).collect();
                 let t_t = TensorRef::from_array_view(([2 * n], ts.as_slice())).unwrap();
-                model.unet.run(ort::inputs![io.sample.as_str() => sample_t, io.timestep.as_str() => t_t, io.condition.as_str() => labels_t]).unwrap()
+                model.unet.get_mut().run(ort::inputs![io.sample.as_str() => sample_t, io.timestep.as_str() => t_t, io.condition.as_str() => labels_t]).unwrap()
             }
         };
         calls += 1;
@@ -430,6 +432,7 @@ pub fn bare_generate(model: &mut DiffusionModel, batch: usize) -> u64 {
                 .unwrap();
             let out = vae
                 .decoder
+                .get_mut()
                 .run(ort::inputs![vae.decoder_input.as_str() => input])
                 .unwrap();
             std::hint::black_box(

@@ -10,14 +10,18 @@ use super::model_meta::{ModelMeta, META_FILE};
 use super::onnx::{self, SessionOptions};
 use super::persisted::Persist;
 use super::service::{BatchWorker, ServiceStats};
+use super::shared_session::SharedSession;
 use crate::record::Digest;
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A loaded classifier.
+/// A loaded classifier. Clones share its session (on the CPU, one copy of the weights, called
+/// from each clone's thread).
+#[derive(Clone)]
 pub struct Classifier {
-    session: Session,
+    session: Arc<SharedSession>,
     meta: ModelMeta,
     spec: ImageSpec,
     logits_name: String,
@@ -39,21 +43,26 @@ impl Classifier {
         let (meta, meta_file) = ModelMeta::load(folder)?;
         let file = folder.join(&meta.onnx);
         let digest = model_digest(&file, &meta_file)?;
-        let session = onnx::open_session(&file, options)?;
+        let session = onnx::open_shared(&file, options)?;
         let logits_name = meta
             .output("logits")
             .map_err(|e| RuntimeError::config(&folder.join(META_FILE), e.to_string()))?
             .to_string();
-        check_io(&session, &meta, &logits_name, &file)?;
+        check_io(session.session(), &meta, &logits_name, &file)?;
         let spec = meta.image_spec();
         Ok(Classifier {
-            session,
+            session: Arc::new(session),
             meta,
             spec,
             logits_name,
             file,
             digest,
         })
+    }
+
+    /// Whether clones may run at once (a CPU session); otherwise each runner opens its own.
+    pub fn shareable(&self) -> bool {
+        self.session.shareable()
     }
 
     /// The model's metadata.
@@ -71,7 +80,7 @@ impl Classifier {
     }
 
     /// Runs the model on `n` prepared images laid out back to back; returns `n` rows of logits.
-    pub fn logits(&mut self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, RuntimeError> {
+    pub fn logits(&self, pixels: &[f32], n: usize) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let [c, h, w] = self.meta.input_shape;
         let shape = [n, c, h, w];
         let input = TensorRef::from_array_view((shape, pixels))?;
@@ -79,13 +88,11 @@ impl Classifier {
             file: self.file.clone(),
             source,
         };
-        let outputs = self
+        let output = self
             .session
-            .run(ort::inputs![self.meta.input.as_str() => input])
+            .run(&[(&self.meta.input, &input.into_dyn())], &self.logits_name)
             .map_err(fail)?;
-        let (shape, data) = outputs[self.logits_name.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?;
+        let (shape, data) = output.try_extract_tensor::<f32>().map_err(fail)?;
         let classes = self.meta.classes.len();
         if shape.len() != 2 || shape[0] as usize != n || shape[1] as usize != classes {
             return Err(RuntimeError::Output {

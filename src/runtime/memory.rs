@@ -1,8 +1,9 @@
-//! Memory budgets: how much a model's sessions may hold. Each CPU session of ONNX Runtime keeps
-//! its own copy of the weights (its layout optimisations re-pack them per session), measured at
-//! about 1.2× the model's ONNX files; a generator's activations grow with its batch. A budget
-//! caps the default number of sessions and a generator's batch before anything runs; an
-//! allocation failure while running halves the batch (see `diffusion::img2img`).
+//! Memory budgets: how much a model's sessions may hold. On the CPU a model is opened once and
+//! its runners (one per core by default) call that one session at once, so its weights count
+//! once (measured at about 1.2× the model's ONNX files) and each runner adds its activations; a
+//! generator's grow with its batch. A budget caps the default number of runners and a
+//! generator's batch before anything runs; an allocation failure while running halves the
+//! batch (see `diffusion::shrink`).
 
 use std::fmt;
 use std::path::Path;
@@ -108,7 +109,8 @@ fn files_in(folder: &Path, depth: usize) -> u64 {
     total
 }
 
-/// What one CPU session of a model holds, estimated from its files (measured: ~1.2×).
+/// What a CPU session of a model holds, weights included, estimated from its files (measured:
+/// ~1.2×).
 pub fn session_bytes(folder: &Path) -> u64 {
     onnx_bytes(folder) / 4 * 5
 }
@@ -136,18 +138,27 @@ pub fn unet_image_bytes(folder: &Path) -> Option<u64> {
     floats.checked_mul(2 * 4)
 }
 
-/// The largest batch whose activations fit what `budget` leaves beside `sessions` sessions of
-/// `session` bytes, each running batches of `image` bytes per image (at least one).
-pub fn batch_within(budget: ByteSize, sessions: usize, session: u64, image: u64) -> usize {
-    let free = budget.0.saturating_sub(sessions as u64 * session);
-    let per = image.saturating_mul(sessions as u64).max(1);
+/// The largest batch whose activations fit what `budget` leaves beside a session of `session`
+/// bytes, with `runners` calls at once, each of batches of `image` bytes per image (at least one).
+pub fn batch_within(budget: ByteSize, runners: usize, session: u64, image: u64) -> usize {
+    let free = budget.0.saturating_sub(session);
+    let per = image.saturating_mul(runners as u64).max(1);
     (free / per).clamp(1, usize::MAX as u64) as usize
 }
 
-/// How many of `wanted` sessions of `each` bytes fit `budget` (at least one).
-pub fn sessions_within(budget: ByteSize, each: u64, wanted: usize) -> usize {
-    let fit = budget.0.checked_div(each).map_or(wanted, |n| n as usize);
-    fit.clamp(1, wanted.max(1))
+/// How many of `wanted` runners of a session of `session` bytes fit `budget` when each needs
+/// `per_run` bytes of activations (unknown: all of them; at least one).
+pub fn runners_within(
+    budget: ByteSize,
+    session: u64,
+    per_run: Option<u64>,
+    wanted: usize,
+) -> usize {
+    let Some(per_run) = per_run.filter(|&p| p > 0) else {
+        return wanted.max(1);
+    };
+    let fit = budget.0.saturating_sub(session) / per_run;
+    (fit.min(usize::MAX as u64) as usize).clamp(1, wanted.max(1))
 }
 
 #[cfg(test)]
@@ -170,18 +181,24 @@ mod tests {
     }
 
     #[test]
-    fn sessions_fit_the_budget_and_never_fall_to_zero() {
+    fn runners_fit_beside_one_session_and_never_fall_to_zero() {
         let gib = 1u64 << 30;
-        assert_eq!(sessions_within(ByteSize(10 * gib), 2 * gib, 16), 5);
-        assert_eq!(sessions_within(ByteSize(10 * gib), 2 * gib, 2), 2);
-        assert_eq!(sessions_within(ByteSize(gib), 2 * gib, 16), 1);
-        assert_eq!(sessions_within(ByteSize(gib), 0, 3), 3);
+        // 10 GiB, a 2 GiB session: 8 GiB for runners of 1.5 GiB each.
+        assert_eq!(
+            runners_within(ByteSize(10 * gib), 2 * gib, Some(gib / 2 * 3), 16),
+            5
+        );
+        assert_eq!(runners_within(ByteSize(10 * gib), 2 * gib, Some(gib), 2), 2);
+        assert_eq!(runners_within(ByteSize(gib), 2 * gib, Some(gib), 16), 1);
+        // Activations unknown (a classifier): one per core, as asked.
+        assert_eq!(runners_within(ByteSize(gib), 2 * gib, None, 3), 3);
     }
 
     #[test]
     fn batches_fit_what_the_sessions_leave() {
         let gib = 1u64 << 30;
-        assert_eq!(batch_within(ByteSize(10 * gib), 2, 2 * gib, gib / 2), 6);
+        // The session's weights count once: 8 GiB left for 2 runners of 0.5 GiB an image.
+        assert_eq!(batch_within(ByteSize(10 * gib), 2, 2 * gib, gib / 2), 8);
         assert_eq!(batch_within(ByteSize(3 * gib), 2, 2 * gib, gib), 1);
         // SD 1.x at 512²: 64×64 latents, 8 heads, 320 channels: about 3.5 GB an image.
         let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ pub mod persisted;
 pub mod scheduler;
 pub mod scorer;
 pub mod service;
+pub mod shared_session;
 
 pub use classifier::{Classifier, ClassifierOutput};
 pub use device::Device;

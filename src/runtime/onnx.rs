@@ -6,6 +6,7 @@
 
 use super::device::Device;
 use super::error::RuntimeError;
+use super::shared_session::SharedSession;
 use ort::session::Session;
 pub use ort::value::TensorElementType;
 use std::path::{Path, PathBuf};
@@ -152,6 +153,16 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
         }
     }
     builder.commit_from_file(file).map_err(fail)
+}
+
+/// Opens `file` as [`open_session`] does, as a session several threads may run at once when
+/// it runs on the CPU.
+pub fn open_shared(file: &Path, options: &SessionOptions) -> Result<SharedSession, RuntimeError> {
+    let session = open_session(file, options)?;
+    Ok(SharedSession::new(
+        session,
+        resolved_device(options) == Device::Cpu,
+    ))
 }
 
 /// A tensor's element type and shape as an ONNX file declares them (-1 for a dynamic dimension).

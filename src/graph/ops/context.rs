@@ -78,8 +78,9 @@ impl ModelPool {
         }
     }
 
-    /// How many sessions of a model to open: the graph's `sessions`, else one single-thread
-    /// session per core on the CPU, as many as its memory budget holds, and one on a GPU.
+    /// How many runners call a model at once: the graph's `sessions`, else one single-thread
+    /// runner per core on the CPU (all sharing one session), as many as its memory budget holds
+    /// beside the weights, and one on a GPU.
     pub fn sessions(&self, model: &str) -> usize {
         let spec = self.spec(model);
         match (
@@ -87,9 +88,10 @@ impl ModelPool {
             crate::runtime::onnx::resolved_device(&self.session_options(model)),
         ) {
             (Some(n), _) => n.max(1),
-            (None, Device::Cpu) if spec.threads <= 1 => memory::sessions_within(
+            (None, Device::Cpu) if spec.threads <= 1 => memory::runners_within(
                 self.memory_budget(model),
                 memory::session_bytes(&spec.path),
+                memory::unet_image_bytes(&spec.path),
                 cores(),
             ),
             (None, _) => 1,
@@ -120,19 +122,18 @@ impl ModelPool {
                     }
                     (None, _) => " (default)".into(),
                 };
-                let budget = match device {
+                let threads = spec.threads.max(1);
+                let used = self.used_by(name);
+                match device {
                     Device::Cpu => format!(
-                        "; memory budget {}, ~{} a session",
+                        "model {name}: cpu, 1 session run by {sessions} runner(s) at once{chosen} × {threads} thread(s) {used}; memory budget {}, ~{} for the session",
                         self.memory_budget(name),
                         ByteSize(memory::session_bytes(&spec.path))
                     ),
-                    Device::Cuda(_) => String::new(),
-                };
-                format!(
-                    "model {name}: {device}, {sessions} session(s){chosen} × {} thread(s) {}{budget}",
-                    spec.threads.max(1),
-                    self.used_by(name)
-                )
+                    Device::Cuda(_) => format!(
+                        "model {name}: {device}, {sessions} session(s){chosen} × {threads} thread(s) {used}"
+                    ),
+                }
             })
             .collect()
     }
@@ -143,15 +144,20 @@ impl ModelPool {
         format!("(used by {})", users.join(", "))
     }
 
-    /// Opens a classifier model's sessions once (one per `sessions`), however many nodes use
-    /// it; gives the first session, or the error (reported once, to the first node asking).
+    /// Opens a classifier model once, however many nodes use it: one session its `sessions`
+    /// runners share on the CPU, one session per runner on a GPU. Gives the first runner's
+    /// classifier, or the error (reported once, to the first node asking).
     pub fn classifier(&mut self, model: &str) -> Result<&Classifier, Vec<OpError>> {
         if !self.classifiers.contains_key(model) {
             let (path, options) = (self.spec(model).path.clone(), self.session_options(model));
-            let mut sessions = Vec::new();
+            let mut sessions: Vec<Classifier> = Vec::new();
             let mut failed = None;
             for _ in 0..self.sessions(model) {
-                match Classifier::open(&path, &options) {
+                let opened = match sessions.first() {
+                    Some(first) if first.shareable() => Ok(first.clone()),
+                    _ => Classifier::open(&path, &options),
+                };
+                match opened {
                     Ok(classifier) => sessions.push(classifier),
                     Err(message) => {
                         failed = Some(message);

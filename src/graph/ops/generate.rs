@@ -192,15 +192,15 @@ impl Op for GenerateConfig {
 
 impl GenerateConfig {
     /// Images per UNet call on `device`: the graph's `batch_size`, else the device's default;
-    /// on the CPU no more than the model's memory budget holds beside its sessions' weights.
+    /// on the CPU no more than the model's memory budget holds beside its session's weights.
     fn batch_size_on(&self, pool: &ModelPool, device: Device) -> usize {
         let asked = self.batch_size.unwrap_or(default_gen_batch(device));
         let folder = &pool.spec(&self.model).path;
         match (device, memory::unet_image_bytes(folder)) {
             (Device::Cpu, Some(image)) => {
-                let (sessions, session) = (pool.sessions(&self.model), memory::session_bytes(folder));
+                let (runners, session) = (pool.sessions(&self.model), memory::session_bytes(folder));
                 let budget = pool.memory_budget(&self.model);
-                asked.min(memory::batch_within(budget, sessions, session, image))
+                asked.min(memory::batch_within(budget, runners, session, image))
             }
             _ => asked,
         }
@@ -213,15 +213,19 @@ impl GenerateConfig {
         let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
         let options = pool.session_options(&self.model);
         let unet_file = self.unet_file(pool)?;
-        // Sessions load one after another: loading them side by side saved about a second of a
-        // 2-session start-up on a 1.7 GB model but held two UNet protobufs at once (peak RSS
-        // 4.2 → 4.7 GB), and the memory budget counts settled sessions.
+        // On the CPU the model is opened once and its runners share it (one copy of the
+        // weights); on CUDA each runner opens its own (IO binding is per session).
+        let runners = pool.sessions(&self.model);
+        let shared = crate::runtime::onnx::resolved_device(&options) == Device::Cpu;
         let mut models = Vec::new();
-        for _ in 0..pool.sessions(&self.model) {
+        for _ in 0..if shared { 1 } else { runners } {
             let model = DiffusionModel::open_with_unet(&spec.path, &options, unet_file.clone());
-            models.push(model.map_err(|e| in_model(e.to_string()))?);
+            models.push(Arc::new(model.map_err(|e| in_model(e.to_string()))?));
         }
-        let model = &models[0];
+        if shared {
+            models = std::iter::repeat_n(Arc::clone(&models[0]), runners).collect();
+        }
+        let model = &*models[0];
         let scheduler_file = spec.path.join("scheduler/scheduler_config.json");
         let kind = match self.scheduler {
             Some(kind) => kind,
@@ -332,7 +336,7 @@ impl GenerateConfig {
 
 struct OpenedGenerate {
     config: GenerateConfig,
-    models: Vec<DiffusionModel>,
+    models: Vec<Arc<DiffusionModel>>,
     settings: GenerationSettings,
     classes: ClassNames,
     class_conditional: bool,

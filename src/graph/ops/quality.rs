@@ -103,11 +103,14 @@ impl Op for QualityConfig {
     fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
         let spec = pool.spec(&self.model);
         let in_model = |e: String| vec![OpError::model(&self.model, format!("{e} {}", pool.used_by(&self.model)))];
+        // One scorer per runner; on the CPU they share the first one's session.
+        let options = pool.session_options(&self.model);
+        let first = Scorer::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?;
         let mut scorers = Vec::new();
-        for _ in 0..pool.sessions(&self.model) {
-            let options = pool.session_options(&self.model);
-            scorers.push(Scorer::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?);
+        for _ in 1..pool.sessions(&self.model) {
+            scorers.push(first.another(&options).map_err(|e| in_model(e.to_string()))?);
         }
+        scorers.insert(0, first);
         let display = match &self.classes_from {
             Some(from) => {
                 let (meta, _) = ModelMeta::load(&pool.spec(from).path)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 impl Generator {
     pub(super) fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), RuntimeError> {
-        let Conditioning::Text(text) = &mut self.model.conditioning else {
+        let Conditioning::Text(text) = &self.model.conditioning else {
             return Ok(());
         };
         let mut missing: Vec<String> = prompts
@@ -38,17 +38,15 @@ impl Generator {
             let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
             let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
             text.session
-                .run(ort::inputs![text.input.as_str() => input])
+                .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
                 .map_err(fail)?
         } else {
             let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
             text.session
-                .run(ort::inputs![text.input.as_str() => input])
+                .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
                 .map_err(fail)?
         };
-        let (_, hidden) = out[text.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?;
+        let (_, hidden) = out.try_extract_tensor::<f32>().map_err(fail)?;
         let per = hidden.len() / missing.len();
         for (k, prompt) in missing.into_iter().enumerate() {
             self.prompts
@@ -82,7 +80,7 @@ impl Generator {
                 self.model.image_shape
             )));
         }
-        let Some(vae) = &mut self.model.vae else {
+        let Some(vae) = &self.model.vae else {
             for (digest, image) in missing {
                 self.latents
                     .insert(digest, Arc::new(Encoded::given(image, 1.0)));
@@ -103,11 +101,12 @@ impl Generator {
             .map_err(fail)?;
         let out = vae
             .encoder
-            .run(ort::inputs![vae.encoder_input.as_str() => input])
+            .run(
+                &[(&vae.encoder_input, &input.into_dyn())],
+                &vae.encoder_output,
+            )
             .map_err(fail)?;
-        let (_, data) = out[vae.encoder_output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?;
+        let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
         // latent_parameters hold the mean then the log-variance; latent_sample is a latent.
         let per = data.len() / missing.len();
         let expected = if vae.encoder_gives_parameters {
@@ -162,7 +161,7 @@ impl Generator {
     fn decode_chunk(&mut self, chunk: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
         let [c, h, w] = self.model.latent_shape;
         let image_len = self.model.image_shape.iter().product::<usize>();
-        let vae = self.model.vae.as_mut().expect("a latent model");
+        let vae = self.model.vae.as_ref().expect("a latent model");
         if crate::store::failpoint::allocation_refused(chunk.len()) {
             return Err(RuntimeError::simulated_out_of_memory(
                 &vae.decoder_file,
@@ -181,11 +180,12 @@ impl Generator {
             .map_err(fail)?;
         let out = vae
             .decoder
-            .run(ort::inputs![vae.decoder_input.as_str() => input])
+            .run(
+                &[(&vae.decoder_input, &input.into_dyn())],
+                &vae.decoder_output,
+            )
             .map_err(fail)?;
-        let (_, data) = out[vae.decoder_output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?;
+        let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
         if data.len() != chunk.len() * image_len {
             return Err(RuntimeError::Output {
                 file: vae.decoder_file.clone(),

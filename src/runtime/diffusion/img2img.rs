@@ -20,9 +20,10 @@ use std::sync::Arc;
 pub use super::codec::to_png;
 pub use super::request::{Condition, GenerationSettings, ImageRequest};
 
-/// Loaded model plus what it has already computed this run.
+/// Loaded model plus what it has already computed this run. On the CPU, the generators of one
+/// model share its sessions (one copy of the weights), each calling them from its own thread.
 pub struct Generator {
-    pub model: DiffusionModel,
+    pub model: Arc<DiffusionModel>,
     pub(super) schedules: HashMap<(SchedulerKind, usize), Arc<Schedule>>,
     pub(super) prompts: HashMap<String, Arc<Vec<f32>>>,
     /// Encoded sources: posteriors (or latents as given), keyed by the source's digest.
@@ -43,7 +44,8 @@ struct Item {
 }
 
 impl Generator {
-    pub fn new(model: DiffusionModel) -> Self {
+    pub fn new(model: impl Into<Arc<DiffusionModel>>) -> Self {
+        let model = model.into();
         Generator {
             model,
             schedules: HashMap::new(),
@@ -230,7 +232,7 @@ impl Generator {
         w: f32,
         stats: &ServiceStats,
     ) -> Result<(), RuntimeError> {
-        let model = &mut self.model;
+        let model = &*self.model;
         let guided = w > 1.0;
         let n = group.len();
         let rows = if guided { 2 * n } else { n };
@@ -259,8 +261,9 @@ impl Generator {
         };
         let [c, h, wd] = model.latent_shape;
         let io = model.unet_io.clone();
+        let unet_file = model.unet_file.clone();
         let fail = |source: ort::Error| RuntimeError::Inference {
-            file: model.unet_file.clone(),
+            file: unet_file.clone(),
             source,
         };
         let sample_tensor =
@@ -330,11 +333,11 @@ impl Generator {
             }
         };
         if crate::store::failpoint::allocation_refused(n) {
-            return Err(RuntimeError::simulated_out_of_memory(&model.unet_file, n));
+            return Err(RuntimeError::simulated_out_of_memory(&unet_file, n));
         }
         stats.model_call();
         if let (None, Device::Cuda(id)) = (&self.binding, model.device) {
-            self.binding = Some(UnetBinding::new(&model.unet, id).map_err(fail)?);
+            self.binding = Some(UnetBinding::new(model.unet.session(), id).map_err(fail)?);
         }
         let eps = match &mut self.binding {
             Some(binding) => {
@@ -342,9 +345,15 @@ impl Generator {
                     guided,
                     group.iter().map(|&i| items[i].condition.clone()).collect(),
                 );
+                // A CUDA model is opened per generator, never shared.
+                let unet = Arc::get_mut(&mut self.model)
+                    .map(|m| m.unet.get_mut())
+                    .ok_or_else(|| {
+                        RuntimeError::request("a CUDA model is shared between generators")
+                    })?;
                 binding
                     .run(
-                        &mut model.unet,
+                        unet,
                         &io,
                         [sample_tensor.into_dyn(), timestep],
                         key,
@@ -353,19 +362,19 @@ impl Generator {
                     .map_err(fail)?
             }
             None => {
-                let out = model
-                    .unet
-                    .run(ort::inputs![io.sample.as_str() => sample_tensor, io.timestep.as_str() => timestep, io.condition.as_str() => condition])
-                    .map_err(fail)?;
-                let (_, eps) = out[io.output.as_str()]
-                    .try_extract_tensor::<f32>()
-                    .map_err(fail)?;
+                let inputs = [
+                    (io.sample.as_str(), &sample_tensor.into_dyn()),
+                    (io.timestep.as_str(), &timestep),
+                    (io.condition.as_str(), &condition),
+                ];
+                let out = model.unet.run(&inputs, &io.output).map_err(fail)?;
+                let (_, eps) = out.try_extract_tensor::<f32>().map_err(fail)?;
                 eps.to_vec()
             }
         };
         if eps.len() != rows * len {
             return Err(RuntimeError::Output {
-                file: model.unet_file.clone(),
+                file: unet_file,
                 message: format!(
                     "UNet returned {} values for {rows} items of {len}",
                     eps.len()

@@ -13,7 +13,7 @@ use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
 use crate::runtime::onnx::{self, SessionOptions, TensorElementType};
 use crate::runtime::scheduler::SchedulerConfig;
-use ort::session::Session;
+use crate::runtime::shared_session::SharedSession;
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ pub enum Conditioning {
 
 /// The text encoder and its tokenizer.
 pub struct TextEncoder {
-    pub session: Session,
+    pub session: SharedSession,
     pub tokenizer: ClipTokenizer,
     pub input: String,
     pub input_is_int32: bool,
@@ -38,8 +38,8 @@ pub struct TextEncoder {
 
 /// VAE encoder and decoder of a latent model.
 pub struct Vae {
-    pub encoder: Session,
-    pub decoder: Session,
+    pub encoder: SharedSession,
+    pub decoder: SharedSession,
     pub encoder_input: String,
     pub encoder_output: String,
     /// The encoder gives mean and log-variance (8 channels) rather than a sampled latent.
@@ -57,7 +57,7 @@ pub struct DiffusionModel {
     /// Hash of every ONNX file and config: part of every memo key.
     pub digest: Digest,
     pub scheduler_config: SchedulerConfig,
-    pub unet: Session,
+    pub unet: SharedSession,
     pub unet_io: UnetIo,
     pub unet_file: PathBuf,
     /// Where the sessions run: the device asked for, or the CPU after a fallback.
@@ -159,9 +159,13 @@ impl DiffusionModel {
         })?;
 
         let unet_file = unet_file.unwrap_or_else(|| folder.join("unet/model.onnx"));
-        let unet = onnx::open_session(&unet_file, options)?;
+        let unet = onnx::open_shared(&unet_file, options)?;
         let unet_config = read_json(&folder.join("unet/config.json"))?;
-        let unet_io = unet_io(&unet_file, &onnx::inputs(&unet), &onnx::outputs(&unet))?;
+        let unet_io = unet_io(
+            &unet_file,
+            &onnx::inputs(unet.session()),
+            &onnx::outputs(unet.session()),
+        )?;
         let in_channels = unet_config["in_channels"].as_u64().unwrap_or(4) as usize;
         let (h, w) = match &unet_config["sample_size"] {
             Json::Number(n) => (
@@ -267,9 +271,12 @@ fn open_vae(
     decoder_file: PathBuf,
     options: &SessionOptions,
 ) -> Result<Vae, RuntimeError> {
-    let encoder = onnx::open_session(&encoder_file, options)?;
-    let decoder = onnx::open_session(&decoder_file, options)?;
-    let (ein, eout) = (onnx::inputs(&encoder), onnx::outputs(&encoder));
+    let encoder = onnx::open_shared(&encoder_file, options)?;
+    let decoder = onnx::open_shared(&decoder_file, options)?;
+    let (ein, eout) = (
+        onnx::inputs(encoder.session()),
+        onnx::outputs(encoder.session()),
+    );
     let fail = |file: &Path, message: String| RuntimeError::interface(file, message);
     let encoder_input = find(&ein, &["sample"]).ok_or_else(|| {
         fail(
@@ -293,7 +300,10 @@ fn open_vae(
             ))
         }
     };
-    let (din, dout) = (onnx::inputs(&decoder), onnx::outputs(&decoder));
+    let (din, dout) = (
+        onnx::inputs(decoder.session()),
+        onnx::outputs(decoder.session()),
+    );
     let decoder_input = find(&din, &["latent_sample"]).ok_or_else(|| {
         fail(
             &decoder_file,
@@ -338,8 +348,11 @@ fn open_text_encoder(
         });
     }
     let tokenizer = ClipTokenizer::from_folder(&folder.join("tokenizer"))?;
-    let session = onnx::open_session(&file, options)?;
-    let (inputs, outputs) = (onnx::inputs(&session), onnx::outputs(&session));
+    let session = onnx::open_shared(&file, options)?;
+    let (inputs, outputs) = (
+        onnx::inputs(session.session()),
+        onnx::outputs(session.session()),
+    );
     let input = find(&inputs, &["input_ids"]).ok_or_else(|| {
         RuntimeError::interface(
             &file,

@@ -42,6 +42,11 @@ impl<K: Hash + Eq + Clone> EmbeddingCache<K> {
         self.shrink();
     }
 
+    /// How many embeddings it keeps at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Changes the capacity, forgetting the oldest entries if it shrank.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity;

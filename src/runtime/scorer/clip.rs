@@ -10,18 +10,21 @@ use super::preprocess::{ClipImageConfig, PREPROCESSOR_FILE};
 use super::text::{PromptTokenizer, TokenBatch};
 use super::Embeddings;
 use crate::runtime::onnx::{self, SessionOptions, TensorDecl, TensorElementType};
+use crate::runtime::shared_session::SharedSession;
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The ONNX file of an optimum CLIP export.
 pub const MODEL_FILE: &str = "model.onnx";
 
-/// A loaded CLIP export.
+/// A loaded CLIP export; clones share its session.
+#[derive(Clone)]
 pub struct ClipModel {
-    session: Session,
+    session: Arc<SharedSession>,
     file: PathBuf,
-    tokenizer: PromptTokenizer,
+    tokenizer: Arc<PromptTokenizer>,
     images: ClipImageConfig,
     /// (height, width) of `pixel_values`.
     image_size: (usize, usize),
@@ -127,15 +130,20 @@ impl ClipModel {
         }
         let tokenizer = PromptTokenizer::open(folder, config.positions)?;
         let file = folder.join(MODEL_FILE);
-        let session = onnx::open_session(&file, options).map_err(ScorerError::Runtime)?;
-        check_io(&session, image_size).map_err(|e| ScorerError::model(&file, e))?;
+        let session = onnx::open_shared(&file, options).map_err(ScorerError::Runtime)?;
+        check_io(session.session(), image_size).map_err(|e| ScorerError::model(&file, e))?;
         Ok(ClipModel {
-            session,
+            session: Arc::new(session),
             file,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             images,
             image_size,
         })
+    }
+
+    /// Whether clones may run at once (a CPU session).
+    pub fn shareable(&self) -> bool {
+        self.session.shareable()
     }
 
     /// The image preparation read from `preprocessor_config.json`.
@@ -155,7 +163,7 @@ impl ClipModel {
 
     /// One model call: embeds `prompts` and the `count` prepared images in `pixels`.
     pub fn run(
-        &mut self,
+        &self,
         prompts: &[&str],
         pixels: &[f32],
         count: usize,
@@ -183,14 +191,18 @@ impl ClipModel {
         let mask =
             TensorRef::from_array_view((text_shape, tokens.mask.as_slice())).map_err(fail)?;
         let image = TensorRef::from_array_view(([images, 3, h, w], pixels)).map_err(fail)?;
+        let inputs = [
+            ("input_ids", &ids.into_dyn()),
+            ("pixel_values", &image.into_dyn()),
+            ("attention_mask", &mask.into_dyn()),
+        ];
         let outputs = self
             .session
-            .run(
-                ort::inputs!["input_ids" => ids, "pixel_values" => image, "attention_mask" => mask],
-            )
+            .run_outputs(&inputs, &["text_embeds", "image_embeds"])
             .map_err(fail)?;
-        let rows = |name: &str, n: usize| -> Result<Vec<Vec<f32>>, ScorerError> {
-            let (shape, data) = outputs[name].try_extract_tensor::<f32>().map_err(fail)?;
+        let rows = |k: usize, n: usize| -> Result<Vec<Vec<f32>>, ScorerError> {
+            let name = ["text_embeds", "image_embeds"][k];
+            let (shape, data) = outputs[k].try_extract_tensor::<f32>().map_err(fail)?;
             if shape.len() != 2 || shape[0] as usize != n || shape[1] < 1 {
                 return Err(ScorerError::model(
                     &self.file,
@@ -202,8 +214,8 @@ impl ClipModel {
                 .map(<[f32]>::to_vec)
                 .collect())
         };
-        let texts = rows("text_embeds", tokens.count)?;
-        let images = rows("image_embeds", images)?;
+        let texts = rows(0, tokens.count)?;
+        let images = rows(1, images)?;
         Ok(Embeddings {
             texts: if prompts.is_empty() {
                 Vec::new()

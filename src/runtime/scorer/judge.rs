@@ -7,13 +7,16 @@ use super::error::{read_json, ScorerError};
 use crate::runtime::image_input::{decode_into, ImageSpec};
 use crate::runtime::model_meta::{ModelMeta, META_FILE};
 use crate::runtime::onnx::{self, SessionOptions, TensorElementType};
+use crate::runtime::shared_session::SharedSession;
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A loaded judge.
+/// A loaded judge; clones share its session.
+#[derive(Clone)]
 pub struct Judge {
-    session: Session,
+    session: Arc<SharedSession>,
     file: PathBuf,
     meta: ModelMeta,
     spec: ImageSpec,
@@ -103,12 +106,12 @@ impl Judge {
         let table_file = folder.join(role("text_embeds")?);
         let (table, prompts) = load_table(&table_file, meta.classes.len())?;
         let file = folder.join(&meta.onnx);
-        let session = onnx::open_session(&file, options).map_err(ScorerError::Runtime)?;
-        check_io(&session, &meta, &output, table[0].len())
+        let session = onnx::open_shared(&file, options).map_err(ScorerError::Runtime)?;
+        check_io(session.session(), &meta, &output, table[0].len())
             .map_err(|e| ScorerError::model(&file, e))?;
         let spec = meta.image_spec();
         Ok(Judge {
-            session,
+            session: Arc::new(session),
             file,
             meta,
             spec,
@@ -117,6 +120,11 @@ impl Judge {
             table,
             prompts,
         })
+    }
+
+    /// Whether clones may run at once (a CPU session).
+    pub fn shareable(&self) -> bool {
+        self.session.shareable()
     }
 
     /// The judge's metadata (classes, display names).
@@ -158,17 +166,15 @@ impl Judge {
     }
 
     /// Embeds `count` prepared images.
-    pub fn embed(&mut self, pixels: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ScorerError> {
+    pub fn embed(&self, pixels: &[f32], count: usize) -> Result<Vec<Vec<f32>>, ScorerError> {
         let [c, h, w] = self.meta.input_shape;
         let fail = |e: ort::Error| ScorerError::model(&self.file, e);
         let input = TensorRef::from_array_view(([count, c, h, w], pixels)).map_err(fail)?;
-        let outputs = self
+        let output = self
             .session
-            .run(ort::inputs![self.meta.input.as_str() => input])
+            .run(&[(&self.meta.input, &input.into_dyn())], &self.output)
             .map_err(fail)?;
-        let (shape, data) = outputs[self.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(fail)?;
+        let (shape, data) = output.try_extract_tensor::<f32>().map_err(fail)?;
         let dim = self.table[0].len();
         if shape.len() != 2 || shape[0] as usize != count || shape[1] as usize != dim {
             return Err(ScorerError::model(

@@ -54,6 +54,7 @@ pub enum ScorerKind {
     Judge,
 }
 
+#[derive(Clone)]
 enum Model {
     Clip(Box<ClipModel>),
     Judge(Box<Judge>),
@@ -128,6 +129,26 @@ impl Scorer {
             model_calls: 0,
             texts: EmbeddingCache::new(PROMPT_CACHE),
             sources: EmbeddingCache::new(SOURCE_CACHE),
+        })
+    }
+
+    /// Another scorer on the same model for another runner: on the CPU it shares this one's
+    /// session (one copy of the weights); on a GPU it opens its own. Its caches start empty.
+    pub fn another(&self, options: &SessionOptions) -> Result<Scorer, ScorerError> {
+        let shareable = match &self.model {
+            Model::Clip(clip) => clip.shareable(),
+            Model::Judge(judge) => judge.shareable(),
+        };
+        if !shareable {
+            return Scorer::open(&self.folder, options);
+        }
+        Ok(Scorer {
+            model: self.model.clone(),
+            folder: self.folder.clone(),
+            digest: self.digest,
+            model_calls: 0,
+            texts: EmbeddingCache::new(self.texts.capacity()),
+            sources: EmbeddingCache::new(self.sources.capacity()),
         })
     }
 
