@@ -4,10 +4,21 @@
 //! step, and the prediction comes back to host memory, where the scheduler steps every item.
 
 use super::img2img::Condition;
+use super::model::DiffusionModel;
 use super::unet::UnetIo;
+use crate::runtime::error::RuntimeError;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensorValueType, DynValueRef};
+use std::sync::Arc;
+
+/// The UNet session of a model its generator holds alone, as every CUDA model is (each CUDA
+/// runner opens its own; IO binding is per session).
+pub(super) fn unet_alone(model: &mut Arc<DiffusionModel>) -> Result<&mut Session, RuntimeError> {
+    Arc::get_mut(model)
+        .map(|m| m.unet.get_mut())
+        .ok_or_else(|| RuntimeError::request("a CUDA model is shared between generators"))
+}
 
 /// The condition a bound group carries: guided or not, and each item's condition in order.
 pub(super) type ConditionKey = (bool, Vec<Condition>);

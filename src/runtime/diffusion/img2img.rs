@@ -345,12 +345,7 @@ impl Generator {
                     guided,
                     group.iter().map(|&i| items[i].condition.clone()).collect(),
                 );
-                // A CUDA model is opened per generator, never shared.
-                let unet = Arc::get_mut(&mut self.model)
-                    .map(|m| m.unet.get_mut())
-                    .ok_or_else(|| {
-                        RuntimeError::request("a CUDA model is shared between generators")
-                    })?;
+                let unet = super::device_io::unet_alone(&mut self.model)?;
                 binding
                     .run(
                         unet,
