@@ -1,6 +1,7 @@
 //! Generation on an execution device, side by side in one run, on the model folder named by
 //! `DISCL_BENCH_MODEL` (an SD-shaped export: `scripts/models/make_sd_shaped.py`), its sessions
-//! on `DISCL_BENCH_DEVICE` (default `cuda`):
+//! on `DISCL_BENCH_DEVICE` (default `cuda`), with `DISCL_BENCH_THREADS` intra-op threads
+//! (default: one per core):
 //! - discl: the engine's generator (`img2img::Generator`: on CUDA the UNet's IO binding keeps
 //!   each group's text states on the device) on the loaded model;
 //! - bare: plain ONNX Runtime `run` calls making the same calls (`generation::bare_generate`);
@@ -58,7 +59,10 @@ fn main() {
     let options = SessionOptions {
         device,
         fallback_to_cpu: false,
-        intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        intra_threads: match std::env::var("DISCL_BENCH_THREADS") {
+            Ok(n) => n.parse().unwrap(),
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
     };
     let started = Instant::now();
     let mut model = DiffusionModel::open(&folder, &options).unwrap();
