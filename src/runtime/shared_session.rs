@@ -5,9 +5,14 @@
 //! every thread's call runs inline on that thread (one intra-op thread), reads the same weights
 //! and takes its activations from the session's arena. A CUDA session is never shared (each
 //! CUDA runner opens its own), and [`SharedSession::get_mut`] is how its IO binding reaches it.
+//!
+//! discl computes in f32. A file that declares Float16 inputs or outputs (an fp16 export, such
+//! as optimum's `--dtype fp16`) is fed and read through the same calls: its Float16 inputs are
+//! converted from the f32 tensors given, its Float16 outputs to f32 tensors, at this boundary.
 
+use half::f16;
 use ort::session::Session;
-use ort::value::{DynValue, DynValueRef};
+use ort::value::{DynValue, DynValueRef, Tensor, TensorElementType};
 use ort::AsPointer;
 use std::ffi::{c_char, CString};
 use std::ptr::{self, NonNull};
@@ -16,16 +21,62 @@ use std::ptr::{self, NonNull};
 pub struct SharedSession {
     session: Session,
     shareable: bool,
+    /// The inputs and outputs the file declares as Float16.
+    half_inputs: Vec<String>,
+    half_outputs: Vec<String>,
 }
 
 impl SharedSession {
     /// Wraps `session`; `on_cpu` says it runs on the CPU execution provider only, the one
     /// case where calls from several threads at once are made.
     pub fn new(session: Session, on_cpu: bool) -> Self {
+        let half = |outlets: &[ort::value::Outlet]| -> Vec<String> {
+            outlets
+                .iter()
+                .filter(|o| o.dtype().tensor_type() == Some(TensorElementType::Float16))
+                .map(|o| o.name().to_string())
+                .collect()
+        };
         SharedSession {
+            half_inputs: half(session.inputs()),
+            half_outputs: half(session.outputs()),
             session,
             shareable: on_cpu,
         }
+    }
+
+    /// Whether the file declares any Float16 input or output (an fp16 export).
+    pub fn is_half(&self) -> bool {
+        !self.half_inputs.is_empty() || !self.half_outputs.is_empty()
+    }
+
+    /// `value` as the input `name` takes it: an f32 tensor given for a Float16 input becomes a
+    /// Float16 tensor (`Some`); anything else is passed as it is (`None`).
+    pub fn as_declared(
+        &self,
+        name: &str,
+        value: &DynValueRef<'_>,
+    ) -> Result<Option<DynValue>, ort::Error> {
+        if !self.half_inputs.iter().any(|n| n == name) {
+            return Ok(None);
+        }
+        let Ok((shape, data)) = value.try_extract_tensor::<f32>() else {
+            return Ok(None);
+        };
+        let halves: Vec<f16> = data.iter().map(|&v| f16::from_f32(v)).collect();
+        Ok(Some(
+            Tensor::from_array((shape.to_vec(), halves))?.into_dyn(),
+        ))
+    }
+
+    /// `value`, the output `name`, as an f32 tensor when the file declares it Float16.
+    pub fn as_f32(&self, name: &str, value: DynValue) -> Result<DynValue, ort::Error> {
+        if !self.half_outputs.iter().any(|n| n == name) {
+            return Ok(value);
+        }
+        let (shape, data) = value.try_extract_tensor::<f16>()?;
+        let floats: Vec<f32> = data.iter().map(|v| v.to_f32()).collect();
+        Ok(Tensor::from_array((shape.to_vec(), floats))?.into_dyn())
     }
 
     /// Whether several threads may run this session at once.
@@ -70,7 +121,15 @@ impl SharedSession {
         let input_name_ptrs: Vec<*const c_char> = input_names.iter().map(|n| n.as_ptr()).collect();
         let output_name_ptrs: Vec<*const c_char> =
             output_names.iter().map(|n| n.as_ptr()).collect();
-        let values: Vec<*const ort::sys::OrtValue> = inputs.iter().map(|(_, v)| v.ptr()).collect();
+        let converted: Vec<Option<DynValue>> = inputs
+            .iter()
+            .map(|(name, value)| self.as_declared(name, value))
+            .collect::<Result<_, _>>()?;
+        let values: Vec<*const ort::sys::OrtValue> = inputs
+            .iter()
+            .zip(&converted)
+            .map(|((_, given), half)| half.as_ref().map_or_else(|| given.ptr(), |h| h.ptr()))
+            .collect();
         let mut out: Vec<*mut ort::sys::OrtValue> = vec![ptr::null_mut(); outputs.len()];
         // SAFETY: every pointer lives until `Run` returns (names and values are borrowed above,
         // `out` has one slot per output name); ONNX Runtime's `InferenceSession::Run` is a
@@ -90,11 +149,13 @@ impl SharedSession {
         // SAFETY: `status` is what `Run` returned (null on success).
         unsafe { ort::Error::result_from_status(status) }?;
         out.into_iter()
-            .map(|value| {
+            .zip(outputs)
+            .map(|(value, name)| {
                 let value = NonNull::new(value)
                     .ok_or_else(|| ort::Error::new("the session gave no value for an output"))?;
                 // SAFETY: `Run` allocated `value` with the session's allocator and gave it to us.
-                Ok(unsafe { DynValue::from_ptr(value, Some(self.session.allocator())) })
+                let value = unsafe { DynValue::from_ptr(value, Some(self.session.allocator())) };
+                self.as_f32(name, value)
             })
             .collect()
     }

@@ -7,6 +7,8 @@ use super::img2img::Condition;
 use super::model::DiffusionModel;
 use super::unet::UnetIo;
 use crate::runtime::error::RuntimeError;
+use crate::runtime::shared_session::SharedSession;
+use half::f16;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensorValueType, DynValueRef};
@@ -14,9 +16,11 @@ use std::sync::Arc;
 
 /// The UNet session of a model its generator holds alone, as every CUDA model is (each CUDA
 /// runner opens its own; IO binding is per session).
-pub(super) fn unet_alone(model: &mut Arc<DiffusionModel>) -> Result<&mut Session, RuntimeError> {
+pub(super) fn unet_alone(
+    model: &mut Arc<DiffusionModel>,
+) -> Result<&mut SharedSession, RuntimeError> {
     Arc::get_mut(model)
-        .map(|m| m.unet.get_mut())
+        .map(|m| &mut m.unet)
         .ok_or_else(|| RuntimeError::request("a CUDA model is shared between generators"))
 }
 
@@ -52,16 +56,19 @@ impl UnetBinding {
     }
 
     /// One UNet call: `condition` is copied to the device only when `key` differs from the
-    /// condition already bound. Returns the prediction.
+    /// condition already bound. Returns the prediction. An fp16 export's inputs are converted
+    /// from the f32 given, and its prediction back to f32.
     pub fn run(
         &mut self,
-        session: &mut Session,
+        session: &mut SharedSession,
         io: &UnetIo,
         inputs: [DynValueRef<'_>; 2],
         key: ConditionKey,
         condition: DynValueRef<'_>,
     ) -> Result<Vec<f32>, ort::Error> {
         if self.bound.as_ref() != Some(&key) {
+            let half = session.as_declared(&io.condition, &condition)?;
+            let condition = half.as_ref().map_or(condition, |h| h.view());
             let on_device = condition
                 .downcast::<DynTensorValueType>()?
                 .to(AllocationDevice::CUDA, self.device_id)?;
@@ -70,13 +77,25 @@ impl UnetBinding {
             self.uploads += 1;
         }
         let [sample, timestep] = inputs;
-        self.binding.bind_input(io.sample.as_str(), &sample)?;
-        self.binding.bind_input(io.timestep.as_str(), &timestep)?;
+        for (name, value) in [(&io.sample, sample), (&io.timestep, timestep)] {
+            match session.as_declared(name, &value)? {
+                Some(half) => self.binding.bind_input(name.as_str(), &half)?,
+                None => self.binding.bind_input(name.as_str(), &value)?,
+            }
+        }
         // Bound afresh each call: a bound output keeps its first shape, and groups vary in size.
         self.binding
             .bind_output_to_device(io.output.as_str(), &self.host)?;
-        let out = session.run_binding(&self.binding)?;
-        let (_, eps) = out[io.output.as_str()].try_extract_tensor::<f32>()?;
-        Ok(eps.to_vec())
+        let out = session.get_mut().run_binding(&self.binding)?;
+        let eps = &out[io.output.as_str()];
+        match eps.try_extract_tensor::<f32>() {
+            Ok((_, eps)) => Ok(eps.to_vec()),
+            Err(_) => Ok(eps
+                .try_extract_tensor::<f16>()?
+                .1
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()),
+        }
     }
 }

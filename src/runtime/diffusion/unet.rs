@@ -1,6 +1,7 @@
 //! The UNet's interface, discovered from the inputs and outputs its ONNX file declares and
 //! checked against what the engine feeds it. Element types are compared as ONNX Runtime's
-//! [`TensorElementType`], never as their debug text.
+//! [`TensorElementType`], never as their debug text. Float inputs may be Float32 or Float16 (an
+//! fp16 export; the session converts at its boundary, `runtime::shared_session`).
 
 use crate::runtime::error::RuntimeError;
 use crate::runtime::onnx::{TensorDecl, TensorElementType};
@@ -46,17 +47,18 @@ pub fn unet_io(
     inputs: &[TensorDecl],
     outputs: &[TensorDecl],
 ) -> Result<UnetIo, RuntimeError> {
-    use TensorElementType::{Float32, Int64};
+    use TensorElementType::{Float16, Float32, Int64};
     let fail = |message: String| RuntimeError::interface(file, message);
+    let float = |d: &TensorDecl| d.is(Float32) || d.is(Float16);
     let sample = find(inputs, &["sample"]).ok_or_else(|| {
         fail(format!(
             "UNet has no `sample` input (its inputs: {:?})",
             names(inputs)
         ))
     })?;
-    if !sample.is(Float32) || sample.shape.len() != 4 {
+    if !float(sample) || sample.shape.len() != 4 {
         return Err(fail(format!(
-            "UNet input `sample` is {} {:?}, expected Float32 [batch, channels, height, width]",
+            "UNet input `sample` is {} {:?}, expected Float32 or Float16 [batch, channels, height, width]",
             sample.element, sample.shape
         )));
     }
@@ -79,17 +81,17 @@ pub fn unet_io(
     };
     let timestep_is_int = match timestep.element_type {
         Some(Int64) => true,
-        Some(Float32) => false,
+        Some(Float32 | Float16) => false,
         _ => {
             return Err(fail(format!(
-                "UNet input `{}` is {}, expected Int64 or Float32",
+                "UNet input `{}` is {}, expected Int64, Float32 or Float16",
                 timestep.name, timestep.element
             )))
         }
     };
     let condition = if let Some(c) = find(inputs, &["encoder_hidden_states"]) {
-        if !c.is(Float32) || c.shape.len() != 3 {
-            return Err(fail(format!("UNet input `encoder_hidden_states` is {} {:?}, expected Float32 [batch, seq, hidden]", c.element, c.shape)));
+        if !float(c) || c.shape.len() != 3 {
+            return Err(fail(format!("UNet input `encoder_hidden_states` is {} {:?}, expected Float32 or Float16 [batch, seq, hidden]", c.element, c.shape)));
         }
         c.name.clone()
     } else if let Some(c) = find(inputs, &["class_labels"]) {
@@ -186,10 +188,13 @@ mod tests {
                 .timestep_is_int
         );
 
-        let err = mismatch(unet_io(file, &unet(Float16, Int64, Int64), &out));
+        // An fp16 export's sample and timestep are Float16.
+        let io = unet_io(file, &unet(Float16, Float16, Int64), &out).unwrap();
+        assert!(!io.timestep_is_int);
+        let err = mismatch(unet_io(file, &unet(Int32, Int64, Int64), &out));
         assert!(err.starts_with("UNet input `sample` is ?"), "{err}");
         let err = mismatch(unet_io(file, &unet(Float32, Int32, Int64), &out));
-        assert!(err.contains("expected Int64 or Float32"), "{err}");
+        assert!(err.contains("expected Int64, Float32 or Float16"), "{err}");
         let err = mismatch(unet_io(file, &unet(Float32, Int64, Int32), &out));
         assert!(err.contains("`class_labels` is ?, expected Int64"), "{err}");
         let shown = unet_io(file, &unet(Float32, Int64, Int32), &out)
