@@ -6,16 +6,12 @@
 mod common;
 
 use common::*;
-use discl::record::Digest;
 use discl::runtime::diffusion::img2img::Generator;
-use discl::runtime::diffusion::{
-    Condition, DiffusionModel, GenerationSettings, ImageRequest, NoiseKey, VaeLatent,
-};
+use discl::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use discl::runtime::onnx::SessionOptions;
 use discl::runtime::scheduler::SchedulerKind;
 use discl::runtime::ServiceStats;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const PARTS: [&str; 4] = ["text_encoder", "unet", "vae_encoder", "vae_decoder"];
 
@@ -52,28 +48,7 @@ fn fp16_folder(dir: &Path) -> PathBuf {
 fn images(folder: &Path) -> (Vec<Vec<f32>>, bool) {
     let model = DiffusionModel::open(folder, &SessionOptions::default()).unwrap();
     let half = model.unet.is_half();
-    let len = model.image_len();
-    let mut requests = Vec::new();
-    for source in 0..2u64 {
-        let pixels: Arc<Vec<f32>> = Arc::new(
-            (0..len)
-                .map(|i| ((i as u64 * 29 + source * 7) % 97) as f32 / 48.0 - 1.0)
-                .collect(),
-        );
-        for level in [0u16, 500] {
-            requests.push(ImageRequest {
-                source: Some((Digest::of(&source.to_le_bytes()), Arc::clone(&pixels))),
-                condition: Condition::Prompt(format!("a photo of a coat {source}")),
-                level,
-                noise: NoiseKey {
-                    pipeline_seed: 4,
-                    sample: source,
-                    level,
-                    seed_index: 0,
-                },
-            });
-        }
-    }
+    let requests = diffusion_requests(&model, 2, 1, 4);
     let settings = GenerationSettings {
         steps: 8,
         guidance_scale: 2.0,
@@ -108,7 +83,7 @@ fn an_fp16_export_makes_the_float_models_images_within_half_precision() {
     let mean = sum / count as f64;
     eprintln!("fp16 against float: max {max:.2} levels, mean {mean:.3} levels");
     assert!(max > 0.0, "the fp16 files ran");
-    // Measured: max 0.17 levels, mean 0.023.
+    // Measured: max 0.21 levels, mean 0.023.
     assert!(max < 2.0 && mean < 0.2, "max {max}, mean {mean}");
 }
 

@@ -3,11 +3,11 @@
 //! from their own threads at the same time, make bit for bit the images one generator makes
 //! alone, and so do classifier clones.
 
-use discl::record::Digest;
+mod common;
+
+use common::diffusion_requests;
 use discl::runtime::diffusion::img2img::Generator;
-use discl::runtime::diffusion::{
-    Condition, DiffusionModel, GenerationSettings, ImageRequest, NoiseKey, VaeLatent,
-};
+use discl::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use discl::runtime::onnx::SessionOptions;
 use discl::runtime::scheduler::SchedulerKind;
 use discl::runtime::{Classifier, ServiceStats};
@@ -26,41 +26,12 @@ fn settings() -> GenerationSettings {
     }
 }
 
-/// Three sources × λ ∈ {0, 0.5} × two seeds, each source with its own prompt.
-fn requests(model: &DiffusionModel) -> Vec<ImageRequest> {
-    let len = model.image_len();
-    let mut out = Vec::new();
-    for source in 0..3u64 {
-        let pixels: Arc<Vec<f32>> = Arc::new(
-            (0..len)
-                .map(|i| ((i as u64 * 29 + source * 7) % 97) as f32 / 48.0 - 1.0)
-                .collect(),
-        );
-        for level in [0u16, 500] {
-            for seed_index in 0..2 {
-                out.push(ImageRequest {
-                    source: Some((Digest::of(&source.to_le_bytes()), Arc::clone(&pixels))),
-                    condition: Condition::Prompt(format!("a photo of thing {source}")),
-                    level,
-                    noise: NoiseKey {
-                        pipeline_seed: 9,
-                        sample: source,
-                        level,
-                        seed_index,
-                    },
-                });
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn generators_sharing_one_model_make_the_images_one_makes_alone() {
     let folder = Path::new(REPO).join("models/tiny-sd");
     let model = Arc::new(DiffusionModel::open(&folder, &SessionOptions::default()).unwrap());
     assert!(model.unet.shareable(), "a CPU session is shared");
-    let requests = requests(&model);
+    let requests = diffusion_requests(&model, 3, 2, 9);
     let alone = Generator::new(Arc::clone(&model))
         .generate(&requests, &settings(), &ServiceStats::default())
         .unwrap();

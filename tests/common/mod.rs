@@ -176,3 +176,43 @@ batch_size = 32
 pub fn ids(rows: &[serde_json::Value], field: &str) -> BTreeSet<u64> {
     rows.iter().map(|r| r[field].as_u64().unwrap()).collect()
 }
+
+/// Image requests for a diffusion model: `sources` made-up source images (each with its own
+/// prompt, `a photo of thing {source}`) × λ ∈ {0, 0.5} × `seeds` seeds, noise keyed under
+/// `pipeline_seed`.
+pub fn diffusion_requests(
+    model: &discl::runtime::diffusion::DiffusionModel,
+    sources: u64,
+    seeds: u32,
+    pipeline_seed: u64,
+) -> Vec<discl::runtime::diffusion::ImageRequest> {
+    use discl::runtime::diffusion::{Condition, ImageRequest, NoiseKey};
+    let len = model.image_len();
+    let mut out = Vec::new();
+    for source in 0..sources {
+        let pixels: std::sync::Arc<Vec<f32>> = std::sync::Arc::new(
+            (0..len)
+                .map(|i| ((i as u64 * 29 + source * 7) % 97) as f32 / 48.0 - 1.0)
+                .collect(),
+        );
+        for level in [0u16, 500] {
+            for seed_index in 0..seeds {
+                out.push(ImageRequest {
+                    source: Some((
+                        discl::record::Digest::of(&source.to_le_bytes()),
+                        std::sync::Arc::clone(&pixels),
+                    )),
+                    condition: Condition::Prompt(format!("a photo of thing {source}")),
+                    level,
+                    noise: NoiseKey {
+                        pipeline_seed,
+                        sample: source,
+                        level,
+                        seed_index,
+                    },
+                });
+            }
+        }
+    }
+    out
+}
