@@ -11,11 +11,13 @@
 #   scripts/bench/gpu.sh stage K     append part K of the tar (call once per part, in order)
 #   scripts/bench/gpu.sh prepare     install diffusers; start exporting the SD-shaped model in the background
 #   scripts/bench/gpu.sh run         check and unpack the library, wait for the model, run the bench
-# Everything lands in /tmp/discl-gpu; `run` copies its report to $OUT when that is set.
+# Everything lands in /tmp/discl-gpu; `run` copies its report to $OUT when that is set. FP16=1 (for pack and prepare)
+# exports the model in float16 (make_sd_shaped.py --fp16, which needs the onnx and onnxruntime wheels pack adds).
 set -uo pipefail
 W=/tmp/discl-gpu
 TAR_SHA256=${TAR_SHA256:-}
 PRESET=${PRESET:-sd15-half}
+FP16=${FP16:-}
 mkdir -p "$W"
 
 nvidia_libs() {
@@ -48,6 +50,10 @@ for name in ("libonnxruntime.so.1.31.1", "libonnxruntime_providers_shared.so", "
     k=1
     for part in "$W"/pack/ortgpu.part.*; do mkdir -p .gpu/p$k && mv "$part" .gpu/p$k/ && k=$((k + 1)); done
     cp "$W"/pack/diffusers-*.whl .gpu/p1/
+    if [ -n "$FP16" ]; then
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 -d .gpu/p1 onnx onnxruntime==1.31.1
+    fi
     cargo build --release --bench generate_device
     cp "$(ls -t target/release/deps/generate_device-* | grep -v '[.]d$' | head -1)" .gpu/bin/generate_device
     strip .gpu/bin/generate_device
@@ -61,7 +67,7 @@ prepare)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$W/site" .gpu/p1/*.whl
     setsid nohup env PYTHONPATH="$W/site" HF_HUB_OFFLINE=1 python3 scripts/models/make_sd_shaped.py \
-        --preset "$PRESET" --out "$W/sd" >"$W/export.log" 2>&1 </dev/null &
+        --preset "$PRESET" ${FP16:+--fp16} --out "$W/sd" >"$W/export.log" 2>&1 </dev/null &
     echo "export started"
     ;;
 run)

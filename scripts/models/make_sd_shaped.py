@@ -16,6 +16,7 @@ Presets (--preset):
 
     python3 scripts/models/make_sd_shaped.py --preset sd15-half --out /tmp/sd-half
     python3 scripts/models/make_sd_shaped.py --preset sd15-half --image 64 --out /tmp/sd-half-64   # the CPU workload
+    python3 scripts/models/make_sd_shaped.py --preset sd15-half --fp16 --out /tmp/sd-half-fp16      # an fp16 export
 """
 import argparse
 import json
@@ -101,6 +102,9 @@ def main():
     ap.add_argument("--torch", action="store_true",
                     help="also save the PyTorch modules (diffusers/transformers layout) under OUT/torch, for the "
                          "diffusers peer of scripts/bench/compare.py")
+    ap.add_argument("--fp16", action="store_true",
+                    help="convert the four ONNX files to float16 (weights, inputs, outputs) with ONNX Runtime's "
+                         "converter, as an fp16 export (optimum's --dtype fp16); needs the onnx package")
     a = ap.parse_args()
     if a.image % 64:
         sys.exit(f"--image {a.image}: not a multiple of 64")
@@ -166,6 +170,18 @@ def main():
                {"latent_sample": {0: "batch_size", 2: "latent_height", 3: "latent_width"},
                 "sample": {0: "batch_size", 2: "latent_height * 8", 3: "latent_width * 8"}})
 
+    if a.fp16:
+        sys.path.insert(0, str(pathlib.Path(__file__).parent))
+        from make_tiny_sd_fp16 import to_fp16
+        for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
+            folder = out / part
+            half = out / "fp16" / part
+            to_fp16(folder / "model.onnx", half / "model.onnx")
+            for old in ("model.onnx", "model.onnx_data"):
+                (folder / old).unlink(missing_ok=True)
+            for made in half.iterdir():
+                made.rename(folder / made.name)
+        shutil.rmtree(out / "fp16")
     unet.save_config(str(out / "unet"))
     for part in ("vae_encoder", "vae_decoder"):
         vae.save_config(str(out / part))

@@ -16,13 +16,22 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 PARTS = ("text_encoder", "unet", "vae_encoder", "vae_decoder")
 
 
+def to_fp16(source, out):
+    """Converts the ONNX file `source` (external data read beside it) to float16 at `out`: weights, inputs and
+    outputs. A result over 1.8 GB keeps its weights in `model.onnx_data` beside it."""
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > 1_800_000_000
+    onnx.save(model, str(out), save_as_external_data=large, all_tensors_to_one_file=True,
+              location="model.onnx_data")
+    return model
+
+
 def main():
     for part in PARTS:
         source = REPO / "models" / "tiny-sd" / part / "model.onnx"
-        model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=False)
         out = REPO / "tests" / "fixtures" / "tiny-sd-fp16" / part / "model.onnx"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(out))
+        model = to_fp16(source, out)
         ins = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
         print(f"{out.relative_to(REPO)}: {out.stat().st_size} bytes, inputs {ins}")
 
