@@ -120,6 +120,11 @@ impl<W: BatchWorker> InferenceService<W> {
             .expect("inference threads alive");
     }
 
+    /// How many threads (workers) run batches.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
     /// The service's counters.
     pub fn stats(&self) -> &Arc<ServiceStats> {
         &self.stats
