@@ -89,19 +89,6 @@ struct Held {
     outstanding: usize,
 }
 
-/// How many of `pending` items to send a service at a time: `batch_size`, or, when fewer than
-/// a batch for each of its `workers` are pending (a small refresh), an even share each, so every
-/// worker takes part.
-fn even_chunk(pending: usize, batch_size: usize, workers: usize) -> usize {
-    let batch_size = batch_size.max(1);
-    let workers = workers.max(1);
-    if pending >= workers * batch_size {
-        batch_size
-    } else {
-        pending.div_ceil(workers).max(1)
-    }
-}
-
 /// Runs `map` over `input`: the records answered, and the error records.
 pub fn model_map<'scope, M>(
     input: VecCollection<'scope, u64, M::In>,
@@ -193,12 +180,11 @@ where
             while unsent.len() >= batch_size {
                 to_send.extend(unsent.drain(..batch_size));
             }
-            let chunk = even_chunk(to_send.len(), batch_size, service.workers());
             let mut to_send = to_send.into_iter().peekable();
             while to_send.peek().is_some() {
                 let (keys, items): (Vec<_>, Vec<_>) = to_send
                     .by_ref()
-                    .take(chunk)
+                    .take(batch_size.max(1))
                     .map(|(k, item, _)| (k, item))
                     .unzip();
                 in_flight.insert(next_tag, keys);
@@ -245,23 +231,4 @@ where
         }
     });
     (good_stream.as_collection(), error_stream.as_collection())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::even_chunk;
-
-    #[test]
-    fn a_small_refresh_is_shared_among_the_workers() {
-        // Enough for a batch each: full batches.
-        assert_eq!(even_chunk(8, 4, 2), 4);
-        assert_eq!(even_chunk(100, 4, 2), 4);
-        // Fewer: an even share each, so no worker idles.
-        assert_eq!(even_chunk(2, 4, 2), 1);
-        assert_eq!(even_chunk(6, 4, 2), 3);
-        assert_eq!(even_chunk(5, 8, 4), 2);
-        // One worker, or nothing pending, changes nothing.
-        assert_eq!(even_chunk(3, 8, 1), 3);
-        assert_eq!(even_chunk(0, 8, 2), 1);
-    }
 }

@@ -120,11 +120,6 @@ impl<W: BatchWorker> InferenceService<W> {
             .expect("inference threads alive");
     }
 
-    /// How many threads (workers) run batches.
-    pub fn workers(&self) -> usize {
-        self.threads.len()
-    }
-
     /// The service's counters.
     pub fn stats(&self) -> &Arc<ServiceStats> {
         &self.stats
