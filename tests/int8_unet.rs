@@ -224,3 +224,48 @@ fn a_file_that_is_not_onnx_is_an_error() {
     let err = quantize_matmuls(&only_ir, Path::new("."), &mut data).unwrap_err();
     assert_eq!(err, "the file has no graph");
 }
+
+/// Inline weights read in place (`int8::in_place`): the view moves every large initializer out
+/// of the protobuf, and a session opened through it (as every discl session is) computes what
+/// one opened from the file computes, bit for bit.
+#[test]
+fn a_view_with_weights_in_place_computes_what_the_file_computes() {
+    use discl::runtime::int8::in_place::weights_in_place;
+    let file = tiny_sd().join("unet/model.onnx");
+    let bytes = std::fs::read(&file).unwrap();
+    let view = weights_in_place(&bytes, "model.onnx").unwrap().unwrap();
+    assert!(
+        view.len() * 3 < bytes.len(),
+        "{} of {}",
+        view.len(),
+        bytes.len()
+    );
+    let through_view = unet_output(None);
+    // The same call on a session ONNX Runtime makes from the file itself.
+    discl::runtime::onnx::environment().unwrap();
+    let mut session = ort::session::Session::builder(discl::runtime::onnx::environment().unwrap())
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(&file)
+        .unwrap();
+    let seq = 77;
+    let sample: Vec<f32> = (0..2 * 4 * 16 * 16)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let hidden: Vec<f32> = (0..2 * seq * 32)
+        .map(|i| ((i * 13 % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    let time = [481.0f32];
+    let out = session
+        .run(ort::inputs![
+            "sample" => TensorRef::from_array_view(([2, 4, 16, 16], sample.as_slice())).unwrap(),
+            "timestep" => TensorRef::from_array_view((Vec::<usize>::new(), &time[..])).unwrap(),
+            "encoder_hidden_states" => TensorRef::from_array_view(([2, seq, 32], hidden.as_slice())).unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(
+        out[0].try_extract_tensor::<f32>().unwrap().1,
+        &through_view[..]
+    );
+}

@@ -152,8 +152,30 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
             }
         }
     }
-    builder.commit_from_file(file).map_err(fail)
+    // Inline weights are read where they lie in the file, once (`int8::in_place`).
+    let view = std::fs::read(file).ok().and_then(|bytes| {
+        let name = file.file_name()?.to_str()?;
+        super::int8::in_place::weights_in_place(&bytes, name)
+            .ok()
+            .flatten()
+    });
+    let folder = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match view {
+        Some(view) => builder
+            .with_config_entry(EXTERNAL_FOLDER, folder.to_string_lossy())
+            .map_err(|e| fail(e.into()))?
+            .commit_from_memory(&view)
+            .map_err(fail),
+        None => builder.commit_from_file(file).map_err(fail),
+    }
 }
+
+/// The session option naming the folder external data is read from, for a model loaded from
+/// memory.
+const EXTERNAL_FOLDER: &str = "session.model_external_initializers_file_folder_path";
 
 /// Opens `file` as [`open_session`] does, as a session several threads may run at once when
 /// it runs on the CPU.

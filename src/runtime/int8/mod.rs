@@ -8,6 +8,7 @@
 //! It changes the images slightly, so it is off unless a `generate` node asks for it, and then
 //! it is part of each image's content key.
 
+pub mod in_place;
 pub mod rewrite;
 pub mod tensor;
 pub mod wire;

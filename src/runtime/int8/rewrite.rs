@@ -10,10 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 
-const GRAPH: u32 = 7;
+pub(super) const GRAPH: u32 = 7;
 const OPSET_IMPORT: u32 = 8;
 const NODE: u32 = 1;
-const INITIALIZER: u32 = 5;
+pub(super) const INITIALIZER: u32 = 5;
 const GRAPH_INPUT: u32 = 11;
 const GRAPH_OUTPUT: u32 = 12;
 const NODE_INPUT: u32 = 1;

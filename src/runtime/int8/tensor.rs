@@ -191,10 +191,17 @@ fn put_external<W: Write>(
     bytes: &[u8],
 ) -> Result<(), String> {
     let offset = data.append(bytes)?;
+    put_location(out, &data.name, offset, bytes.len() as u64);
+    Ok(())
+}
+
+/// Marks a tensor's bytes as `length` bytes at `offset` in the file `location` (beside the
+/// model): its external-data entries and data location.
+pub fn put_location(out: &mut Vec<u8>, location: &str, offset: u64, length: u64) {
     for (key, value) in [
-        ("location", data.name.clone()),
+        ("location", location.to_string()),
         ("offset", offset.to_string()),
-        ("length", bytes.len().to_string()),
+        ("length", length.to_string()),
     ] {
         let mut entry = Vec::new();
         wire::put_bytes(&mut entry, 1, key.as_bytes());
@@ -202,7 +209,6 @@ fn put_external<W: Write>(
         wire::put_bytes(out, EXTERNAL_DATA, &entry);
     }
     wire::put_varint_field(out, DATA_LOCATION, 1);
-    Ok(())
 }
 
 /// A new tensor: inline, or its bytes appended to `data` when given.
