@@ -9,7 +9,7 @@
 
 use super::rewrite::{GRAPH, INITIALIZER};
 use super::tensor::{put_location, RAW_DATA};
-use super::wire::{self, Field, Value};
+use super::wire::{self, Field};
 
 /// Raw data shorter than this stays inline (small constants, shapes).
 const MIN_BYTES: usize = 1024;
@@ -59,17 +59,6 @@ pub fn weights_in_place(model: &[u8], location: &str) -> Result<Option<Vec<u8>>,
         return Ok(None);
     }
     let mut out = Vec::with_capacity(graph.len() + 4096);
-    for field in &model_fields {
-        match field.number {
-            GRAPH => wire::put(
-                &mut out,
-                &Field {
-                    number: GRAPH,
-                    value: Value::Bytes(&graph),
-                },
-            ),
-            _ => wire::put(&mut out, field),
-        }
-    }
+    wire::put_replacing(&mut out, &model_fields, GRAPH, &graph);
     Ok(Some(out))
 }

@@ -5,7 +5,7 @@
 //! Everything else in the file is copied field for field.
 
 use super::tensor::{self, DataFile, Tensor, FLOAT, INT8};
-use super::wire::{self, Field, Value};
+use super::wire::{self, Field};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -283,18 +283,7 @@ pub fn quantize_matmuls<W: Write>(
                 .any(|f| f.number == 1 && f.text() == Some(MICROSOFT));
         }
     }
-    for field in &model_fields {
-        match field.number {
-            GRAPH => wire::put(
-                &mut out,
-                &Field {
-                    number: GRAPH,
-                    value: Value::Bytes(&new_graph),
-                },
-            ),
-            _ => wire::put(&mut out, field),
-        }
-    }
+    wire::put_replacing(&mut out, &model_fields, GRAPH, &new_graph);
     if !has_microsoft && summary.matmuls > 0 {
         let mut opset = Vec::new();
         wire::put_bytes(&mut opset, 1, MICROSOFT.as_bytes());

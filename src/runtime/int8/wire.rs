@@ -173,6 +173,16 @@ pub fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
     );
 }
 
+/// Appends `all` to `out` in order, with every field numbered `number` holding `bytes` instead.
+pub fn put_replacing(out: &mut Vec<u8>, all: &[Field<'_>], number: u32, bytes: &[u8]) {
+    for field in all {
+        match field.number {
+            n if n == number => put_bytes(out, number, bytes),
+            _ => put(out, field),
+        }
+    }
+}
+
 /// A message made of `all`, in order.
 pub fn message(all: &[Field<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
