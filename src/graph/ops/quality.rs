@@ -106,11 +106,11 @@ impl Op for QualityConfig {
         // One scorer per runner; on the CPU they share the first one's session.
         let options = pool.session_options(&self.model);
         let first = Scorer::open(&spec.path, &options).map_err(|e| in_model(e.to_string()))?;
-        let mut scorers = Vec::new();
+        let mut scorers = vec![first];
         for _ in 1..pool.sessions(&self.model) {
-            scorers.push(first.another(&options).map_err(|e| in_model(e.to_string()))?);
+            let another = scorers[0].another(&options).map_err(|e| in_model(e.to_string()))?;
+            scorers.push(another);
         }
-        scorers.insert(0, first);
         let display = match &self.classes_from {
             Some(from) => {
                 let (meta, _) = ModelMeta::load(&pool.spec(from).path)

@@ -39,7 +39,7 @@ pub fn weights_in_place(model: &[u8], location: &str) -> Result<Option<Vec<u8>>,
                     .iter()
                     .find(|f| f.number == RAW_DATA)
                     .and_then(Field::bytes)?;
-                (data.len() >= MIN_BYTES).then_some((tensor.clone(), data))
+                (data.len() >= MIN_BYTES).then_some((tensor, data))
             });
         let Some((tensor, data)) = raw else {
             wire::put(&mut graph, &field);
