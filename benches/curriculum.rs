@@ -4,7 +4,7 @@
 //! the seconds to absorb `CHANGED` new feedback scores (a new checkpoint for that many samples,
 //! moving some in or out of the hard set), the manifest rows, and the process's peak RSS.
 //! `scripts/bench/curriculum_pandas.py` does the same work with pandas, for the ratio: the same
-//! records, rules, BLAKE3 keyed hashes and whole manifest rows (`tests/curriculum_pandas.rs`
+//! records, rules, BLAKE3 keyed hashes and whole manifest rows (`tests/suite/curriculum_pandas.rs`
 //! checks at a small size that its rows equal these).
 //!
 //! Runs `RUNS` times (3) and prints medians; then runs the pandas script (with
@@ -236,7 +236,7 @@ fn main() {
     match pandas_seconds(wanted, changed, runs as usize) {
         Some(pandas) => {
             println!("{}", pandas.line);
-            println!("ratios, pandas ÷ ours (higher is better for discl; the rows are the same, tests/curriculum_pandas.rs):");
+            println!("ratios, pandas ÷ ours (higher is better for discl; the rows are the same, tests/suite/curriculum_pandas.rs):");
             println!(
                 "  full build against pandas' full recompute     {:>6.2}×",
                 pandas.full / full

@@ -4,7 +4,7 @@
 #   1. ONNX Runtime's shared library, taken from the PyPI wheel (checked by sha256) into vendor/.
 #   2. With --data: Fashion-MNIST from Debian's dataset-fashion-mnist, and the long-tailed split
 #      regenerated from it under data/ (checked bit for bit against scripts/data/fashion-split.digest).
-#   3. With --test-env: .venv-test (git-ignored), the Python the tests run (tests/trainer_loop.rs), from
+#   3. With --test-env: .venv-test (git-ignored), the Python the tests run (tests/suite/trainer_loop.rs), from
 #      PyPI wheels pinned in scripts/requirements-test.txt; remade only when missing or when that file
 #      changed (its sha256 is kept in .venv-test/requirements.sha256). PYTHON=... picks the interpreter
 #      (default python3.11, else python3).

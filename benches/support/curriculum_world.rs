@@ -1,5 +1,5 @@
 //! The curriculum bench's world, shared by `benches/curriculum.rs` and
-//! `tests/curriculum_pandas.rs`: the synthetic records (the same as
+//! `tests/suite/curriculum_pandas.rs`: the synthetic records (the same as
 //! `scripts/bench/curriculum_pandas.py` makes), the curriculum and mix rule, and the dataflow
 //! from scores to stage manifests.
 

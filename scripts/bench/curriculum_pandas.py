@@ -8,7 +8,7 @@ synthetic images of the stage's level filling a 13.6% tail budget, ranked by key
 with `slots // n` copies each and one more for the first `slots % n`. Every key is discl's: BLAKE3 in
 derive-key mode over (seed, stage, epoch, item) (`blake3_np`, vectorised). The manifests are whole rows, as
 discl's StageItems are (stage, epoch, sample, level, seed, prompt, label, path, copies).
-`tests/curriculum_pandas.rs` checks at a small size that these rows equal discl's.
+`tests/suite/curriculum_pandas.rs` checks at a small size that these rows equal discl's.
 
 Times the recompute on the first checkpoint's scores, and again after `--checkpoints` more checkpoints of
 `--changed` samples each (pandas has no incremental path: absorbing new feedback is a full recompute).

@@ -2,7 +2,7 @@
 //! when a version completes, a panicking worker answered with error records (not a hang),
 //! retractions answered from the memo, and good records and errors on separate outputs.
 
-mod common;
+use crate::common;
 
 use common::sorted_updates;
 use differential_dataflow::input::Input;

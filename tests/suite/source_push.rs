@@ -1,7 +1,7 @@
 //! Samples pushed through the API into a `source` whose folder also has them: each sample is
 //! present once, whichever worker scans its file.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::record::{sample_id, Digest, Sample};

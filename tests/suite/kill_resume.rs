@@ -5,7 +5,7 @@
 //! second run makes only the images the first did not store, and the output folder ends byte
 //! for byte like an uninterrupted run's: manifests, errors, images and contact sheets.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

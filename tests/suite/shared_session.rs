@@ -3,7 +3,7 @@
 //! from their own threads at the same time, make bit for bit the images one generator makes
 //! alone, and so do classifier clones.
 
-mod common;
+use crate::common;
 
 use common::diffusion_requests;
 use discl::runtime::diffusion::img2img::Generator;

@@ -1,7 +1,7 @@
 //! Every shipped model loads through the project's runtime, declares the inputs and outputs
 //! its metadata promises, and gives a known output on the shipped test images.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::record::Digest;

@@ -1,7 +1,7 @@
 //! A started pipeline refreshed as its inputs change: only what changed is recomputed, each
 //! refresh that changes something is a new consistent snapshot, retractions really remove.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::{Pipeline, RunOptions};

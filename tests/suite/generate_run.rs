@@ -3,7 +3,7 @@
 //! same bits whatever the batch size, bad input is named, and `vae_latent` keys exactly the
 //! images it decides.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::{Pipeline, RunOptions, RunSummary};

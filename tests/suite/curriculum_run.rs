@@ -1,7 +1,7 @@
 //! The DisCL loop's data side in a real pipeline: hard samples → guidance spectrum (the shipped
 //! generator) → quality filter (the judge) → curriculum → stage manifests, on the tiny fixture.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,7 +4,7 @@
 //! images are those of the learner's hardest samples, not the CNN's). Two runs into fresh
 //! folders give the same report, bit for bit, and a rerun resumes without training again.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::trainer::TrainingReport;

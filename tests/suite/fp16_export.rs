@@ -3,7 +3,7 @@
 //! boundary (`runtime::shared_session`) and makes the images the float model makes, within half
 //! precision. The files are models/tiny-sd's, converted by `scripts/models/make_tiny_sd_fp16.py`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::runtime::diffusion::img2img::Generator;

@@ -4,7 +4,7 @@
 //! memoized like any other: a rerun makes no model call and writes nothing, and a run from
 //! scratch writes the same bytes. Bad `retries` values are graph errors naming field and line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::{Pipeline, PipelineError, RunSummary};

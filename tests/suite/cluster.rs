@@ -1,7 +1,7 @@
 //! The same graph on a timely cluster of two processes (on this machine, over loopback TCP)
 //! writes the same manifests as one process.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! and a corrupt run state (`state/run.json`) are rebuilt from what is on disk, and the next
 //! run succeeds without making any image again, writing the same manifests byte for byte.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::RunSummary;

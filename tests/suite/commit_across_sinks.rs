@@ -5,7 +5,7 @@
 //! `<sink>/current` sees the previous version everywhere until the commit point; and the next
 //! run leaves the same manifests, byte for byte, as a run never interrupted.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The `sample` op in real pipelines over the shipped tiny image set and classifier: a keyed-hash
 //! fraction, the same whatever the workers, matching across samples and their scores.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::Pipeline;

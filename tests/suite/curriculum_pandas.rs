@@ -4,7 +4,7 @@
 //! benches/support/curriculum_world.rs). Needs .venv-test (scripts/setup.sh --test-env):
 //! without it the test is skipped with a note, unless `CI` is set, where it fails.
 
-#[path = "../benches/support/curriculum_world.rs"]
+#[path = "../../benches/support/curriculum_world.rs"]
 mod world;
 
 use std::cell::RefCell;

@@ -2,7 +2,7 @@
 //! retractions (and re-insertions) answered without a model call; and its content keys,
 //! pinned where they must not change.
 
-mod common;
+use crate::common;
 
 use common::*;
 use differential_dataflow::input::Input;

@@ -5,7 +5,7 @@
 //! Every version's manifests equal, byte for byte, those of a from-scratch run on the same
 //! inputs in a fresh folder.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::{Pipeline, RunOptions, RunSummary};

@@ -1,7 +1,7 @@
 //! End-to-end runs of real pipelines on the shipped tiny image set and the shipped ONNX
 //! classifier: manifests, hard samples, errors, reruns, workers and feedback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::{Pipeline, RunOptions};

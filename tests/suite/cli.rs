@@ -1,6 +1,6 @@
 //! The `discl` binary: validate, graph and run, with the error texts users see.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! next stage from that progress. Needs .venv-test (scripts/setup.sh --test-env): without it the
 //! test is skipped with a note, unless `CI` is set, where it fails.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! share one session on the CPU) and a generator's batch (and `discl run` says so), and a UNet or VAE call that runs out of memory
 //! is made again at half the batch, with the same images (simulated with `DISCL_FAIL_ALLOC`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::Pipeline;

@@ -1,7 +1,7 @@
 //! The `classify` operator alone, on the shipped ONNX classifier: exact differential output,
 //! retractions answered from the memo without a model call.
 
-mod common;
+use crate::common;
 
 use common::*;
 use differential_dataflow::input::Input;

@@ -2,7 +2,7 @@
 //! folder of its own or lies in an image folder is refused with its line; links out of an image
 //! folder, FIFOs and over-budget images become error records of a run that still succeeds.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::Pipeline;

@@ -1,7 +1,7 @@
 //! The `filter` op in real pipelines over the shipped tiny image set and classifier: what it
 //! keeps, on samples and on scores, and its graph-file errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 use discl::Pipeline;

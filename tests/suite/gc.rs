@@ -2,7 +2,7 @@
 //! images and contact sheets of the samples that left are listed (nothing removed), removed
 //! with `--delete`, and made again — only they — when those samples are hard once more.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;
