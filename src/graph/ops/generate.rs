@@ -351,7 +351,10 @@ impl Opened for OpenedGenerate {
             .then_some(crate::runtime::int8::VERSION);
         let sessions = self.models.len();
         // Jobs large enough to batch across levels, small enough to keep every session busy.
-        let job_size = (self.settings.batch_size * 8 / sessions).max(self.settings.batch_size);
+        // Images made one per UNet call have nothing to batch: one a job, so even a refresh of
+        // two images keeps two runners busy (they share the model's encoded sources and prompts).
+        let batch = self.settings.batch_size;
+        let job_size = if batch <= 1 { 1 } else { (batch * 8 / sessions).max(batch) };
         let workers = self
             .models
             .into_iter()

@@ -1,9 +1,10 @@
-//! What runs around the UNet: the text encoder (each prompt once per generator), the VAE
+//! What runs around the UNet: the text encoder (each prompt once per model, `encodings`), the VAE
 //! encoder (each source once; its posterior, sampled or its mean taken per image, see
 //! `posterior`) and decoder, and PNG encoding of the results.
 
-use super::img2img::{Generator, LATENT_CACHE};
-use super::model::Conditioning;
+use super::encodings::ENCODED_LIMIT;
+use super::img2img::Generator;
+use super::model::{Conditioning, DiffusionModel, TextEncoder};
 use super::posterior::Encoded;
 use crate::record::Digest;
 use crate::runtime::error::RuntimeError;
@@ -11,124 +12,52 @@ use ort::value::TensorRef;
 use std::sync::Arc;
 
 impl Generator {
+    /// Fills this generator's view of its model's prompt states (`model.encodings`) with `prompts`.
     pub(super) fn encode_prompts(&mut self, prompts: Vec<String>) -> Result<(), RuntimeError> {
-        let Conditioning::Text(text) = &self.model.conditioning else {
+        let model = Arc::clone(&self.model);
+        let Conditioning::Text(text) = &model.conditioning else {
             return Ok(());
         };
-        let mut missing: Vec<String> = prompts
+        let mut missing: Vec<(String, ())> = prompts
             .into_iter()
             .filter(|p| !self.prompts.contains_key(p))
+            .map(|p| (p, ()))
             .collect();
-        missing.sort();
-        missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
-        let seq = text.tokenizer.max_length;
-        let mut ids = Vec::with_capacity(missing.len() * seq);
-        for prompt in &missing {
-            ids.extend(text.tokenizer.encode(prompt)?.into_iter().map(i64::from));
-        }
-        let fail = |source: ort::Error| RuntimeError::Inference {
-            file: text.file.clone(),
-            source,
-        };
-        let shape = [missing.len(), seq];
-        let out = if text.input_is_int32 {
-            let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
-            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
-            text.session
-                .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
-                .map_err(fail)?
-        } else {
-            let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
-            text.session
-                .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
-                .map_err(fail)?
-        };
-        let (_, hidden) = out.try_extract_tensor::<f32>().map_err(fail)?;
-        let per = hidden.len() / missing.len();
-        for (k, prompt) in missing.into_iter().enumerate() {
-            self.prompts
-                .insert(prompt, Arc::new(hidden[k * per..(k + 1) * per].to_vec()));
-        }
+        missing.sort();
+        let got = model
+            .encodings
+            .prompts
+            .get_or_encode(missing, |todo| encode_text(text, todo))?;
+        self.prompts.extend(got);
         Ok(())
     }
 
+    /// Fills this generator's view of its model's source latents (`model.encodings`) with
+    /// `sources`.
     pub(super) fn encode_sources(
         &mut self,
         sources: Vec<(Digest, Arc<Vec<f32>>)>,
     ) -> Result<(), RuntimeError> {
         // Evict before deciding what is missing, so nothing this batch needs is dropped.
-        if self.latents.len() + sources.len() > LATENT_CACHE {
+        if self.latents.len() + sources.len() > ENCODED_LIMIT {
             self.latents.clear();
         }
-        let mut missing: Vec<(Digest, Arc<Vec<f32>>)> = Vec::new();
-        for (digest, image) in sources {
-            if !self.latents.contains_key(&digest) && !missing.iter().any(|(d, _)| *d == digest) {
-                missing.push((digest, image));
-            }
-        }
+        let missing: Vec<(Digest, Arc<Vec<f32>>)> = sources
+            .into_iter()
+            .filter(|(digest, _)| !self.latents.contains_key(digest))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let image_len = self.model.image_len();
-        if let Some((_, image)) = missing.iter().find(|(_, image)| image.len() != image_len) {
-            return Err(RuntimeError::request(format!(
-                "source image has {} values, the model takes {:?}",
-                image.len(),
-                self.model.image_shape
-            )));
-        }
-        let Some(vae) = &self.model.vae else {
-            for (digest, image) in missing {
-                self.latents
-                    .insert(digest, Arc::new(Encoded::given(image, 1.0)));
-            }
-            return Ok(());
-        };
-        let [c, h, w] = self.model.image_shape;
-        let latent_len = self.model.latent_shape.iter().product::<usize>();
-        let fail = |source: ort::Error| RuntimeError::Inference {
-            file: vae.encoder_file.clone(),
-            source,
-        };
-        let pixels: Vec<f32> = missing
-            .iter()
-            .flat_map(|(_, image)| image.iter().copied())
-            .collect();
-        let input = TensorRef::from_array_view(([missing.len(), c, h, w], pixels.as_slice()))
-            .map_err(fail)?;
-        let out = vae
-            .encoder
-            .run(
-                &[(&vae.encoder_input, &input.into_dyn())],
-                &vae.encoder_output,
-            )
-            .map_err(fail)?;
-        let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
-        // latent_parameters hold the mean then the log-variance; latent_sample is a latent.
-        let per = data.len() / missing.len();
-        let expected = if vae.encoder_gives_parameters {
-            2 * latent_len
-        } else {
-            latent_len
-        };
-        if per != expected {
-            return Err(RuntimeError::Output {
-                file: vae.encoder_file.clone(),
-                message: format!("encoder gave {per} values per image, expected {expected}"),
-            });
-        }
-        for (k, (digest, _)) in missing.into_iter().enumerate() {
-            let image = &data[k * per..(k + 1) * per];
-            let encoded = if vae.encoder_gives_parameters {
-                Encoded::posterior(image, vae.scaling_factor)
-            } else {
-                Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor)
-            };
-            self.latents.insert(digest, Arc::new(encoded));
-        }
+        let model = Arc::clone(&self.model);
+        let got = model
+            .encodings
+            .latents
+            .get_or_encode(missing, |todo| encode_images(&model, todo))?;
+        self.latents.extend(got);
         Ok(())
     }
 
@@ -225,4 +154,101 @@ pub fn to_png(image: &[f32], shape: [usize; 3]) -> Result<Vec<u8>, RuntimeError>
     };
     result.map_err(|source| RuntimeError::Encode { source })?;
     Ok(bytes)
+}
+
+/// The states of `prompts` in one text-encoder call, one per prompt.
+fn encode_text(
+    text: &TextEncoder,
+    prompts: &[(String, ())],
+) -> Result<Vec<Vec<f32>>, RuntimeError> {
+    let seq = text.tokenizer.max_length;
+    let mut ids = Vec::with_capacity(prompts.len() * seq);
+    for (prompt, _) in prompts {
+        ids.extend(text.tokenizer.encode(prompt)?.into_iter().map(i64::from));
+    }
+    let fail = |source: ort::Error| RuntimeError::Inference {
+        file: text.file.clone(),
+        source,
+    };
+    let shape = [prompts.len(), seq];
+    let out = if text.input_is_int32 {
+        let ids: Vec<i32> = ids.iter().map(|i| *i as i32).collect();
+        let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+        text.session
+            .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
+            .map_err(fail)?
+    } else {
+        let input = TensorRef::from_array_view((shape, ids.as_slice())).map_err(fail)?;
+        text.session
+            .run(&[(text.input.as_str(), &input.into_dyn())], &text.output)
+            .map_err(fail)?
+    };
+    let (_, hidden) = out.try_extract_tensor::<f32>().map_err(fail)?;
+    let per = hidden.len() / prompts.len();
+    Ok(hidden.chunks(per).map(<[f32]>::to_vec).collect())
+}
+
+/// The encodings of `sources` in one VAE-encoder call (the images as given, for a model without
+/// a VAE), one per source.
+fn encode_images(
+    model: &DiffusionModel,
+    sources: &[(Digest, Arc<Vec<f32>>)],
+) -> Result<Vec<Encoded>, RuntimeError> {
+    let image_len = model.image_len();
+    if let Some((_, image)) = sources.iter().find(|(_, image)| image.len() != image_len) {
+        return Err(RuntimeError::request(format!(
+            "source image has {} values, the model takes {:?}",
+            image.len(),
+            model.image_shape
+        )));
+    }
+    let Some(vae) = &model.vae else {
+        return Ok(sources
+            .iter()
+            .map(|(_, image)| Encoded::given(Arc::clone(image), 1.0))
+            .collect());
+    };
+    let [c, h, w] = model.image_shape;
+    let latent_len = model.latent_shape.iter().product::<usize>();
+    let fail = |source: ort::Error| RuntimeError::Inference {
+        file: vae.encoder_file.clone(),
+        source,
+    };
+    let pixels: Vec<f32> = sources
+        .iter()
+        .flat_map(|(_, image)| image.iter().copied())
+        .collect();
+    let input =
+        TensorRef::from_array_view(([sources.len(), c, h, w], pixels.as_slice())).map_err(fail)?;
+    let out = vae
+        .encoder
+        .run(
+            &[(&vae.encoder_input, &input.into_dyn())],
+            &vae.encoder_output,
+        )
+        .map_err(fail)?;
+    let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
+    // latent_parameters hold the mean then the log-variance; latent_sample is a latent.
+    let per = data.len() / sources.len();
+    let expected = if vae.encoder_gives_parameters {
+        2 * latent_len
+    } else {
+        latent_len
+    };
+    if per != expected {
+        return Err(RuntimeError::Output {
+            file: vae.encoder_file.clone(),
+            message: format!("encoder gave {per} values per image, expected {expected}"),
+        });
+    }
+    Ok(data
+        .chunks(per)
+        .map(|image| {
+            if vae.encoder_gives_parameters {
+                Encoded::posterior(image, vae.scaling_factor)
+            } else {
+                Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor)
+            }
+        })
+        .collect())
 }

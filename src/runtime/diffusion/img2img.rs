@@ -1,6 +1,6 @@
 //! Batched image-guided generation (SDEdit) over the guidance spectrum. Each request is one
 //! image: a source (or none, for λ = 0), a condition (prompt or class), a level λ and keyed
-//! noise. Sources are encoded once and prompts once per generator; items advance on their
+//! noise. Sources are encoded once and prompts once per model (`encodings`); items advance on their
 //! own scheduler state, and every UNet call carries as many items as share a timestep (or any
 //! items, when the UNet takes one timestep per item), guided and unguided halves together.
 
@@ -25,17 +25,16 @@ pub use super::request::{Condition, GenerationSettings, ImageRequest};
 pub struct Generator {
     pub model: Arc<DiffusionModel>,
     pub(super) schedules: HashMap<(SchedulerKind, usize), Arc<Schedule>>,
+    /// This generator's view of its model's prompt states (`model.encodings`).
     pub(super) prompts: HashMap<String, Arc<Vec<f32>>>,
-    /// Encoded sources: posteriors (or latents as given), keyed by the source's digest.
+    /// Its view of the model's encoded sources: posteriors (or latents as given), keyed by the
+    /// source's digest.
     pub(super) latents: HashMap<Digest, Arc<Encoded>>,
     /// The UNet's IO binding, made on the first call when the model runs on CUDA.
     binding: Option<UnetBinding>,
     /// Images per call after a call ran out of memory (halved each time), for the rest of the run.
     pub(super) batch_limit: Option<usize>,
 }
-
-/// Keep at most this many encoded source latents.
-pub(super) const LATENT_CACHE: usize = 4096;
 
 struct Item {
     state: ItemState,

@@ -5,6 +5,7 @@
 //! Input and output names are discovered from the ONNX files and checked against what the
 //! engine needs; every error names the file.
 
+use super::encodings::Encodings;
 use super::tokenizer::ClipTokenizer;
 use super::unet::{find, names, unet_io};
 pub use super::unet::{TimestepShape, UnetIo};
@@ -71,6 +72,8 @@ pub struct DiffusionModel {
     /// Class names and display names from an optional `discl.toml` in the folder
     /// (class-conditional generators: class label i is `classes[i]`).
     pub class_names: Option<ClassNames>,
+    /// The prompts and sources this model has encoded, for every generator holding it.
+    pub encodings: Encodings,
 }
 
 /// Class names and their display names, in label order.
@@ -237,6 +240,7 @@ impl DiffusionModel {
             folder: folder.to_path_buf(),
             digest: super::digest::folder_digest(folder)?,
             class_names: read_generator_meta(folder)?,
+            encodings: Encodings::default(),
             scheduler_config,
             unet,
             unet_io,
