@@ -152,8 +152,10 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
             }
         }
     }
-    // Inline weights are read where they lie in the file, once (`int8::in_place`).
-    let view = std::fs::read(file).ok().and_then(|bytes| {
+    // Inline weights are read where they lie in the file, once (`int8::in_place`). The file is
+    // mapped, not read, to build the view: only its protobuf headers are touched, so the
+    // weights are not held in memory beside the tensors ONNX Runtime makes of them.
+    let view = map_file(file).and_then(|bytes| {
         let name = file.file_name()?.to_str()?;
         super::int8::in_place::weights_in_place(&bytes, name)
             .ok()
@@ -171,6 +173,15 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
             .map_err(fail),
         None => builder.commit_from_file(file).map_err(fail),
     }
+}
+
+/// `file` mapped read-only, while a view of it is built.
+fn map_file(file: &Path) -> Option<memmap2::Mmap> {
+    let opened = std::fs::File::open(file).ok()?;
+    // SAFETY: the map is only read, for the moment the view takes, and dropped with it. A file
+    // truncated by another process meanwhile would fault that read, as it would fault ONNX
+    // Runtime's own reading of a model changed under it.
+    unsafe { memmap2::Mmap::map(&opened) }.ok()
 }
 
 /// The session option naming the folder external data is read from, for a model loaded from
