@@ -1,5 +1,7 @@
-//! The digest of a diffusion model folder: every file but documentation, path and bytes, in
-//! sorted order. A Stable Diffusion export is gigabytes, so the digest is cached against each
+//! The digest of a diffusion model folder: what the engine reads of it — the files at its top
+//! and in the component folders (`COMPONENTS`), but documentation — path and bytes, in sorted
+//! order. Other folders (PyTorch weights in `torch/`, a safety checker) change nothing it
+//! computes, so they are neither read nor part of any key. A Stable Diffusion export is gigabytes, so the digest is cached against each
 //! file's identity (size, modification time and, on Unix, device, inode and change time): in
 //! process memory and, when `DISCL_DIGEST_CACHE` names a file, on disk there (replaced
 //! atomically), so separate runs skip the hashing too. Nothing is ever written into a model
@@ -169,10 +171,21 @@ impl FolderDigests {
     }
 }
 
-/// The files that make up a model, sorted as paths, with their names relative to `folder`;
-/// documentation does not change what a model computes.
+/// The folders of a model the engine reads (`model.rs`, `tokenizer.rs`).
+const COMPONENTS: [&str; 6] = [
+    "scheduler",
+    "text_encoder",
+    "tokenizer",
+    "unet",
+    "vae_decoder",
+    "vae_encoder",
+];
+
+/// The files that make up a model, sorted as paths, with their names relative to `folder`:
+/// those at its top and anywhere under its component folders; documentation does not change
+/// what a model computes.
 fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuntimeError> {
+    fn walk(folder: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), RuntimeError> {
         let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::io(dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| RuntimeError::io(dir, e))?;
@@ -180,7 +193,9 @@ fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
                 .file_type()
                 .map_err(|e| RuntimeError::io(&entry.path(), e))?;
             if kind.is_dir() {
-                walk(&entry.path(), out)?;
+                if dir != folder || COMPONENTS.iter().any(|c| entry.file_name() == *c) {
+                    walk(folder, &entry.path(), out)?;
+                }
             } else {
                 out.push(entry.path());
             }
@@ -188,7 +203,7 @@ fn list(folder: &Path) -> Result<Vec<(PathBuf, String)>, RuntimeError> {
         Ok(())
     }
     let mut files = Vec::new();
-    walk(folder, &mut files)?;
+    walk(folder, folder, &mut files)?;
     files.sort();
     Ok(files
         .into_iter()
@@ -268,6 +283,33 @@ mod tests {
             digest.to_hex(),
             "aab78e9c6457f6fd40e5f4ff4af2ebac3693ca171bfebd7b7de3dd78519f23a0"
         );
+    }
+
+    #[test]
+    fn folders_the_engine_does_not_read_are_not_part_of_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        model_folder(dir.path(), WEEK_AGO);
+        let before = FolderDigests::new(None).digest(dir.path()).unwrap();
+        write(&dir.path().join("torch/unet/weights.bin"), b"w", WEEK_AGO);
+        write(
+            &dir.path().join("safety_checker/model.onnx"),
+            b"s",
+            WEEK_AGO,
+        );
+        let cache = FolderDigests::new(None);
+        assert_eq!(cache.digest(dir.path()).unwrap(), before);
+        assert_eq!(
+            cache.files_hashed(),
+            4,
+            "neither torch/ nor safety_checker/ read"
+        );
+        // Everything under a component folder counts, nested folders included.
+        write(
+            &dir.path().join("unet/extra/model.onnx_data"),
+            b"d",
+            WEEK_AGO,
+        );
+        assert_ne!(FolderDigests::new(None).digest(dir.path()).unwrap(), before);
     }
 
     #[test]
