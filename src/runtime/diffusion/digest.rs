@@ -129,13 +129,10 @@ impl FolderDigests {
     fn hash(&self, files: &[(PathBuf, String)]) -> Result<Digest, RuntimeError> {
         let mut hasher = blake3::Hasher::new();
         for (file, relative) in files {
-            let mut reader = std::fs::File::open(file).map_err(|e| RuntimeError::io(file, e))?;
             self.files_hashed.fetch_add(1, Ordering::Relaxed);
             hasher.update(relative.as_bytes());
             hasher.update(&[0]);
-            hasher
-                .update_reader(&mut reader)
-                .map_err(|e| RuntimeError::io(file, e))?;
+            hash_file(&mut hasher, file).map_err(|e| RuntimeError::io(file, e))?;
         }
         Ok(Digest(*hasher.finalize().as_bytes()))
     }
@@ -168,6 +165,30 @@ impl FolderDigests {
         if let Ok(bytes) = serde_json::to_vec(&disk) {
             let _ = crate::store::atomic::write_file_with(file, &bytes, false);
         }
+    }
+}
+
+/// Adds `file`'s bytes to `hasher`, read 8 MiB at a time and each piece hashed on every core
+/// (the same digest as hashed in one piece; not mapped, so the file's pages are not counted in
+/// this process's memory while it loads its models).
+fn hash_file(hasher: &mut blake3::Hasher, file: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut reader = std::fs::File::open(file)?;
+    let mut buffer = vec![0u8; 8 << 20];
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        hasher.update_rayon(&buffer[..filled]);
     }
 }
 
