@@ -1,10 +1,11 @@
 //! The digest of a diffusion model folder: what the engine reads of it — the files at its top
 //! and in the component folders (`COMPONENTS`), but documentation — path and bytes, in sorted
 //! order. Other folders (PyTorch weights in `torch/`, a safety checker) change nothing it
-//! computes, so they are neither read nor part of any key. A Stable Diffusion export is gigabytes, so the digest is cached against each
-//! file's identity (size, modification time and, on Unix, device, inode and change time): in
-//! process memory and, when `DISCL_DIGEST_CACHE` names a file, on disk there (replaced
-//! atomically), so separate runs skip the hashing too. Nothing is ever written into a model
+//! computes, so they are neither read nor part of any key. A Stable Diffusion export is
+//! gigabytes, so the digest is cached against each file's identity (size, modification time
+//! and, on Unix, device, inode and change time): in process memory and, when
+//! `DISCL_DIGEST_CACHE` names a file, on disk there (replaced atomically), so separate runs
+//! skip the hashing too. Nothing is ever written into a model
 //! folder, nor outside the output folder unless that variable asks for it.
 
 use crate::record::Digest;
@@ -128,11 +129,12 @@ impl FolderDigests {
 
     fn hash(&self, files: &[(PathBuf, String)]) -> Result<Digest, RuntimeError> {
         let mut hasher = blake3::Hasher::new();
+        let mut buffer = Vec::with_capacity(HASH_PIECE as usize);
         for (file, relative) in files {
             self.files_hashed.fetch_add(1, Ordering::Relaxed);
             hasher.update(relative.as_bytes());
             hasher.update(&[0]);
-            hash_file(&mut hasher, file).map_err(|e| RuntimeError::io(file, e))?;
+            hash_file(&mut hasher, file, &mut buffer).map_err(|e| RuntimeError::io(file, e))?;
         }
         Ok(Digest(*hasher.finalize().as_bytes()))
     }
@@ -168,27 +170,25 @@ impl FolderDigests {
     }
 }
 
-/// Adds `file`'s bytes to `hasher`, read 8 MiB at a time and each piece hashed on every core
-/// (the same digest as hashed in one piece; not mapped, so the file's pages are not counted in
-/// this process's memory while it loads its models).
-fn hash_file(hasher: &mut blake3::Hasher, file: &Path) -> std::io::Result<()> {
+/// Bytes of a file read, then hashed on every core, at a time.
+const HASH_PIECE: u64 = 8 << 20;
+
+/// Adds `file`'s bytes to `hasher` a piece at a time, each hashed on every core (the same digest
+/// as hashed in one piece; read, not mapped, so the file's pages are not counted in this
+/// process's memory while it loads its models).
+fn hash_file(
+    hasher: &mut blake3::Hasher,
+    file: &Path,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<()> {
     use std::io::Read;
     let mut reader = std::fs::File::open(file)?;
-    let mut buffer = vec![0u8; 8 << 20];
     loop {
-        let mut filled = 0;
-        while filled < buffer.len() {
-            match reader.read(&mut buffer[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if filled == 0 {
+        buffer.clear();
+        if (&mut reader).take(HASH_PIECE).read_to_end(buffer)? == 0 {
             return Ok(());
         }
-        hasher.update_rayon(&buffer[..filled]);
+        hasher.update_rayon(buffer);
     }
 }
 
@@ -304,6 +304,17 @@ mod tests {
             digest.to_hex(),
             "aab78e9c6457f6fd40e5f4ff4af2ebac3693ca171bfebd7b7de3dd78519f23a0"
         );
+    }
+
+    #[test]
+    fn a_file_hashed_in_pieces_has_its_digest_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weights.bin");
+        let bytes: Vec<u8> = (0..HASH_PIECE + 3).map(|i| (i * 31 % 253) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        hash_file(&mut hasher, &file, &mut Vec::new()).unwrap();
+        assert_eq!(hasher.finalize(), blake3::hash(&bytes));
     }
 
     #[test]
