@@ -60,9 +60,9 @@ pub struct GenerateParams {
     /// The model's VAE encoder gives a posterior, so `settings.vae_latent` decides its images
     /// (pixel-space models and encoders giving a latent: it does not).
     pub vae_posterior: bool,
-    /// A rewrite of the UNet the images are made with (`runtime::int8::VERSION`), or `None`
-    /// for the model as exported; part of the content key when set.
-    pub unet_variant: Option<&'static str>,
+    /// The rewrite of the UNet the images are made with (`runtime::rewrite::UnetForm`), or
+    /// `None` for the model as exported; part of the content key when set.
+    pub unet_variant: Option<String>,
     /// Images per job sent to the service (several UNet batches).
     pub job_size: usize,
     pub stats: Arc<NodeStats>,
@@ -183,9 +183,9 @@ impl GenerateParams {
         if self.vae_posterior && key.level > 0 && self.settings.vae_latent == VaeLatent::Sample {
             h.update(b"vae_latent = sample");
         }
-        // A rewritten UNet (int8) makes other images; the model as exported adds nothing, so
+        // A rewritten UNet (int8, fused attention) makes other images; the model as exported adds nothing, so
         // the images made before the option existed keep their keys.
-        if let Some(variant) = self.unet_variant {
+        if let Some(variant) = &self.unet_variant {
             h.update(b"unet = ");
             h.update(variant.as_bytes());
         }

@@ -152,12 +152,12 @@ pub fn open_session(file: &Path, options: &SessionOptions) -> Result<Session, Ru
             }
         }
     }
-    // Inline weights are read where they lie in the file, once (`int8::in_place`). The file is
+    // Inline weights are read where they lie in the file, once (`rewrite::in_place`). The file is
     // mapped, not read, to build the view: only its protobuf headers are touched, so the
     // weights are not held in memory beside the tensors ONNX Runtime makes of them.
     let view = map_file(file).and_then(|bytes| {
         let name = file.file_name()?.to_str()?;
-        super::int8::in_place::weights_in_place(&bytes, name)
+        super::rewrite::in_place::weights_in_place(&bytes, name)
             .ok()
             .flatten()
     });

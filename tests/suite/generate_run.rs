@@ -9,7 +9,7 @@ use common::*;
 use discl::{Pipeline, RunOptions, RunSummary};
 use std::path::Path;
 
-fn pipeline(out: &Path, model: &str, generate: &str) -> String {
+pub(crate) fn pipeline(out: &Path, model: &str, generate: &str) -> String {
     format!(
         r#"[pipeline]
 name = "gen"
@@ -55,7 +55,7 @@ formats = ["jsonl", "parquet"]
     )
 }
 
-fn run(text: &str) -> RunSummary {
+pub(crate) fn run(text: &str) -> RunSummary {
     let pipeline = Pipeline::from_toml("gen.toml", text).unwrap_or_else(|e| panic!("{e}"));
     pipeline
         .run(&RunOptions {
@@ -227,7 +227,7 @@ fn text_models_use_prompts_chosen_per_class() {
     }
 }
 
-fn validate(text: &str) -> String {
+pub(crate) fn validate(text: &str) -> String {
     match Pipeline::from_toml("gen.toml", text).and_then(|p| p.validate()) {
         Ok(()) => String::new(),
         Err(e) => e.to_string(),

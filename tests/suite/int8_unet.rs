@@ -3,10 +3,10 @@
 //! model whose weights live in an external data file gives exactly the same int8 model.
 
 use discl::runtime::diffusion::model::{Conditioning, DiffusionModel};
-use discl::runtime::int8::rewrite::{quantize_matmuls, Summary};
-use discl::runtime::int8::tensor::{self, DataFile, Tensor, FLOAT};
-use discl::runtime::int8::wire::{self, Field, Value};
 use discl::runtime::onnx::SessionOptions;
+use discl::runtime::rewrite::int8::{quantize_matmuls, Summary};
+use discl::runtime::rewrite::tensor::{self, DataFile, Tensor, FLOAT};
+use discl::runtime::rewrite::wire::{self, Field, Value};
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,7 @@ fn rewrite(source: &Path, folder: &Path) -> (PathBuf, Summary, u64) {
 }
 
 /// The UNet's output for fixed inputs (2 rows, a timestep, text states).
-fn unet_output(unet_file: Option<PathBuf>) -> Vec<f32> {
+pub(crate) fn unet_output(unet_file: Option<PathBuf>) -> Vec<f32> {
     let model =
         DiffusionModel::open_with_unet(&tiny_sd(), &SessionOptions::default(), unet_file).unwrap();
     let [c, h, w] = model.latent_shape;
@@ -59,7 +59,7 @@ fn unet_output(unet_file: Option<PathBuf>) -> Vec<f32> {
     out.try_extract_tensor::<f32>().unwrap().1.to_vec()
 }
 
-fn op_types(file: &Path) -> Vec<String> {
+pub(crate) fn op_types(file: &Path) -> Vec<String> {
     let bytes = std::fs::read(file).unwrap();
     let model = wire::fields(&bytes).unwrap();
     let graph = wire::fields(
@@ -230,7 +230,7 @@ fn a_file_that_is_not_onnx_is_an_error() {
 /// one opened from the file computes, bit for bit.
 #[test]
 fn a_view_with_weights_in_place_computes_what_the_file_computes() {
-    use discl::runtime::int8::in_place::weights_in_place;
+    use discl::runtime::rewrite::in_place::weights_in_place;
     let file = tiny_sd().join("unet/model.onnx");
     let bytes = std::fs::read(&file).unwrap();
     let view = weights_in_place(&bytes, "model.onnx").unwrap().unwrap();

@@ -20,6 +20,7 @@ mod diffusion_reference;
 mod fashion_split;
 mod filter;
 mod fp16_export;
+mod fused_attention;
 mod gc;
 mod generate_operator;
 mod generate_run;

@@ -153,7 +153,7 @@ fn unknown_and_wrong_fields_together_and_a_missing_one() {
         vec![
             "g.toml:8: node `g`: unknown field `colour`, expected one of `model`, `levels`, \
              `seeds`, `steps`, `guidance_scale`, `scheduler`, `batch_size`, `vae_latent`, \
-             `prompt`, `prompts`, `classes_from`, `classes`, `quantize`",
+             `prompt`, `prompts`, `classes_from`, `classes`, `quantize`, `attention`",
             "g.toml:8: node `g`: missing field `model`",
             "g.toml:9: node `g`: field `levels`: invalid type: integer `3`, expected a sequence",
         ]

@@ -10,7 +10,7 @@ use crate::record::{Level, RecordKind};
 use crate::runtime::diffusion::img2img::Generator;
 use crate::runtime::diffusion::model::Conditioning;
 use crate::runtime::device::Device;
-use crate::runtime::int8::Quantize;
+use crate::runtime::rewrite::{Attention, Quantize, UnetForm};
 use crate::runtime::memory;
 use crate::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use crate::runtime::scheduler::{Scheduler, SchedulerKind};
@@ -64,10 +64,15 @@ pub struct GenerateConfig {
     #[serde(default)]
     pub classes: Option<Vec<String>>,
     /// `"int8"`: the UNet's weight matrices in int8 (dynamic quantisation for the CPU, made once
-    /// per model under the output folder, see `runtime::int8`); faster, slightly different
+    /// per model under the output folder, see `runtime::rewrite`); faster, slightly different
     /// images, part of their content keys. `"none"` (the default) runs the model as exported.
     #[serde(default, deserialize_with = "super::some_from_str")]
     pub quantize: Option<Quantize>,
+    /// `"fused"`: each attention block of the UNet as one ONNX Runtime `MultiHeadAttention`
+    /// (made once per model under the output folder); images within float rounding of the
+    /// exported graph's, part of their content keys. `"as-exported"` is the default.
+    #[serde(default, deserialize_with = "super::some_from_str")]
+    pub attention: Option<Attention>,
 }
 
 fn one_seed() -> u32 {
@@ -179,10 +184,14 @@ impl Op for GenerateConfig {
             (Some(_), false) => String::new(),
             (None, false) => " (default)".into(),
         };
-        let unet = match self.quantize.unwrap_or_default() {
-            Quantize::None => "",
-            Quantize::Int8 => ", UNet weights int8",
-        };
+        let form = self.unet_form();
+        let mut unet = String::new();
+        if form.attention == Attention::Fused {
+            unet.push_str(", UNet attention fused");
+        }
+        if form.quantize == Quantize::Int8 {
+            unet.push_str(", UNet weights int8");
+        }
         Some(format!("batch {batch} image(s) per UNet call{chosen}{unet}"))
     }
     fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
@@ -280,23 +289,29 @@ impl GenerateConfig {
         })
     }
 
-    /// The UNet file to open instead of the folder's own: its int8 form when asked for (made
-    /// now unless an earlier run made it).
+    fn unet_form(&self) -> UnetForm {
+        UnetForm {
+            attention: self.attention.unwrap_or_default(),
+            quantize: self.quantize.unwrap_or_default(),
+        }
+    }
+
+    /// The UNet file to open instead of the folder's own: its rewritten form when the node
+    /// asks for one (made now unless an earlier run made it).
     fn unet_file(&self, pool: &ModelPool) -> Result<Option<std::path::PathBuf>, Vec<OpError>> {
-        if self.quantize.unwrap_or_default() == Quantize::None {
+        let form = self.unet_form();
+        if form.variant().is_none() {
             return Ok(None);
         }
         let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
-        if device != Device::Cpu {
+        if device != Device::Cpu && form.quantize == Quantize::Int8 {
             let message = format!("quantize = \"int8\" is for the CPU; the model runs on {device} (leave it out there)");
             return Err(vec![OpError::field("quantize", message)]);
         }
         let folder = &pool.spec(&self.model).path;
         let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
         let digest = crate::runtime::diffusion::digest::folder_digest(folder).map_err(|e| in_model(e.to_string()))?;
-        crate::runtime::int8::int8_unet(folder, &digest, pool.output())
-            .map(Some)
-            .map_err(|e| in_model(e.to_string()))
+        crate::runtime::rewrite::rewritten_unet(folder, &digest, pool.output(), form).map_err(|e| in_model(e.to_string()))
     }
 
     fn class_names(&self, pool: &ModelPool, model: &DiffusionModel) -> Result<ClassNames, Vec<OpError>> {
@@ -347,8 +362,7 @@ impl Opened for OpenedGenerate {
     fn start(self: Box<Self>, run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
         let store = run.image_store()?;
         let model_digest = self.models[0].digest;
-        let unet_variant = (self.config.quantize.unwrap_or_default() == Quantize::Int8)
-            .then_some(crate::runtime::int8::VERSION);
+        let unet_variant = self.config.unet_form().variant();
         let sessions = self.models.len();
         // Jobs large enough to batch across levels, small enough to keep every session busy.
         // Images made one per UNet call have nothing to batch: one a job, so even a refresh of
@@ -392,7 +406,7 @@ struct GenerateNode {
     vae_posterior: bool,
     model_digest: crate::record::Digest,
     pipeline_seed: u64,
-    unet_variant: Option<&'static str>,
+    unet_variant: Option<String>,
 }
 
 impl Node for GenerateNode {
@@ -415,7 +429,7 @@ impl Node for GenerateNode {
             pipeline_seed: self.pipeline_seed,
             model_digest: self.model_digest,
             vae_posterior: self.vae_posterior,
-            unet_variant: self.unet_variant,
+            unet_variant: self.unet_variant.clone(),
             stats: dataflow.stats_of(&node.name),
         };
         let samples = inputs[0].samples();

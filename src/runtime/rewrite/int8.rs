@@ -1,30 +1,17 @@
-//! The rewrite itself: every `MatMul` whose second input is a constant float matrix [K, N]
+//! int8 dynamic quantisation of a UNet for the CPU: every `MatMul` whose second input is a constant float matrix [K, N]
 //! becomes ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul` with that matrix in int8,
 //! symmetric per column (scale = max |column| / 127, zero point 0); its activations are
 //! quantized to uint8 on the fly, call by call. Float matrices no other node reads are dropped.
-//! Everything else in the file is copied field for field.
+//! Everything else in the file is copied field for field. Convolutions stay float: ONNX
+//! Runtime's `ConvInteger` measured slower than its float convolutions.
 
+use super::node::{self, Node, GRAPH, GRAPH_INPUT, GRAPH_OUTPUT, INITIALIZER, NODE};
+use super::node::{MICROSOFT, NODE_DOMAIN, NODE_INPUT, NODE_OP_TYPE};
 use super::tensor::{self, DataFile, Tensor, FLOAT, INT8};
 use super::wire::{self, Field};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-
-pub(super) const GRAPH: u32 = 7;
-const OPSET_IMPORT: u32 = 8;
-const NODE: u32 = 1;
-pub(super) const INITIALIZER: u32 = 5;
-const GRAPH_INPUT: u32 = 11;
-const GRAPH_OUTPUT: u32 = 12;
-const NODE_INPUT: u32 = 1;
-const NODE_OP_TYPE: u32 = 4;
-const NODE_ATTRIBUTE: u32 = 5;
-const NODE_DOMAIN: u32 = 7;
-const ATTRIBUTE_GRAPH: u32 = 6;
-const ATTRIBUTE_GRAPHS: u32 = 11;
-
-/// The domain of ONNX Runtime's contrib operators.
-const MICROSOFT: &str = "com.microsoft";
 
 /// What the rewrite did.
 #[derive(Debug, Default, PartialEq)]
@@ -37,68 +24,26 @@ pub struct Summary {
     pub kept: usize,
 }
 
-struct Node<'a> {
-    fields: Vec<Field<'a>>,
-    op_type: &'a str,
-    domain: &'a str,
-    inputs: Vec<&'a str>,
-}
-
-impl<'a> Node<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, String> {
-        let fields = wire::fields(bytes)?;
-        let text = |n: u32| fields.iter().find(|f| f.number == n).and_then(Field::text);
-        let (op_type, domain) = (
-            text(NODE_OP_TYPE).unwrap_or(""),
-            text(NODE_DOMAIN).unwrap_or(""),
-        );
-        let inputs = fields
-            .iter()
-            .filter(|f| f.number == NODE_INPUT)
-            .map(|f| f.text().unwrap_or(""))
-            .collect();
-        Ok(Node {
-            fields,
-            op_type,
-            domain,
-            inputs,
-        })
-    }
-
-    fn has_subgraph(&self) -> Result<bool, String> {
-        for attribute in self.fields.iter().filter(|f| f.number == NODE_ATTRIBUTE) {
-            let fields = wire::fields(attribute.bytes().unwrap_or_default())?;
-            if fields
-                .iter()
-                .any(|f| f.number == ATTRIBUTE_GRAPH || f.number == ATTRIBUTE_GRAPHS)
-            {
-                return Ok(true);
+/// `node` as `DynamicQuantizeMatMul` over `inputs`; its name, outputs and any other fields
+/// unchanged.
+fn dynamic_quantized(node: &Node<'_>, inputs: [&str; 4]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut inputs_written = false;
+    for field in &node.fields {
+        match field.number {
+            NODE_INPUT if !inputs_written => {
+                inputs
+                    .iter()
+                    .for_each(|i| wire::put_bytes(&mut out, NODE_INPUT, i.as_bytes()));
+                inputs_written = true;
             }
+            NODE_INPUT | NODE_DOMAIN => {}
+            NODE_OP_TYPE => wire::put_bytes(&mut out, NODE_OP_TYPE, b"DynamicQuantizeMatMul"),
+            _ => wire::put(&mut out, field),
         }
-        Ok(false)
     }
-
-    /// This node as `DynamicQuantizeMatMul` over `inputs`; its name, outputs and any other
-    /// fields unchanged.
-    fn quantized(&self, inputs: [&str; 4]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut inputs_written = false;
-        for field in &self.fields {
-            match field.number {
-                NODE_INPUT if !inputs_written => {
-                    inputs
-                        .iter()
-                        .for_each(|i| wire::put_bytes(&mut out, NODE_INPUT, i.as_bytes()));
-                    inputs_written = true;
-                }
-                NODE_INPUT | NODE_DOMAIN => {}
-                NODE_OP_TYPE => wire::put_bytes(&mut out, NODE_OP_TYPE, b"DynamicQuantizeMatMul"),
-                _ => wire::put(&mut out, field),
-            }
-        }
-        wire::put_bytes(&mut out, NODE_DOMAIN, MICROSOFT.as_bytes());
-        out
-    }
+    wire::put_bytes(&mut out, NODE_DOMAIN, MICROSOFT.as_bytes());
+    out
 }
 
 /// A float matrix [K, N] as int8, one scale per column.
@@ -127,23 +72,31 @@ pub fn quantize_columns(values: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32
     (q, scales)
 }
 
-fn names_of(fields: &[Field<'_>], number: u32) -> Result<HashSet<String>, String> {
-    let mut out = HashSet::new();
-    for field in fields.iter().filter(|f| f.number == number) {
-        let info = wire::fields(field.bytes().unwrap_or_default())?;
-        if let Some(name) = info.iter().find(|f| f.number == 1).and_then(Field::text) {
-            out.insert(name.to_string());
-        }
-    }
-    Ok(out)
-}
-
 /// Rewrites `model` (the bytes of an ONNX file in `folder`, whose external data it may read);
 /// external tensors, and the new int8 ones when there are any, go to `data`.
 pub fn quantize_matmuls<W: Write>(
     model: &[u8],
     folder: &Path,
     data: &mut DataFile<W>,
+) -> Result<(Vec<u8>, Summary), String> {
+    rewrite(model, folder, data, true)
+}
+
+/// `model` as it is but for its external tensors, copied to `data` (a model rewritten in
+/// another folder than its own).
+pub fn move_external_data<W: Write>(
+    model: &[u8],
+    folder: &Path,
+    data: &mut DataFile<W>,
+) -> Result<Vec<u8>, String> {
+    rewrite(model, folder, data, false).map(|(out, _)| out)
+}
+
+fn rewrite<W: Write>(
+    model: &[u8],
+    folder: &Path,
+    data: &mut DataFile<W>,
+    quantize: bool,
 ) -> Result<(Vec<u8>, Summary), String> {
     let model_fields = wire::fields(model)?;
     let graph_bytes = model_fields
@@ -170,8 +123,12 @@ pub fn quantize_matmuls<W: Write>(
         subgraphs |= node.has_subgraph()?;
         nodes.push(node);
     }
-    let graph_inputs = names_of(&graph, GRAPH_INPUT)?;
-    let graph_outputs = names_of(&graph, GRAPH_OUTPUT)?;
+    let graph_inputs: HashSet<String> = node::value_names(&graph, GRAPH_INPUT)?
+        .into_iter()
+        .collect();
+    let graph_outputs: HashSet<String> = node::value_names(&graph, GRAPH_OUTPUT)?
+        .into_iter()
+        .collect();
 
     let mut summary = Summary::default();
     let mut quantized: HashMap<&str, [String; 3]> = HashMap::new();
@@ -180,7 +137,7 @@ pub fn quantize_matmuls<W: Write>(
     let mut rewritten_uses: HashMap<&str, usize> = HashMap::new();
     for node in &nodes {
         let weight = match (node.op_type, node.domain, node.inputs.as_slice()) {
-            ("MatMul", "" | "ai.onnx", [_, w]) => initializers.get(w).filter(|t| {
+            ("MatMul", "" | "ai.onnx", [_, w]) if quantize => initializers.get(w).filter(|t| {
                 t.data_type == FLOAT && t.dims.len() == 2 && t.dims.iter().all(|d| *d > 0)
             }),
             _ => None,
@@ -225,12 +182,10 @@ pub fn quantize_matmuls<W: Write>(
             summary.weights += 1;
         }
         let names = &quantized[weight.name];
-        rewritten.push(Some(node.quantized([
-            node.inputs[0],
-            &names[0],
-            &names[1],
-            &names[2],
-        ])));
+        rewritten.push(Some(dynamic_quantized(
+            node,
+            [node.inputs[0], &names[0], &names[1], &names[2]],
+        )));
         *rewritten_uses.entry(weight.name).or_default() += 1;
         summary.matmuls += 1;
     }
@@ -273,23 +228,7 @@ pub fn quantize_matmuls<W: Write>(
         .iter()
         .for_each(|t| wire::put_bytes(&mut new_graph, INITIALIZER, t));
 
-    let mut out = Vec::with_capacity(new_graph.len() + 1024);
-    let mut has_microsoft = false;
-    for field in &model_fields {
-        if field.number == OPSET_IMPORT {
-            let opset = wire::fields(field.bytes().unwrap_or_default())?;
-            has_microsoft |= opset
-                .iter()
-                .any(|f| f.number == 1 && f.text() == Some(MICROSOFT));
-        }
-    }
-    wire::put_replacing(&mut out, &model_fields, GRAPH, &new_graph);
-    if !has_microsoft && summary.matmuls > 0 {
-        let mut opset = Vec::new();
-        wire::put_bytes(&mut opset, 1, MICROSOFT.as_bytes());
-        wire::put_varint_field(&mut opset, 2, 1);
-        wire::put_bytes(&mut out, OPSET_IMPORT, &opset);
-    }
+    let out = node::model_with_graph(&model_fields, &new_graph, summary.matmuls > 0)?;
     Ok((out, summary))
 }
 

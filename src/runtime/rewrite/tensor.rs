@@ -11,6 +11,8 @@ use std::path::Path;
 pub const DIMS: u32 = 1;
 pub const DATA_TYPE: u32 = 2;
 pub const FLOAT_DATA: u32 = 4;
+pub const INT32_DATA: u32 = 5;
+pub const INT64_DATA: u32 = 7;
 pub const NAME: u32 = 8;
 pub const RAW_DATA: u32 = 9;
 pub const EXTERNAL_DATA: u32 = 13;
@@ -19,6 +21,8 @@ pub const DATA_LOCATION: u32 = 14;
 /// `TensorProto.DataType` values.
 pub const FLOAT: u64 = 1;
 pub const INT8: u64 = 3;
+pub const INT32: u64 = 6;
+pub const INT64: u64 = 7;
 
 /// Where an external tensor's bytes are.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +107,42 @@ impl<'a> Tensor<'a> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect())
+    }
+
+    /// The values of a small inline integer tensor (int64 or int32: shapes, indices, axes);
+    /// `None` for other types and external data.
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        let (width, listed) = match self.data_type {
+            INT64 => (8, INT64_DATA),
+            INT32 => (4, INT32_DATA),
+            _ => return None,
+        };
+        if self.external.is_some() {
+            return None;
+        }
+        let values = match self.fields.iter().find(|f| f.number == RAW_DATA) {
+            Some(raw) => raw
+                .bytes()?
+                .chunks_exact(width)
+                .map(|c| match c.try_into() {
+                    Ok(eight) => i64::from_le_bytes(eight),
+                    Err(_) => i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                })
+                .collect(),
+            // Negative numbers are ten-byte varints of their two's complement (int32 too).
+            None => wire::repeated_varints(&self.fields, listed)
+                .ok()?
+                .into_iter()
+                .map(|v| {
+                    if width == 4 {
+                        i64::from(v as i32)
+                    } else {
+                        v as i64
+                    }
+                })
+                .collect::<Vec<i64>>(),
+        };
+        (values.len() as u64 == self.values()).then_some(values)
     }
 }
 

@@ -10,7 +10,7 @@
 //! 4 images, peak RSS 2.08 → 1.66 GB at one thread, 2.18 → 1.68 GB with its defaults. Nothing
 //! is written anywhere.
 
-use super::rewrite::{GRAPH, INITIALIZER};
+use super::node::{GRAPH, INITIALIZER};
 use super::tensor::{put_location, RAW_DATA};
 use super::wire::{self, Field};
 
