@@ -10,8 +10,9 @@ images of the first 8 classes of tests/fixtures/fashion-tiny, in turn), --seeds 
 
 What runs, each measurement a fresh process:
   discl           `discl run` on a generated graph (source manifest → generate → sink), an empty image store each
-                  time; `discl int8` the same with `quantize = "int8"` (its int8 UNet made once beforehand, timed
-                  apart as `quantize_s`)
+                  time; `discl int8`, `discl fused` and `discl fused+int8` the same with `quantize = "int8"`,
+                  `attention = "fused"` or both (--forms; each rewritten UNet made once beforehand, timed apart in
+                  `rewrite_s`)
   plain           a plain Python onnxruntime loop (plain_ort.py's PlainSd: one session per model file, DDIM in
                   numpy, batch 1, prompts embedded once, sources encoded once)
   optimum         optimum's ORTStableDiffusionImg2ImgPipeline, B items per call; one thread tries every --batches
@@ -157,7 +158,11 @@ def common_args(a):
             "--steps", str(a.steps), "--guidance", str(a.guidance)]
 
 
-def discl_graph(a, out, one_thread, int8):
+FORMS = {"fp32": "", "int8": 'quantize = "int8"\n', "fused": 'attention = "fused"\n',
+         "fused+int8": 'attention = "fused"\nquantize = "int8"\n'}
+
+
+def discl_graph(a, out, one_thread, form):
     names = display_names()
     manifest = out.parent / f"{out.name}-sources.jsonl"
     seen = []
@@ -166,7 +171,7 @@ def discl_graph(a, out, one_thread, int8):
             seen.append((path, c))
     manifest.write_text("".join(json.dumps({"path": p, "label": c}) + "\n" for p, c in seen))
     model = "sessions = 1\nthreads = 1\n" if one_thread else ""
-    quantize = 'quantize = "int8"\n' if int8 else ""
+    quantize = FORMS[form]
     assert all(c in names for _, c in seen)
     graph = out.parent / f"{out.name}.toml"
     graph.write_text(f"""[pipeline]
@@ -198,10 +203,10 @@ inputs = ["synthetic"]
     return graph
 
 
-def run_discl(a, work, one_thread, int8):
-    out = work / f"discl-{'1' if one_thread else 'all'}-{'int8' if int8 else 'fp32'}"
-    graph = discl_graph(a, out, one_thread, int8)
-    if out.exists():  # an empty image store each time; a made int8 UNet (state/models) is kept
+def run_discl(a, work, one_thread, form):
+    out = work / f"discl-{'1' if one_thread else 'all'}-{form}"
+    graph = discl_graph(a, out, one_thread, form)
+    if out.exists():  # an empty image store each time; a rewritten UNet (state/models) is kept
         for entry in out.iterdir():
             if entry.name != "state":
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -235,7 +240,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", default="1,2,4")
     ap.add_argument("--peers", default="plain,optimum,diffusers")
-    ap.add_argument("--no-int8", action="store_true")
+    ap.add_argument("--forms", default="int8,fused",
+                    help="discl's rewritten UNets to run beside the exported one: int8, fused, fused+int8 (comma list)")
     ap.add_argument("--json")
     for hidden in ("--child", "--part", "--parts", "--threads", "--batch"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -251,18 +257,21 @@ def main():
         peers.remove("diffusers")
     batches = [int(b) for b in a.batches.split(",")]
     work = pathlib.Path(tempfile.mkdtemp(prefix="discl-compare-work-"))
-    quantize_s = None
-    if not a.no_int8:  # made once, outside every timed run
+    forms = [f for f in a.forms.split(",") if f]
+    unknown = [f for f in forms if f not in FORMS or f == "fp32"]
+    if unknown:
+        sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8")
+    rewrite_s = {}
+    for form in forms:  # each made once, outside every timed run; the whole-machine runs open the same file
         started = time.perf_counter()
-        run_discl(a, work, True, True)
-        quantize_s = time.perf_counter() - started
-    if quantize_s is not None:  # the whole-machine int8 runs open the same int8 UNet
-        src, dst = work / "discl-1-int8" / "state" / "models", work / "discl-all-int8" / "state" / "models"
+        run_discl(a, work, True, form)
+        rewrite_s[form] = time.perf_counter() - started
+        src, dst = work / f"discl-1-{form}" / "state" / "models", work / f"discl-all-{form}" / "state" / "models"
         shutil.copytree(src, dst)
 
-    plan = [("discl", "one thread", lambda: run_discl(a, work, True, False))]
-    if quantize_s is not None:
-        plan.append(("discl int8", "one thread", lambda: run_discl(a, work, True, True)))
+    plan = [("discl", "one thread", lambda: run_discl(a, work, True, "fp32"))]
+    for form in forms:
+        plan.append((f"discl {form}", "one thread", lambda form=form: run_discl(a, work, True, form)))
     for peer in peers:
         if peer == "optimum":
             for b in batches:
@@ -279,9 +288,9 @@ def main():
     best_b = min(batches, key=lambda b: med(results, f"optimum b{b}", "one thread", "loaded_s")) \
         if "optimum" in peers else 1
 
-    whole = [("discl", "whole machine", lambda: run_discl(a, work, False, False))]
-    if quantize_s is not None:
-        whole.append(("discl int8", "whole machine", lambda: run_discl(a, work, False, True)))
+    whole = [("discl", "whole machine", lambda: run_discl(a, work, False, "fp32"))]
+    for form in forms:
+        whole.append((f"discl {form}", "whole machine", lambda form=form: run_discl(a, work, False, form)))
     for peer in peers:
         b = best_b if peer == "optimum" else 1
         label = f"optimum b{b}" if peer == "optimum" else peer
@@ -295,19 +304,19 @@ def main():
                 print(f"round {r + 1}: {mode:13s} {name:14s} whole {res['whole_s']:7.2f} s, loaded "
                       f"{res['loaded_s']:7.2f} s, {res['rss_mb']:6.0f} MB", flush=True)
     shutil.rmtree(work)
-    report(a, results, quantize_s, cores, best_b)
+    report(a, results, rewrite_s, cores, best_b)
 
 
 def med(results, name, mode, key):
     return statistics.median(r[key] for r in results[(name, mode)])
 
 
-def report(a, results, quantize_s, cores, best_b):
+def report(a, results, rewrite_s, cores, best_b):
     n = len(workload(a))
     print(f"\n{n} images ({a.sources} sources × {a.seeds} seeds), λ = {a.level}, {a.steps} DDIM steps, guidance "
           f"{a.guidance}; medians of {a.rounds} interleaved rounds; {cores} cores")
-    if quantize_s is not None:
-        print(f"discl's int8 UNet made once in {quantize_s:.1f} s (a whole run, models loaded, included)")
+    for form, seconds in rewrite_s.items():
+        print(f"discl's {form} UNet made once in {seconds:.1f} s (a whole run, models loaded, included)")
     rows = []
     for mode in ("one thread", "whole machine"):
         names = [name for (name, m) in results if m == mode]
@@ -330,7 +339,7 @@ def report(a, results, quantize_s, cores, best_b):
                 rl = med(results, p, mode, "loaded_s") / med(results, d, mode, "loaded_s")
                 print(f"  {d} against {p}: {rl:.3f}x models loaded, {rw:.3f}x whole process")
     if a.json:
-        pathlib.Path(a.json).write_text(json.dumps({"rows": rows, "quantize_s": quantize_s, "best_optimum_batch": best_b,
+        pathlib.Path(a.json).write_text(json.dumps({"rows": rows, "rewrite_s": rewrite_s, "best_optimum_batch": best_b,
                                                     "images": n, "cores": cores,
                                                     "raw": [{"name": k[0], "mode": k[1], "runs": v}
                                                             for k, v in results.items()]}, indent=2))

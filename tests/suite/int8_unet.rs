@@ -1,4 +1,4 @@
-//! The int8 rewrite of a UNet (`runtime::int8`) on the shipped tiny-sd: every weight MatMul is
+//! The int8 rewrite of a UNet (`runtime::rewrite::int8`) on the shipped tiny-sd: every weight MatMul is
 //! rewritten, ONNX Runtime runs the result, its output stays close to the float model's, and a
 //! model whose weights live in an external data file gives exactly the same int8 model.
 
@@ -225,7 +225,7 @@ fn a_file_that_is_not_onnx_is_an_error() {
     assert_eq!(err, "the file has no graph");
 }
 
-/// Inline weights read in place (`int8::in_place`): the view moves every large initializer out
+/// Inline weights read in place (`rewrite::in_place`): the view moves every large initializer out
 /// of the protobuf, and a session opened through it (as every discl session is) computes what
 /// one opened from the file computes, bit for bit.
 #[test]

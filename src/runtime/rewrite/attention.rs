@@ -8,7 +8,7 @@
 //! added to the scores, heads split another way) is left as it is. Initializers are untouched.
 
 use super::node::{self, contrib_node, NewAttribute, Node, GRAPH, GRAPH_OUTPUT, INITIALIZER, NODE};
-use super::tensor::{Tensor, FLOAT};
+use super::tensor::Tensor;
 use super::wire::{self, Field};
 use std::collections::{HashMap, HashSet};
 
@@ -117,13 +117,7 @@ impl<'a> Graph<'a> {
         {
             return a.float();
         }
-        self.constant(name, |t| {
-            let inline_scalar = t.data_type == FLOAT && t.values() == 1 && t.external.is_none();
-            inline_scalar
-                .then(|| t.floats(std::path::Path::new("")).ok())??
-                .first()
-                .copied()
-        })
+        self.constant(name, |t| (t.values() == 1).then(|| t.scalar())?)
     }
 
     fn perm(&self, name: &str) -> Option<(&Node<'a>, Vec<i64>)> {
@@ -384,19 +378,29 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
         summary.fused += 1;
     }
 
-    // Nodes kept: those whose outputs something still reads, walking back from the graph's
-    // outputs (ONNX graphs list nodes in topological order). A graph with subgraphs keeps all:
-    // their reads are not among the node inputs above.
-    let mut needed: HashSet<&str> = HashSet::new();
+    // Nodes kept: those whose outputs something still reads, traced back from the graph's
+    // outputs (not by list order: converters such as float16's append nodes out of order, and
+    // ONNX Runtime sorts the graph itself). A graph with subgraphs keeps all: their reads are
+    // not among the node inputs above.
     let outputs = node::value_names(&graph_fields, GRAPH_OUTPUT)?;
-    needed.extend(outputs.iter().map(String::as_str));
-    let mut keep = vec![true; graph.nodes.len()];
-    for (i, node) in graph.nodes.iter().enumerate().rev() {
-        let live =
-            subgraphs || node.outputs.is_empty() || node.outputs.iter().any(|o| needed.contains(o));
-        keep[i] = live;
-        if live {
-            needed.extend(reads.get(&i).unwrap_or(&node.inputs).iter().copied());
+    let mut needed: HashSet<&str> = HashSet::new();
+    let mut keep = vec![subgraphs; graph.nodes.len()];
+    let mut wanted: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if subgraphs || node.outputs.is_empty() {
+            keep[i] = true;
+            wanted.extend(reads.get(&i).unwrap_or(&node.inputs));
+        }
+    }
+    while let Some(name) = wanted.pop() {
+        if !needed.insert(name) {
+            continue;
+        }
+        if let Some(&i) = graph.producer.get(name) {
+            if !keep[i] {
+                keep[i] = true;
+                wanted.extend(reads.get(&i).unwrap_or(&graph.nodes[i].inputs));
+            }
         }
     }
     summary.removed = keep.iter().filter(|k| !**k).count();

@@ -116,8 +116,15 @@ pub fn rewritten_unet(
     let temp = crate::store::atomic::temp_sibling(&folder);
     std::fs::create_dir_all(&temp).map_err(|e| RuntimeError::io(&temp, e))?;
     let made = write_rewritten(&bytes, &source, &temp, form);
-    let made = made.and_then(|()| match std::fs::rename(&temp, &folder) {
-        Ok(()) => Ok(()),
+    let made = made.and_then(|done| match std::fs::rename(&temp, &folder) {
+        Ok(()) => {
+            eprintln!(
+                "discl: {} rewritten ({done}) into {}",
+                source.display(),
+                folder.display()
+            );
+            Ok(())
+        }
         // Another process made it first: theirs is the same file.
         Err(_) if file.is_file() => Ok(()),
         Err(e) => Err(RuntimeError::io(&folder, e)),
@@ -133,7 +140,7 @@ fn write_rewritten(
     source: &Path,
     temp: &Path,
     form: UnetForm,
-) -> Result<(), RuntimeError> {
+) -> Result<String, RuntimeError> {
     use std::io::Write;
     let data_path = temp.join("model.onnx_data");
     let out = std::fs::File::create(&data_path).map_err(|e| RuntimeError::io(&data_path, e))?;
@@ -147,6 +154,7 @@ fn write_rewritten(
         let what = what.to_string();
         move |message: String| RuntimeError::interface(source, format!("{what}: {message}"))
     };
+    let mut done = Vec::new();
     let fused;
     let bytes = match form.attention {
         Attention::AsExported => bytes,
@@ -155,15 +163,22 @@ fn write_rewritten(
             if summary.fused == 0 {
                 return Err(fail("attention = \"fused\"")(summary.nothing_fused()));
             }
+            let (fused_blocks, blocks) = (summary.fused, summary.softmaxes);
+            done.push(format!(
+                "attention fused in {fused_blocks} of {blocks} blocks"
+            ));
             fused = model;
             &fused
         }
     };
     // External tensors are read from the source's folder and copied beside the new file.
     let model = match form.quantize {
-        Quantize::Int8 => int8::quantize_matmuls(bytes, source_folder, &mut data)
-            .map(|(model, _)| model)
-            .map_err(fail("int8 quantisation"))?,
+        Quantize::Int8 => {
+            let (model, summary) = int8::quantize_matmuls(bytes, source_folder, &mut data)
+                .map_err(fail("int8 quantisation"))?;
+            done.push(format!("{} MatMuls int8", summary.matmuls));
+            model
+        }
         Quantize::None => {
             int8::move_external_data(bytes, source_folder, &mut data).map_err(fail("rewriting"))?
         }
@@ -182,7 +197,8 @@ fn write_rewritten(
         std::fs::File::create(&model_path).map_err(|e| RuntimeError::io(&model_path, e))?;
     out.write_all(&model)
         .and_then(|()| out.sync_all())
-        .map_err(|e| RuntimeError::io(&model_path, e))
+        .map_err(|e| RuntimeError::io(&model_path, e))?;
+    Ok(done.join(", "))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub const FLOAT: u64 = 1;
 pub const INT8: u64 = 3;
 pub const INT32: u64 = 6;
 pub const INT64: u64 = 7;
+pub const FLOAT16: u64 = 10;
+pub const DOUBLE: u64 = 11;
 
 /// Where an external tensor's bytes are.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +109,34 @@ impl<'a> Tensor<'a> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect())
+    }
+
+    /// The first value of a small inline float tensor (float, float16 or double), as f32.
+    pub fn scalar(&self) -> Option<f32> {
+        if self.external.is_some() {
+            return None;
+        }
+        let raw = self
+            .fields
+            .iter()
+            .find(|f| f.number == RAW_DATA)
+            .and_then(Field::bytes);
+        match (self.data_type, raw) {
+            (FLOAT, _) => self.floats(Path::new("")).ok()?.first().copied(),
+            (FLOAT16, Some(raw)) => {
+                let bits = u16::from_le_bytes(raw.get(..2)?.try_into().ok()?);
+                Some(half::f16::from_bits(bits).to_f32())
+            }
+            // float16 values listed in `int32_data`, one per entry.
+            (FLOAT16, None) => {
+                let bits = *wire::repeated_varints(&self.fields, INT32_DATA)
+                    .ok()?
+                    .first()?;
+                Some(half::f16::from_bits(bits as u16).to_f32())
+            }
+            (DOUBLE, Some(raw)) => Some(f64::from_le_bytes(raw.get(..8)?.try_into().ok()?) as f32),
+            _ => None,
+        }
     }
 
     /// The values of a small inline integer tensor (int64 or int32: shapes, indices, axes);
