@@ -161,3 +161,33 @@ fn fused_attention_is_made_once_keys_its_images_and_keeps_them_whatever_the_batc
         "{err}"
     );
 }
+
+/// A model with no attention left to fuse (here: an already fused UNet) is an error naming its
+/// file, and nothing is left under the output folder.
+#[test]
+fn a_unet_without_attention_to_fuse_is_an_error_naming_it() {
+    use discl::runtime::rewrite::{rewritten_unet, Attention, UnetForm};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("fused-already");
+    std::fs::create_dir_all(model.join("unet")).unwrap();
+    let (file, _) = fused_file("tiny-sd", dir.path());
+    std::fs::rename(&file, model.join("unet/model.onnx")).unwrap();
+    let output = dir.path().join("out");
+    let form = UnetForm {
+        attention: Attention::Fused,
+        ..UnetForm::default()
+    };
+    let digest = discl::runtime::diffusion::digest::folder_digest(&model).unwrap();
+    let err = rewritten_unet(&model, &digest, &output, form)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fused-already/unet/model.onnx")
+            && err.contains("no attention (no Softmax node)"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(output.join("state/models"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
