@@ -5,10 +5,10 @@
 //! Everything else in the file is copied field for field. Convolutions stay float: ONNX
 //! Runtime's `ConvInteger` measured slower than its float convolutions.
 
-use super::node::{self, Node, GRAPH, GRAPH_INPUT, GRAPH_OUTPUT, INITIALIZER, NODE};
+use super::node::{self, Node, GRAPH_INPUT, GRAPH_OUTPUT, INITIALIZER, NODE};
 use super::node::{MICROSOFT, NODE_DOMAIN, NODE_INPUT, NODE_OP_TYPE};
 use super::tensor::{self, DataFile, Tensor, FLOAT, INT8};
-use super::wire::{self, Field};
+use super::wire;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -99,11 +99,7 @@ fn rewrite<W: Write>(
     quantize: bool,
 ) -> Result<(Vec<u8>, Summary), String> {
     let model_fields = wire::fields(model)?;
-    let graph_bytes = model_fields
-        .iter()
-        .find(|f| f.number == GRAPH)
-        .and_then(Field::bytes)
-        .ok_or("the file has no graph")?;
+    let graph_bytes = node::graph_of(&model_fields)?;
     let graph = wire::fields(graph_bytes)?;
 
     let mut initializers: HashMap<&str, Tensor<'_>> = HashMap::new();

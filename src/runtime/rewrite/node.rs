@@ -188,6 +188,15 @@ pub fn contrib_node(
     out
 }
 
+/// The graph of a model (a `ModelProto`'s fields): its bytes.
+pub fn graph_of<'a>(model: &[Field<'a>]) -> Result<&'a [u8], String> {
+    model
+        .iter()
+        .find(|f| f.number == GRAPH)
+        .and_then(Field::bytes)
+        .ok_or_else(|| "the file has no graph".to_string())
+}
+
 /// The names in the `ValueInfoProto`s numbered `number` of a graph (its inputs or outputs).
 pub fn value_names(graph: &[Field<'_>], number: u32) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
