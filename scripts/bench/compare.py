@@ -257,7 +257,7 @@ def main():
         peers.remove("diffusers")
     batches = [int(b) for b in a.batches.split(",")]
     work = pathlib.Path(tempfile.mkdtemp(prefix="discl-compare-work-"))
-    forms = [f for f in a.forms.split(",") if f]
+    forms = list(dict.fromkeys(f for f in a.forms.split(",") if f))
     unknown = [f for f in forms if f not in FORMS or f == "fp32"]
     if unknown:
         sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8")

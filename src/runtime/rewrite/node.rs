@@ -114,7 +114,11 @@ impl<'a> Attribute<'a> {
 
     /// An `int` attribute.
     pub fn int(&self) -> Option<i64> {
-        self.field(ATTRIBUTE_INT)?.varint().map(|v| v as i64)
+        match self.field(ATTRIBUTE_INT) {
+            Some(field) => field.varint().map(|v| v as i64),
+            // An INT attribute (type 2) whose value is 0 may be written without it.
+            None => (self.field(ATTRIBUTE_TYPE)?.varint()? == 2).then_some(0),
+        }
     }
 
     /// A `float` attribute.

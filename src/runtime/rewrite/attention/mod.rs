@@ -111,6 +111,7 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
     // ONNX Runtime sorts the graph itself). A graph with subgraphs keeps all: their reads are
     // not among the node inputs above.
     let outputs = node::value_names(&graph_fields, GRAPH_OUTPUT)?;
+    let inputs = node::value_names(&graph_fields, node::GRAPH_INPUT)?;
     let mut needed: HashSet<&str> = HashSet::new();
     let mut keep = vec![subgraphs; graph.nodes.len()];
     let mut wanted: Vec<&str> = outputs.iter().map(String::as_str).collect();
@@ -150,9 +151,12 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
             NODE => {}
             INITIALIZER => {
                 let name = Tensor::parse(field.bytes().unwrap_or_default())?.name;
-                // An initializer only the dropped nodes read goes with them.
-                let dropped =
-                    !subgraphs && !needed.contains(name) && graph.consumers.contains_key(name);
+                // An initializer only the dropped nodes read goes with them (not one also listed
+                // as a graph input: without it that input would become a required one).
+                let dropped = !subgraphs
+                    && !needed.contains(name)
+                    && graph.consumers.contains_key(name)
+                    && !inputs.iter().any(|i| i == name);
                 if !dropped {
                     wire::put(&mut new_graph, field);
                 }

@@ -46,8 +46,12 @@ impl<'a> Graph<'a> {
 
     /// `name`, or what it is a `Cast` of (repeatedly).
     fn through_casts(&self, mut name: &'a str) -> &'a str {
-        while let Some(cast) = self.made_by(name, "Cast") {
-            name = cast.inputs[0];
+        // Bounded: a malformed graph may chain casts in a cycle.
+        for _ in 0..self.nodes.len() {
+            match self.made_by(name, "Cast") {
+                Some(cast) => name = cast.inputs[0],
+                None => break,
+            }
         }
         name
     }
@@ -125,9 +129,9 @@ impl<'a> Graph<'a> {
             Some(dims) if dims.len() == 4 => dims[2],
             Some(_) => return None,
             None => {
-                let concat = self.made_by(shape, "Concat")?;
-                (concat.inputs.len() == 4).then_some(())?;
-                match self.ints(concat.inputs[2])?.as_slice() {
+                let pieces = self.concat_pieces(shape)?;
+                (pieces.len() == 4 && pieces.iter().all(|(len, _)| *len == 1)).then_some(())?;
+                match self.ints(pieces[2].1)?.as_slice() {
                     [h] => *h,
                     _ => return None,
                 }
@@ -138,22 +142,27 @@ impl<'a> Graph<'a> {
 
     /// Whether a reshape's `shape` has three entries.
     fn is_rank3_shape(&self, shape: &str) -> bool {
-        if let Some(dims) = self.ints(shape) {
-            return dims.len() == 3;
+        match self.ints(shape) {
+            Some(dims) => dims.len() == 3,
+            None => self
+                .concat_pieces(shape)
+                .is_some_and(|pieces| pieces.iter().map(|(len, _)| len).sum::<usize>() == 3),
         }
-        let Some(concat) = self.made_by(shape, "Concat") else {
-            return false;
-        };
-        let pieces: Option<usize> = concat
+    }
+
+    /// The pieces of a shape made by `Concat` on axis 0: each one's length and name.
+    fn concat_pieces(&self, shape: &str) -> Option<Vec<(usize, &'a str)>> {
+        let concat = self.made_by(shape, "Concat")?;
+        (concat.attribute("axis")?.int()? == 0).then_some(())?;
+        concat
             .inputs
             .iter()
             .map(|piece| match self.ints(piece) {
-                Some(values) => Some(values.len()),
+                Some(values) => Some((values.len(), *piece)),
                 // A scalar made one-element: how exporters build shapes from `Shape` lookups.
-                None => self.made_by(piece, "Unsqueeze").map(|_| 1),
+                None => self.made_by(piece, "Unsqueeze").map(|_| (1, *piece)),
             })
-            .sum();
-        pieces == Some(3)
+            .collect()
     }
 
     /// Whether `name` is the last dimension of one of `tensors`, as a one-element tensor.
@@ -166,7 +175,8 @@ impl<'a> Graph<'a> {
             return false;
         };
         if node.is("Slice")
-            && shape_of(node.inputs[0]).is_some_and(|s| s.attribute("start").is_none())
+            && shape_of(node.inputs[0])
+                .is_some_and(|s| s.attribute("start").is_none() && s.attribute("end").is_none())
         {
             let arg = |i: usize| {
                 node.inputs
