@@ -69,25 +69,49 @@ fn collect_garbage(file: &std::path::Path, delete: bool) -> Result<String, Strin
     use discl::store::gc;
     let pipeline = Pipeline::from_file(file).map_err(|e| e.to_string())?;
     let output = &pipeline.compiled().pipeline.output;
-    let garbage = gc::find(output).map_err(|e| e.to_string())?;
-    for path in garbage.images.iter().chain(&garbage.sheets) {
+    let garbage = gc::find(output, &models_in_use(&pipeline)?).map_err(|e| e.to_string())?;
+    for path in garbage
+        .images
+        .iter()
+        .chain(&garbage.sheets)
+        .chain(&garbage.models)
+    {
         println!("{path}");
     }
     let what = format!(
-        "{} image(s) and {} contact sheet(s), {:.1} MiB",
+        "{} image(s), {} contact sheet(s) and {} rewritten UNet(s), {:.1} MiB",
         garbage.images.len(),
         garbage.sheets.len(),
+        garbage.models.len(),
         garbage.bytes as f64 / (1024.0 * 1024.0)
     );
     let read = format!("{} snapshot(s) read", garbage.snapshots);
     if !delete {
         return Ok(format!(
-            "{}: {what} that no kept snapshot refers to ({read}); --delete removes them",
+            "{}: {what} that nothing kept refers to ({read}); --delete removes them",
             output.display()
         ));
     }
     gc::remove(output, &garbage).map_err(|e| e.to_string())?;
     Ok(format!("{}: removed {what} ({read})", output.display()))
+}
+
+/// The folders under `state/models/` the graph's nodes ask for: a rewritten UNet per model
+/// digest and form. A model folder that cannot be read is an error (nothing is listed then).
+fn models_in_use(pipeline: &Pipeline) -> Result<Vec<String>, String> {
+    let compiled = pipeline.compiled();
+    let mut names = Vec::new();
+    for node in compiled.nodes.values() {
+        let (Some(model), Some(form)) = (node.op.model(), node.op.unet_form()) else {
+            continue;
+        };
+        let folder = &compiled.models[model].0.path;
+        let digest = discl::runtime::diffusion::digest::folder_digest(folder).map_err(|e| {
+            format!("model `{model}`: {e}; cannot tell which rewritten UNets are in use")
+        })?;
+        names.extend(discl::runtime::rewrite::folder_name(&digest, form));
+    }
+    Ok(names)
 }
 
 /// A watch interval: positive, finite seconds that fit a `Duration` (no busy loop, no panic).

@@ -3,7 +3,10 @@
 //! set, their versions were pruned, a retry that was not kept — and, when asked, their
 //! removal. Listing is the default; removing takes the image indexes first (so it refuses
 //! while a run holds them), deletes the files, then forgets their index entries. A later run
-//! that needs a removed image makes it again. Quality histograms and answers are left alone.
+//! that needs a removed image makes it again. Also listed: the rewritten UNets under
+//! `state/models/` that the graph no longer asks for (another model, another form) and the
+//! folders of rewrites a killed run left unfinished. Quality histograms and answers are left
+//! alone.
 
 mod references;
 
@@ -21,13 +24,16 @@ pub struct Garbage {
     pub images: Vec<String>,
     /// Contact sheets of sources or stages no snapshot has.
     pub sheets: Vec<String>,
+    /// Entries of `state/models/` (rewritten UNets) not in use, and unfinished rewrites.
+    pub models: Vec<String>,
     pub bytes: u64,
     /// Snapshot folders read.
     pub snapshots: usize,
 }
 
-/// Lists what no kept snapshot under `output` refers to; removes nothing.
-pub fn find(output: &Path) -> Result<Garbage, StoreError> {
+/// Lists what no kept snapshot under `output` refers to, and the entries of `state/models/`
+/// not named in `models_in_use`; removes nothing.
+pub fn find(output: &Path, models_in_use: &[String]) -> Result<Garbage, StoreError> {
     let kept = references(output)?;
     let mut garbage = Garbage {
         snapshots: kept.snapshots,
@@ -51,8 +57,24 @@ pub fn find(output: &Path) -> Result<Garbage, StoreError> {
             }
         }
     }
+    let models = output.join(crate::runtime::rewrite::FOLDER);
+    let entries = match std::fs::read_dir(&models) {
+        Ok(entries) => entries.filter_map(|e| e.ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(StoreError::io(&models, e)),
+    };
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !models_in_use.contains(&name) {
+            garbage.bytes += tree_size(&entry.path());
+            let relative = entry.path();
+            let relative = relative.strip_prefix(output).unwrap_or(&relative);
+            garbage.models.push(relative.to_string_lossy().into_owned());
+        }
+    }
     garbage.images.sort();
     garbage.sheets.sort();
+    garbage.models.sort();
     Ok(garbage)
 }
 
@@ -74,6 +96,19 @@ pub fn remove(output: &Path, garbage: &Garbage) -> Result<(), StoreError> {
     for relative in garbage.images.iter().chain(&garbage.sheets) {
         let path = output.join(relative);
         match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&path, e)),
+        }
+    }
+    for relative in &garbage.models {
+        let path = output.join(relative);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io(&path, e)),
@@ -130,6 +165,18 @@ fn files(output: &Path, folder: &Path) -> Result<Vec<(PathBuf, String)>, StoreEr
 
 fn size(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).map_or(0, |m| m.len())
+}
+
+/// The bytes of the files under `path` (links not followed).
+fn tree_size(path: &Path) -> u64 {
+    let folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    match std::fs::read_dir(path) {
+        Ok(entries) if folder => entries
+            .filter_map(|e| e.ok())
+            .map(|e| tree_size(&e.path()))
+            .sum(),
+        _ => size(path),
+    }
 }
 
 #[cfg(test)]

@@ -76,8 +76,8 @@ fn gc_lists_then_removes_what_no_snapshot_refers_to() {
     assert_eq!(
         said,
         format!(
-            "{}: 0 image(s) and 0 contact sheet(s), 0.0 MiB that no kept snapshot refers to \
-             (2 snapshot(s) read); --delete removes them\n",
+            "{}: 0 image(s), 0 contact sheet(s) and 0 rewritten UNet(s), 0.0 MiB that nothing \
+             kept refers to (2 snapshot(s) read); --delete removes them\n",
             out.display()
         )
     );
@@ -97,7 +97,7 @@ fn gc_lists_then_removes_what_no_snapshot_refers_to() {
         .count();
     assert_eq!((images, sheets, listed.len()), (8, 2, 10), "{listed:?}");
     assert!(
-        said.contains(": 8 image(s) and 2 contact sheet(s), "),
+        said.contains(": 8 image(s), 2 contact sheet(s) and 0 rewritten UNet(s), "),
         "{said}"
     );
     assert!(listed.iter().all(|p| out.join(p).exists()), "a dry run");
@@ -105,7 +105,7 @@ fn gc_lists_then_removes_what_no_snapshot_refers_to() {
     let (removed, said) = gc(&file, true);
     assert_eq!(removed, listed);
     assert!(
-        said.contains(": removed 8 image(s) and 2 contact sheet(s), "),
+        said.contains(": removed 8 image(s), 2 contact sheet(s) and 0 rewritten UNet(s), "),
         "{said}"
     );
     assert!(listed.iter().all(|p| !out.join(p).exists()));
@@ -113,4 +113,57 @@ fn gc_lists_then_removes_what_no_snapshot_refers_to() {
 
     // The kept sample's images are still served; the others are made again when needed.
     assert_eq!(made(&run_text(&graph(&out, 3), 1)), (8, 4));
+}
+
+/// Rewritten UNets the graph no longer asks for, and a rewrite a killed run left unfinished,
+/// are listed and removed; the one in use is kept.
+#[test]
+fn gc_lists_then_removes_rewritten_unets_no_node_asks_for() {
+    use crate::generate_run::{pipeline, run};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = dir.path().join("gen.toml");
+    let settings = "levels = [0.5]\nsteps = 2\nscheduler = \"ddim\"";
+    let fused = pipeline(
+        &out,
+        "tiny-sd",
+        &format!("{settings}\nattention = \"fused\""),
+    );
+    std::fs::write(&file, &fused).unwrap();
+    run(&fused);
+    let models = out.join("state/models");
+    let unfinished = models.join(".abc-unet-fused-attention-v1.tmp-4194305-0");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("model.onnx"), b"half written").unwrap();
+    let rewritten: Vec<String> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with("-unet-fused-attention-v1"))
+        .collect();
+    assert_eq!(rewritten.len(), 1, "{rewritten:?}");
+    let in_models = |listed: &[String]| -> Vec<String> {
+        listed
+            .iter()
+            .filter(|p| p.starts_with("state/models/"))
+            .cloned()
+            .collect()
+    };
+
+    let (listed, stderr) = gc(&file, false);
+    assert_eq!(
+        in_models(&listed),
+        ["state/models/.abc-unet-fused-attention-v1.tmp-4194305-0"],
+        "{stderr}"
+    );
+    // The graph no longer asks for fused attention: its UNet is listed too, then removed.
+    std::fs::write(&file, pipeline(&out, "tiny-sd", settings)).unwrap();
+    let (listed, stderr) = gc(&file, false);
+    assert_eq!(in_models(&listed).len(), 2, "{listed:?}");
+    assert!(
+        listed.contains(&format!("state/models/{}", rewritten[0])),
+        "{listed:?}"
+    );
+    assert!(stderr.contains("2 rewritten UNet(s)"), "{stderr}");
+    gc(&file, true);
+    assert_eq!(std::fs::read_dir(&models).unwrap().count(), 0);
 }

@@ -171,6 +171,10 @@ impl Op for GenerateConfig {
     fn model(&self) -> Option<&str> {
         Some(&self.model)
     }
+    fn unet_form(&self) -> Option<UnetForm> {
+        let (attention, quantize) = (self.attention.unwrap_or_default(), self.quantize.unwrap_or_default());
+        Some(UnetForm { attention, quantize })
+    }
     fn dot_detail(&self) -> String {
         let levels: Vec<f64> = self.levels.0.iter().map(|l| *l as f64 / 1000.0).collect();
         format!("model {}, λ {levels:?} × {} seed(s)", self.model, self.seeds)
@@ -184,7 +188,7 @@ impl Op for GenerateConfig {
             (Some(_), false) => String::new(),
             (None, false) => " (default)".into(),
         };
-        let form = self.unet_form();
+        let form = Op::unet_form(self).unwrap_or_default();
         let mut unet = String::new();
         if form.attention == Attention::Fused {
             unet.push_str(", UNet attention fused");
@@ -289,17 +293,10 @@ impl GenerateConfig {
         })
     }
 
-    fn unet_form(&self) -> UnetForm {
-        UnetForm {
-            attention: self.attention.unwrap_or_default(),
-            quantize: self.quantize.unwrap_or_default(),
-        }
-    }
-
     /// The UNet file to open instead of the folder's own: its rewritten form when the node
     /// asks for one (made now unless an earlier run made it).
     fn unet_file(&self, pool: &ModelPool) -> Result<Option<std::path::PathBuf>, Vec<OpError>> {
-        let form = self.unet_form();
+        let form = Op::unet_form(self).unwrap_or_default();
         if form.variant().is_none() {
             return Ok(None);
         }
@@ -362,7 +359,7 @@ impl Opened for OpenedGenerate {
     fn start(self: Box<Self>, run: &mut StartContext) -> Result<Arc<dyn Node>, String> {
         let store = run.image_store()?;
         let model_digest = self.models[0].digest;
-        let unet_variant = self.config.unet_form().variant();
+        let unet_variant = Op::unet_form(&self.config).and_then(|f| f.variant());
         let sessions = self.models.len();
         // Jobs large enough to batch across levels, small enough to keep every session busy.
         // Images made one per UNet call have nothing to batch: one a job, so even a refresh of

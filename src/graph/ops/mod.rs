@@ -124,6 +124,11 @@ pub trait Op: fmt::Debug + Send + Sync {
     fn trainer(&self) -> Option<&train::TrainConfig> {
         None
     }
+    /// For a node generating with a diffusion model: the form of the UNet it asks for (a
+    /// rewrite made once under the output folder, see `runtime::rewrite`).
+    fn unet_form(&self) -> Option<crate::runtime::rewrite::UnetForm> {
+        None
+    }
     /// For a node that writes snapshots (a sink): how many versions it keeps before its
     /// current one.
     fn kept_versions(&self) -> Option<usize> {

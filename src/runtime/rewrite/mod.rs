@@ -89,6 +89,16 @@ impl UnetForm {
     }
 }
 
+/// Where rewritten UNets live, under a run's output folder.
+pub const FOLDER: &str = "state/models";
+
+/// The folder (under [`FOLDER`]) of the UNet of the model with `digest` in `form`; `None` for
+/// the model as exported.
+pub fn folder_name(digest: &Digest, form: UnetForm) -> Option<String> {
+    let variant = form.variant()?;
+    Some(format!("{}-unet-{variant}", digest.to_hex()))
+}
+
 /// The UNet file of the model folder `model` (whose digest is `digest`) in `form`, made now
 /// unless a run made it before; `None` for the model as exported. Errors name the file that
 /// could not be read, rewritten or written.
@@ -98,12 +108,10 @@ pub fn rewritten_unet(
     output: &Path,
     form: UnetForm,
 ) -> Result<Option<PathBuf>, RuntimeError> {
-    let Some(variant) = form.variant() else {
+    let Some(name) = folder_name(digest, form) else {
         return Ok(None);
     };
-    let folder = output
-        .join("state/models")
-        .join(format!("{}-unet-{variant}", digest.to_hex()));
+    let folder = output.join(FOLDER).join(name);
     let file = folder.join("model.onnx");
     if file.is_file() {
         return Ok(Some(file));

@@ -78,7 +78,7 @@ fn lists_what_no_kept_snapshot_names_and_removes_it_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
     let keys = output_folder(out);
-    let found = find(out).unwrap();
+    let found = find(out, &[]).unwrap();
     let mut images = vec![
         image_file(&keys[3]),
         image_file(&keys[4]),
@@ -93,6 +93,7 @@ fn lists_what_no_kept_snapshot_names_and_removes_it_only_when_asked() {
                 "report/spectrum/gone-0000000000000002.png".into(),
                 "report/stages/manifests-mix-stage-3.png".into(),
             ],
+            models: Vec::new(),
             bytes: 3 + 3 + 4 + 5 + 5,
             snapshots: 3,
         }
@@ -125,5 +126,5 @@ fn lists_what_no_kept_snapshot_names_and_removes_it_only_when_asked() {
     assert!(out
         .join("report/quality/manifests-quality-lambda-0500.png")
         .exists());
-    assert_eq!(find(out).unwrap().images, Vec::<String>::new());
+    assert_eq!(find(out, &[]).unwrap().images, Vec::<String>::new());
 }
