@@ -3,7 +3,9 @@
 //! kill once left an index that never opened again), after the first and the fourth UNet
 //! batch's images are stored, after the sink's write and at the commit — and run again. The
 //! second run makes only the images the first did not store, and the output folder ends byte
-//! for byte like an uninterrupted run's: manifests, errors, images and contact sheets.
+//! for byte like an uninterrupted run's: manifests, errors, images and contact sheets. The one
+//! thing a kill may add: a runner killed while another was writing an image leaves that write's
+//! temporary file (`synthetic/xx/.<key>.png.tmp-<pid>-<n>`), which `discl gc` lists.
 
 use crate::common;
 
@@ -178,7 +180,17 @@ fn a_run_killed_anywhere_resumes_to_the_same_bytes() {
         assert_eq!(run(&dir, Some(kill)), None, "{name}: killed");
         let made = run(&dir, None).unwrap_or_else(|| panic!("{name}: the rerun was killed"));
         assert!(made <= 12 - stored, "{name}: {made} images made again");
-        let got = files(&dir);
+        let (got, leftovers): (BTreeMap<_, _>, BTreeMap<_, _>) = files(&dir)
+            .into_iter()
+            .partition(|(file, _)| !file.contains(".tmp-"));
+        for file in leftovers.keys() {
+            let base = file.rsplit('/').next().unwrap();
+            let image = base.split(".tmp-").next().unwrap().trim_start_matches('.');
+            assert!(
+                file.starts_with("synthetic/") && got.keys().any(|f| f.ends_with(image)),
+                "{name}: a kill left {file}, not an unfinished image write"
+            );
+        }
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             expected.keys().collect::<Vec<_>>(),
