@@ -183,8 +183,8 @@ impl GenerateParams {
         if self.vae_posterior && key.level > 0 && self.settings.vae_latent == VaeLatent::Sample {
             h.update(b"vae_latent = sample");
         }
-        // A rewritten UNet (int8, fused attention) makes other images; the model as exported adds nothing, so
-        // the images made before the option existed keep their keys.
+        // A rewritten UNet (int8, fused attention) makes other images; the model as exported
+        // adds nothing, so the images made before the options existed keep their keys.
         if let Some(variant) = &self.unet_variant {
             h.update(b"unet = ");
             h.update(variant.as_bytes());

@@ -22,11 +22,7 @@ const MIN_BYTES: usize = 1024;
 pub fn weights_in_place(model: &[u8], location: &str) -> Result<Option<Vec<u8>>, String> {
     let base = model.as_ptr() as usize;
     let model_fields = wire::fields(model)?;
-    let Some(graph_bytes) = model_fields
-        .iter()
-        .find(|f| f.number == GRAPH)
-        .and_then(Field::bytes)
-    else {
+    let Ok(graph_bytes) = super::node::graph_of(&model_fields) else {
         return Ok(None);
     };
     let mut moved = 0usize;

@@ -1,9 +1,9 @@
-//! int8 dynamic quantisation of a UNet for the CPU: every `MatMul` whose second input is a constant float matrix [K, N]
-//! becomes ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul` with that matrix in int8,
-//! symmetric per column (scale = max |column| / 127, zero point 0); its activations are
-//! quantized to uint8 on the fly, call by call. Float matrices no other node reads are dropped.
-//! Everything else in the file is copied field for field. Convolutions stay float: ONNX
-//! Runtime's `ConvInteger` measured slower than its float convolutions.
+//! int8 dynamic quantisation of a UNet for the CPU: every `MatMul` whose second input is a
+//! constant float matrix [K, N] becomes ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul`
+//! with that matrix in int8, symmetric per column (scale = max |column| / 127, zero point 0);
+//! its activations are quantized to uint8 on the fly, call by call. Float matrices no other
+//! node reads are dropped. Everything else in the file is copied field for field. Convolutions
+//! stay float: ONNX Runtime's `ConvInteger` measured slower than its float convolutions.
 
 use super::node::{self, Node, GRAPH_INPUT, GRAPH_OUTPUT, INITIALIZER, NODE};
 use super::node::{MICROSOFT, NODE_DOMAIN, NODE_INPUT, NODE_OP_TYPE};

@@ -65,6 +65,11 @@ impl<'a> Node<'a> {
         })
     }
 
+    /// Input `i`, when the node has it (a malformed node may have fewer than its operator's).
+    pub fn input(&self, i: usize) -> Option<&'a str> {
+        self.inputs.get(i).copied()
+    }
+
     /// Whether this is the standard ONNX operator `op_type`.
     pub fn is(&self, op_type: &str) -> bool {
         self.op_type == op_type && matches!(self.domain, "" | "ai.onnx")

@@ -1,6 +1,7 @@
-//! ONNX `TensorProto`s as the int8 rewrite needs them: a constant's name, type, shape and float
+//! ONNX `TensorProto`s as the rewrites need them: a constant's name, type, shape and float
 //! values (inline as `raw_data` or `float_data`, or in an external data file beside the model),
-//! and new tensors written inline or appended to a new data file.
+//! small integer and scalar constants (shapes, scales), and new tensors written inline or
+//! appended to a new data file.
 
 use super::wire::{self, Field, Value};
 use std::io::Write;

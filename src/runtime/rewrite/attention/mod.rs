@@ -41,6 +41,41 @@ impl Summary {
     }
 }
 
+/// The nodes still needed (by index) and the names they read, traced back from the graph's
+/// `outputs` with each replaced node reading its new inputs. Not by list order: converters
+/// such as float16's append nodes out of order, and ONNX Runtime sorts the graph itself.
+fn live_nodes<'a>(
+    graph: &Graph<'a>,
+    replaced: &HashMap<usize, (Vec<u8>, Vec<&'a str>)>,
+    outputs: &'a [String],
+) -> (Vec<bool>, HashSet<&'a str>) {
+    let reads = |i: usize| match replaced.get(&i) {
+        Some((_, inputs)) => inputs,
+        None => &graph.nodes[i].inputs,
+    };
+    let mut keep = vec![false; graph.nodes.len()];
+    let mut wanted: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if node.outputs.is_empty() {
+            keep[i] = true;
+            wanted.extend(reads(i));
+        }
+    }
+    let mut needed = HashSet::new();
+    while let Some(name) = wanted.pop() {
+        if !needed.insert(name) {
+            continue;
+        }
+        if let Some(&i) = graph.producer.get(name) {
+            if !keep[i] {
+                keep[i] = true;
+                wanted.extend(reads(i));
+            }
+        }
+    }
+    (keep, needed)
+}
+
 /// Fuses every attention block of `model` (an ONNX file's bytes) it recognises. External data
 /// references are kept as they are.
 pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
@@ -78,8 +113,8 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
     }
 
     let mut summary = Summary::default();
-    let mut replaced: HashMap<usize, Vec<u8>> = HashMap::new();
-    let mut reads: HashMap<usize, Vec<&str>> = HashMap::new();
+    // Node index → the fused node's bytes and its inputs.
+    let mut replaced: HashMap<usize, (Vec<u8>, Vec<&str>)> = HashMap::new();
     for softmax in graph.nodes.iter().filter(|n| n.is("Softmax")) {
         summary.softmaxes += 1;
         let Some(found) = graph.find(softmax, opset) else {
@@ -101,37 +136,17 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
             &[found.output],
             &attributes,
         );
-        replaced.insert(found.at, bytes);
-        reads.insert(found.at, inputs.to_vec());
+        replaced.insert(found.at, (bytes, inputs.to_vec()));
         summary.fused += 1;
     }
 
-    // Nodes kept: those whose outputs something still reads, traced back from the graph's
-    // outputs (not by list order: converters such as float16's append nodes out of order, and
-    // ONNX Runtime sorts the graph itself). A graph with subgraphs keeps all: their reads are
-    // not among the node inputs above.
     let outputs = node::value_names(&graph_fields, GRAPH_OUTPUT)?;
     let inputs = node::value_names(&graph_fields, node::GRAPH_INPUT)?;
-    let mut needed: HashSet<&str> = HashSet::new();
-    let mut keep = vec![subgraphs; graph.nodes.len()];
-    let mut wanted: Vec<&str> = outputs.iter().map(String::as_str).collect();
-    for (i, node) in graph.nodes.iter().enumerate() {
-        if subgraphs || node.outputs.is_empty() {
-            keep[i] = true;
-            wanted.extend(reads.get(&i).unwrap_or(&node.inputs));
-        }
-    }
-    while let Some(name) = wanted.pop() {
-        if !needed.insert(name) {
-            continue;
-        }
-        if let Some(&i) = graph.producer.get(name) {
-            if !keep[i] {
-                keep[i] = true;
-                wanted.extend(reads.get(&i).unwrap_or(&graph.nodes[i].inputs));
-            }
-        }
-    }
+    let (keep, needed) = match subgraphs {
+        // Names read inside subgraphs are not among the node inputs: keep every node.
+        true => (vec![true; graph.nodes.len()], HashSet::new()),
+        false => live_nodes(&graph, &replaced, &outputs),
+    };
     summary.removed = keep.iter().filter(|k| !**k).count();
 
     let mut new_graph = Vec::with_capacity(graph_bytes.len());
@@ -143,7 +158,7 @@ pub fn fuse(model: &[u8]) -> Result<(Vec<u8>, Summary), String> {
                 for (i, field) in graph_fields.iter().filter(|f| f.number == NODE).enumerate() {
                     match (keep[i], replaced.get(&i)) {
                         (false, _) => {}
-                        (true, Some(bytes)) => wire::put_bytes(&mut new_graph, NODE, bytes),
+                        (true, Some((bytes, _))) => wire::put_bytes(&mut new_graph, NODE, bytes),
                         (true, None) => wire::put(&mut new_graph, field),
                     }
                 }

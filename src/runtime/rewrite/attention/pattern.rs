@@ -48,8 +48,8 @@ impl<'a> Graph<'a> {
     fn through_casts(&self, mut name: &'a str) -> &'a str {
         // Bounded: a malformed graph may chain casts in a cycle.
         for _ in 0..self.nodes.len() {
-            match self.made_by(name, "Cast") {
-                Some(cast) => name = cast.inputs[0],
+            match self.made_by(name, "Cast").and_then(|cast| cast.input(0)) {
+                Some(input) => name = input,
                 None => break,
             }
         }
@@ -104,9 +104,9 @@ impl<'a> Graph<'a> {
     fn heads_split(&self, name: &str, perm: &[i64]) -> Option<(&'a str, i64)> {
         let (transpose, found) = self.perm(name)?;
         (found == perm).then_some(())?;
-        let reshape = self.made_by(transpose.inputs[0], "Reshape")?;
+        let reshape = self.made_by(transpose.input(0)?, "Reshape")?;
         Some((
-            reshape.inputs[0],
+            reshape.input(0)?,
             self.heads_in_shape(reshape.inputs.get(1)?)?,
         ))
     }
@@ -119,7 +119,7 @@ impl<'a> Graph<'a> {
         }
         let (transpose, perm) = self.perm(name)?;
         (perm == [0, 1, 3, 2]).then_some(())?;
-        self.heads_split(transpose.inputs[0], &[0, 2, 1, 3])
+        self.heads_split(transpose.input(0)?, &[0, 2, 1, 3])
     }
 
     /// H of a reshape to `[B, S, H, D]`: a constant shape, or a `Concat` of four pieces whose
@@ -167,52 +167,53 @@ impl<'a> Graph<'a> {
 
     /// Whether `name` is the last dimension of one of `tensors`, as a one-element tensor.
     fn is_last_dim(&self, name: &str, tensors: &[&str]) -> bool {
-        let shape_of = |name: &str| {
-            self.made_by(name, "Shape")
-                .filter(|s| tensors.contains(&s.inputs[0]))
-        };
-        let Some(node) = self.producer(name) else {
-            return false;
-        };
-        if node.is("Slice")
-            && shape_of(node.inputs[0])
-                .is_some_and(|s| s.attribute("start").is_none() && s.attribute("end").is_none())
-        {
+        let last_dim = || {
+            let node = self.producer(name)?;
+            let shape_of = |name: &str| {
+                let shape = self.made_by(name, "Shape")?;
+                tensors.contains(&shape.input(0)?).then_some(shape)
+            };
+            if node.is("Shape") {
+                shape_of(node.outputs.first()?)?;
+                return Some(
+                    node.attribute("start").and_then(|a| a.int()) == Some(-1)
+                        && node.attribute("end").is_none(),
+                );
+            }
+            let shape = shape_of(node.input(0)?)?;
+            let whole = shape.attribute("start").is_none() && shape.attribute("end").is_none();
             let arg = |i: usize| {
-                node.inputs
-                    .get(i)
+                node.input(i)
                     .filter(|n| !n.is_empty())
                     .map(|n| self.ints(n))
             };
-            let starts = arg(1).flatten();
-            let ends = arg(2).flatten();
-            return starts.as_deref() == Some(&[-1])
-                && matches!(ends.as_deref(), Some([end]) if *end >= i64::from(i32::MAX))
-                && arg(3).is_none_or(|axes| axes.as_deref() == Some(&[0][..]))
-                && arg(4).is_none_or(|steps| steps.as_deref() == Some(&[1][..]));
-        }
-        if node.is("Shape") && tensors.contains(&node.inputs[0]) {
-            return node.attribute("start").and_then(|a| a.int()) == Some(-1)
-                && node.attribute("end").is_none();
-        }
-        false
+            let (starts, ends) = (arg(1).flatten(), arg(2).flatten());
+            Some(
+                node.is("Slice")
+                    && whole
+                    && starts.as_deref() == Some(&[-1])
+                    && matches!(ends.as_deref(), Some([end]) if *end >= i64::from(i32::MAX))
+                    && arg(3).is_none_or(|axes| axes.as_deref() == Some(&[0][..]))
+                    && arg(4).is_none_or(|steps| steps.as_deref() == Some(&[1][..])),
+            )
+        };
+        last_dim() == Some(true)
     }
 
     /// Whether `name` is √(1/√D) computed from the query's shape: the factor PyTorch's export
     /// multiplies query and key by for `scaled_dot_product_attention`'s default scale.
     fn is_default_root(&self, name: &'a str, query: &[&str]) -> bool {
         let step = |name: &'a str, op: &str| self.made_by(self.through_casts(name), op);
-        let Some(outer) = step(name, "Sqrt") else {
-            return false;
+        let root = || {
+            let outer = step(name, "Sqrt")?;
+            let div = step(outer.input(0)?, "Div")?;
+            let inner = step(div.input(1)?, "Sqrt")?;
+            Some(
+                self.float(self.through_casts(div.input(0)?)) == Some(1.0)
+                    && self.is_last_dim(self.through_casts(inner.input(0)?), query),
+            )
         };
-        let Some(div) = step(outer.inputs[0], "Div") else {
-            return false;
-        };
-        let Some(inner) = step(div.inputs[1], "Sqrt") else {
-            return false;
-        };
-        self.float(self.through_casts(div.inputs[0])) == Some(1.0)
-            && self.is_last_dim(self.through_casts(inner.inputs[0]), query)
+        root() == Some(true)
     }
 
     /// `name` without a `Mul` by a scale factor: the tensor (a transpose's output) and the
@@ -230,12 +231,14 @@ impl<'a> Graph<'a> {
         (name, None)
     }
 
+    /// The attention block around `softmax` (a model of ONNX `opset`), when it has the form
+    /// `MultiHeadAttention` can replace.
     pub(super) fn find(&self, softmax: &Node<'a>, opset: u64) -> Option<Fusion<'a>> {
         let axis = softmax.attribute("axis").and_then(|a| a.int());
         let last_axis = matches!(axis, Some(-1) | Some(3)) || (axis.is_none() && opset >= 13);
         last_axis.then_some(())?;
         // Scores, maybe scaled after the product by a constant.
-        let mut scores = softmax.inputs[0];
+        let mut scores = softmax.input(0)?;
         let mut after = 1.0f32;
         if let Some(op) = self.producer(scores).filter(|n| n.is("Mul") || n.is("Div")) {
             let [a, b] = op.inputs[..] else { return None };
@@ -255,7 +258,7 @@ impl<'a> Graph<'a> {
         let (query, heads) = self.heads_split(q, &[0, 2, 1, 3])?;
         let (key, key_heads) = self.key_split(k)?;
         // The query as split into heads, and before its transpose: both end in D.
-        let split = [q, self.producer(q)?.inputs[0]];
+        let split = [q, self.producer(q)?.input(0)?];
         let scale = match (q_factor, k_factor) {
             (Some(a), Some(b))
                 if self.is_default_root(a, &split) && self.is_default_root(b, &split) =>
@@ -271,12 +274,13 @@ impl<'a> Graph<'a> {
         let [probabilities, v] = weighted.inputs[..] else {
             return None;
         };
-        (weighted.is("MatMul") && probabilities == softmax.outputs[0]).then_some(())?;
+        (weighted.is("MatMul") && Some(&probabilities) == softmax.outputs.first()).then_some(())?;
         let (value, value_heads) = self.heads_split(v, &[0, 2, 1, 3])?;
         (heads == key_heads && heads == value_heads).then_some(())?;
         let (_, merge) = self.only_reader(weighted.outputs.first()?)?;
-        (merge.is("Transpose") && merge.attribute("perm")?.ints()? == [0, 2, 1, 3]).then_some(())?;
-        let (at, reshape) = self.only_reader(merge.outputs.first()?)?;
+        let merged = merge.outputs.first()?;
+        (self.perm(merged)?.1 == [0, 2, 1, 3]).then_some(())?;
+        let (at, reshape) = self.only_reader(merged)?;
         (reshape.is("Reshape") && self.is_rank3_shape(reshape.inputs.get(1)?)).then_some(())?;
         Some(Fusion {
             at,
