@@ -1,6 +1,7 @@
 //! Model execution, independent of timely: ONNX Runtime sessions, model metadata, image
 //! decoding, and the inference service that runs batches on threads of its own.
 
+pub mod choice;
 pub mod classifier;
 pub mod device;
 pub mod diffusion;

@@ -18,6 +18,26 @@ pub fn temp_sibling(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Whether `name` is a [`temp_sibling`] of a process still running on this machine (a write
+/// in progress, not a crash's leftover). Names of no temporary file are `false`.
+pub fn is_live_temp(name: &str) -> bool {
+    let Some((_, owner)) = name.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let pid = owner.split_once('-').map_or(owner, |(pid, _)| pid);
+    match pid.parse::<libc::pid_t>() {
+        Ok(pid) if pid > 0 => process_alive(pid),
+        _ => false,
+    }
+}
+
+/// `kill(pid, 0)`: the process exists (EPERM: it exists but is another user's).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that `pid` names a process.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Writes `bytes` to `target` atomically and durably (fsync of the file and its folder).
 pub fn write_file(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_file_with(target, bytes, true)
@@ -75,5 +95,17 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
         replace_symlink(&dir.path().join("a/current"), "b.txt").unwrap();
         assert_eq!(fs::read(dir.path().join("a/current")).unwrap(), b"two");
+    }
+
+    #[test]
+    fn temporary_files_of_live_processes_are_told_apart() {
+        let mine = temp_sibling(Path::new("/x/model-unet-form"));
+        let mine = mine.file_name().unwrap().to_str().unwrap();
+        assert!(is_live_temp(mine), "{mine}: this process is running");
+        // pid_max is at most 2^22 on Linux: this pid names no process.
+        assert!(!is_live_temp(".model-unet-form.tmp-2147483000-0"));
+        assert!(!is_live_temp("ab12.png"));
+        assert!(!is_live_temp(".x.tmp-notapid-3"));
+        assert!(!is_live_temp(".x.tmp-0-3"), "pid 0 is not a writer");
     }
 }

@@ -5,13 +5,15 @@
 //! while a run holds them), deletes the files, then forgets their index entries. A later run
 //! that needs a removed image makes it again. Also listed: the rewritten UNets under
 //! `state/models/` that the graph no longer asks for (another model, another form) and the
-//! folders of rewrites a killed run left unfinished. Quality histograms and answers are left
-//! alone.
+//! folders of rewrites a killed run left unfinished. A temporary file or folder whose writer is
+//! still running on this machine (its name carries the pid) is a write in progress, never
+//! garbage. Quality histograms and answers are left alone.
 
 mod references;
 
 pub use references::{image_key, references, References};
 
+use super::atomic::is_live_temp;
 use super::error::StoreError;
 use super::images::ImageStore;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,9 @@ pub fn find(output: &Path, models_in_use: &[String]) -> Result<Garbage, StoreErr
     for prefix in references::subfolders(&output.join("synthetic"))? {
         for (path, relative) in files(output, &prefix)? {
             let name = relative.rsplit('/').next().unwrap_or_default();
+            if is_live_temp(name) {
+                continue;
+            }
             if image_key(name).is_none_or(|key| !kept.images.contains(&key)) {
                 garbage.bytes += size(&path);
                 garbage.images.push(relative);
@@ -65,7 +70,7 @@ pub fn find(output: &Path, models_in_use: &[String]) -> Result<Garbage, StoreErr
     };
     for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !models_in_use.contains(&name) {
+        if !models_in_use.contains(&name) && !is_live_temp(&name) {
             garbage.bytes += tree_size(&entry.path());
             let relative = entry.path();
             let relative = relative.strip_prefix(output).unwrap_or(&relative);

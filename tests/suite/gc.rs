@@ -135,6 +135,12 @@ fn gc_lists_then_removes_rewritten_unets_no_node_asks_for() {
     let unfinished = models.join(".abc-unet-fused-attention-v1.tmp-4194305-0");
     std::fs::create_dir_all(&unfinished).unwrap();
     std::fs::write(unfinished.join("model.onnx"), b"half written").unwrap();
+    // A rewrite in progress: its writer (this test's process) is running.
+    let in_progress = models.join(format!(
+        ".abd-unet-fused-attention-v1.tmp-{}-0",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&in_progress).unwrap();
     let rewritten: Vec<String> = std::fs::read_dir(&models)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -165,5 +171,9 @@ fn gc_lists_then_removes_rewritten_unets_no_node_asks_for() {
     );
     assert!(stderr.contains("2 rewritten UNet(s)"), "{stderr}");
     gc(&file, true);
-    assert_eq!(std::fs::read_dir(&models).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left, [in_progress], "only the write in progress is left");
 }

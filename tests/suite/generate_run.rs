@@ -371,7 +371,7 @@ fn vae_latent_is_checked() {
         "levels = [0.5]\nvae_latent = \"argmax\"",
     ));
     assert!(
-        err.contains("vae_latent `argmax` is not one of `sample`, `mean`"),
+        err.contains("unknown vae_latent `argmax` (expected \"sample\" or \"mean\")"),
         "{err}"
     );
     for mode in ["sample", "mean"] {

@@ -35,13 +35,8 @@ impl fmt::Display for VaeLatent {
 impl std::str::FromStr for VaeLatent {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sample" => Ok(VaeLatent::Sample),
-            "mean" => Ok(VaeLatent::Mean),
-            other => Err(format!(
-                "vae_latent `{other}` is not one of `sample`, `mean`"
-            )),
-        }
+        let choices = [("sample", VaeLatent::Sample), ("mean", VaeLatent::Mean)];
+        crate::runtime::choice::one_of("vae_latent", s, &choices)
     }
 }
 
@@ -127,7 +122,7 @@ mod tests {
         }
         assert_eq!(VaeLatent::default(), VaeLatent::Sample);
         let err = "argmax".parse::<VaeLatent>().unwrap_err();
-        assert!(err.contains("`sample`, `mean`"), "{err}");
+        assert!(err.contains("(expected \"sample\" or \"mean\")"), "{err}");
     }
 
     #[test]

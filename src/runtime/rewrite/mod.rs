@@ -35,13 +35,8 @@ pub enum Quantize {
 impl std::str::FromStr for Quantize {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "none" => Ok(Quantize::None),
-            "int8" => Ok(Quantize::Int8),
-            other => Err(format!(
-                "unknown quantize `{other}` (expected \"none\" or \"int8\")"
-            )),
-        }
+        let choices = [("none", Quantize::None), ("int8", Quantize::Int8)];
+        crate::runtime::choice::one_of("quantize", text, &choices)
     }
 }
 
@@ -58,13 +53,11 @@ pub enum Attention {
 impl std::str::FromStr for Attention {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "as-exported" => Ok(Attention::AsExported),
-            "fused" => Ok(Attention::Fused),
-            other => Err(format!(
-                "unknown attention `{other}` (expected \"as-exported\" or \"fused\")"
-            )),
-        }
+        let choices = [
+            ("as-exported", Attention::AsExported),
+            ("fused", Attention::Fused),
+        ];
+        crate::runtime::choice::one_of("attention", text, &choices)
     }
 }
 

@@ -18,7 +18,11 @@ fn output_folder(out: &Path) -> [Digest; 5] {
     for key in &keys {
         write(&out.join(image_file(key)), b"png");
     }
-    write(&out.join("synthetic/aa/.x.png.tmp-7-0"), b"torn");
+    // A crash's leftover (pid_max is at most 2^22: no process has this pid) and a write in
+    // progress (this process's).
+    write(&out.join("synthetic/aa/.x.png.tmp-4194305-0"), b"torn");
+    let writing = format!("synthetic/aa/.y.png.tmp-{}-0", std::process::id());
+    write(&out.join(writing), b"half");
     let synthetic = format!(
         "{{\"key\":{{\"sample\":9,\"level\":500,\"seed\":0,\"prompt\":\"p\"}},\"path\":\"{}\",\
          \"source\":\"/d/bag/b.png\"}}\n",
@@ -82,7 +86,7 @@ fn lists_what_no_kept_snapshot_names_and_removes_it_only_when_asked() {
     let mut images = vec![
         image_file(&keys[3]),
         image_file(&keys[4]),
-        "synthetic/aa/.x.png.tmp-7-0".to_string(),
+        "synthetic/aa/.x.png.tmp-4194305-0".to_string(),
     ];
     images.sort();
     assert_eq!(
