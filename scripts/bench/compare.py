@@ -159,7 +159,8 @@ def common_args(a):
 
 
 FORMS = {"fp32": "", "int8": 'quantize = "int8"\n', "fused": 'attention = "fused"\n',
-         "fused+int8": 'attention = "fused"\nquantize = "int8"\n'}
+         "fused+int8": 'attention = "fused"\nquantize = "int8"\n', "batch1": "batch_size = 1\n",
+         "batch2": "batch_size = 2\n", "batch4": "batch_size = 4\n", "batch8": "batch_size = 8\n"}
 
 
 def discl_graph(a, out, one_thread, form):
@@ -241,7 +242,8 @@ def main():
     ap.add_argument("--batches", default="1,2,4")
     ap.add_argument("--peers", default="plain,optimum,diffusers")
     ap.add_argument("--forms", default="int8,fused",
-                    help="discl's rewritten UNets to run beside the exported one: int8, fused, fused+int8 (comma list)")
+                    help="discl's rewritten UNets to run beside the exported one: int8, fused, fused+int8; or a fixed batch "
+                         "instead of the measured one: batch1, batch2, batch4, batch8 (comma list)")
     ap.add_argument("--json")
     for hidden in ("--child", "--part", "--parts", "--threads", "--batch"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -260,9 +262,10 @@ def main():
     forms = list(dict.fromkeys(f for f in a.forms.split(",") if f))
     unknown = [f for f in forms if f not in FORMS or f == "fp32"]
     if unknown:
-        sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8")
+        sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8, batch1, batch2, batch4, batch8")
     rewrite_s = {}
-    for form in forms:  # each made once, outside every timed run; the whole-machine runs open the same file
+    rewrites = [f for f in forms if not f.startswith("batch")]
+    for form in rewrites:  # each made once, outside every timed run; the whole-machine runs open the same file
         started = time.perf_counter()
         run_discl(a, work, True, form)
         rewrite_s[form] = time.perf_counter() - started

@@ -350,7 +350,7 @@ fn run_prints_the_configuration_it_chose() {
         [
             format!("model cnn: cpu, 1 session run by {cores} runner(s) at once (default) × 1 thread(s) (used by node `scores`)"),
             format!("model gen: cpu, 1 session run by {cores} runner(s) at once (default) × 1 thread(s) (used by node `gen`)"),
-            "node gen: batch 1 image(s) per UNet call (default)".to_string(),
+            "node gen: batch 1 to 8 (the fastest measured) image(s) per UNet call (default)".to_string(),
         ]
     );
     assert_eq!(

@@ -178,9 +178,16 @@ fn images_are_the_same_bits_whatever_the_batch_size() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let mut manifests = Vec::new();
-        for batch in [1, 3, 8] {
+        let mut calls = Vec::new();
+        // No batch_size: on the CPU the node measures 1, 2, 4, 8 images per call as it goes.
+        for batch in ["1", "3", "8", "measured"] {
             let out = dir.path().join(format!("b{batch}"));
-            run(&pipeline(&out, model, &format!("{settings}\nbatch_size = {batch}")));
+            let asked = match batch {
+                "measured" => String::new(),
+                n => format!("batch_size = {n}"),
+            };
+            let summary = run(&pipeline(&out, model, &format!("{settings}\n{asked}")));
+            calls.push(summary.nodes["synthetic"].model_calls);
             let rows: Vec<(serde_json::Value, serde_json::Value)> = read_jsonl(&out, "out", "synthetic")
                 .into_iter()
                 .map(|r| (r["key"].clone(), r["digest"].clone()))
@@ -190,6 +197,9 @@ fn images_are_the_same_bits_whatever_the_batch_size() {
         assert!(!manifests[0].is_empty());
         assert_eq!(manifests[0], manifests[1], "{model}: batch 1 vs 3");
         assert_eq!(manifests[0], manifests[2], "{model}: batch 1 vs 8");
+        assert_eq!(manifests[0], manifests[3], "{model}: batch 1 vs measured");
+        // Measuring tries 2 images per call after three calls of 1, whatever it then keeps.
+        assert!(calls[3] < calls[0], "{model}: UNet calls {calls:?}");
     }
 }
 

@@ -2,16 +2,18 @@
 //! seeds), made by a diffusion model folder on the node's own inference service and kept in
 //! the content-addressed image store.
 
+mod batch;
+
 use super::context::Regenerator;
 use super::{Dataflow, GraphContext, ModelPool, Node, NodeInfo, Op, OpError, Opened, StartContext, Stream};
 use crate::operators::generate::{ClassNames, Prompts, DEFAULT_PROMPT};
 use crate::operators::{GenerateExt, GenerateParams, GenerateWorker};
 use crate::record::{Level, RecordKind};
+use crate::runtime::diffusion::batch_tuner::SharedTuner;
 use crate::runtime::diffusion::img2img::Generator;
 use crate::runtime::diffusion::model::Conditioning;
 use crate::runtime::device::Device;
 use crate::runtime::rewrite::{Attention, Quantize, UnetForm};
-use crate::runtime::memory;
 use crate::runtime::diffusion::{DiffusionModel, GenerationSettings, VaeLatent};
 use crate::runtime::scheduler::{Scheduler, SchedulerKind};
 use crate::runtime::{InferenceService, ModelMeta};
@@ -41,8 +43,8 @@ pub struct GenerateConfig {
     /// the model's own scheduler when absent.
     #[serde(default, deserialize_with = "super::some_from_str")]
     pub scheduler: Option<SchedulerKind>,
-    /// Images per UNet call (each call carries the guided and unguided halves); by default 1 on
-    /// the CPU (what measured fastest) and 8 on a GPU.
+    /// Images per UNet call (each call carries the guided and unguided halves); by default 8 on
+    /// a GPU, and on the CPU chosen by measuring 1, 2, 4 and 8 (within the memory budget).
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// `sample` (default: the VAE posterior's mean + std · noise, with the image's keyed
@@ -83,13 +85,6 @@ fn default_steps() -> usize {
 }
 fn default_guidance() -> f32 {
     3.0
-}
-/// Images per UNet call when the graph does not say: batching pays on a GPU, not on the CPU.
-fn default_gen_batch(device: Device) -> usize {
-    match device {
-        Device::Cpu => 1,
-        Device::Cuda(_) => 8,
-    }
 }
 
 /// Guidance levels in per mille, ascending and distinct.
@@ -180,14 +175,7 @@ impl Op for GenerateConfig {
         format!("model {}, λ {levels:?} × {} seed(s)", self.model, self.seeds)
     }
     fn configuration(&self, pool: &ModelPool) -> Option<String> {
-        let device = crate::runtime::onnx::resolved_device(&pool.session_options(&self.model));
-        let batch = self.batch_size_on(pool, device);
-        let asked = self.batch_size.unwrap_or(default_gen_batch(device));
-        let chosen = match (self.batch_size, batch < asked) {
-            (_, true) => format!(" ({asked} asked; the model's memory budget holds {batch})"),
-            (Some(_), false) => String::new(),
-            (None, false) => " (default)".into(),
-        };
+        let batch = self.batch_description(pool);
         let form = Op::unet_form(self).unwrap_or_default();
         let mut unet = String::new();
         if form.attention == Attention::Fused {
@@ -196,32 +184,17 @@ impl Op for GenerateConfig {
         if form.quantize == Quantize::Int8 {
             unet.push_str(", UNet weights int8");
         }
-        Some(format!("batch {batch} image(s) per UNet call{chosen}{unet}"))
+        Some(format!("{batch}{unet}"))
     }
-    fn open(&self, _node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
-        self.open_models(pool).map(|opened| Box::new(opened) as Box<dyn Opened>)
+    fn open(&self, node: &NodeInfo, pool: &mut ModelPool) -> Result<Box<dyn Opened>, Vec<OpError>> {
+        self.open_models(&node.name, pool).map(|opened| Box::new(opened) as Box<dyn Opened>)
     }
 }
 
 impl GenerateConfig {
-    /// Images per UNet call on `device`: the graph's `batch_size`, else the device's default;
-    /// on the CPU no more than the model's memory budget holds beside its session's weights.
-    fn batch_size_on(&self, pool: &ModelPool, device: Device) -> usize {
-        let asked = self.batch_size.unwrap_or(default_gen_batch(device));
-        let folder = &pool.spec(&self.model).path;
-        match (device, memory::unet_image_bytes(folder)) {
-            (Device::Cpu, Some(image)) => {
-                let (runners, session) = (pool.sessions(&self.model), memory::session_bytes(folder));
-                let budget = pool.memory_budget(&self.model);
-                asked.min(memory::batch_within(budget, runners, session, image))
-            }
-            _ => asked,
-        }
-    }
-
     /// Opens the node's sessions and resolves scheduler and classes; an error names the model
     /// when it is the model's fault.
-    fn open_models(&self, pool: &ModelPool) -> Result<OpenedGenerate, Vec<OpError>> {
+    fn open_models(&self, node: &str, pool: &ModelPool) -> Result<OpenedGenerate, Vec<OpError>> {
         let spec = pool.spec(&self.model);
         let in_model = |m: String| vec![OpError::model(&self.model, format!("{m} {}", pool.used_by(&self.model)))];
         let options = pool.session_options(&self.model);
@@ -284,6 +257,7 @@ impl GenerateConfig {
             vae_latent: self.vae_latent.unwrap_or_default(),
         };
         Ok(OpenedGenerate {
+            node: node.to_string(),
             config: self.clone(),
             vae_posterior: model.has_posterior(),
             models,
@@ -347,6 +321,7 @@ impl GenerateConfig {
 }
 
 struct OpenedGenerate {
+    node: String,
     config: GenerateConfig,
     models: Vec<Arc<DiffusionModel>>,
     settings: GenerationSettings,
@@ -361,18 +336,23 @@ impl Opened for OpenedGenerate {
         let model_digest = self.models[0].digest;
         let unet_variant = Op::unet_form(&self.config).and_then(|f| f.variant());
         let sessions = self.models.len();
-        // Jobs large enough to batch across levels, small enough to keep every session busy.
-        // Images made one per UNet call have nothing to batch: one a job, so even a refresh of
-        // two images keeps two runners busy (they share the model's encoded sources and prompts).
         let batch = self.settings.batch_size;
-        let job_size = if batch <= 1 { 1 } else { (batch * 8 / sessions).max(batch) };
+        let measured = self.config.measures_batch(self.models[0].device) && batch > 1;
+        let job_size = batch::job_size(batch, sessions, measured);
+        let tuner = measured.then(|| SharedTuner::new(&self.node, batch));
         let workers = self
             .models
             .into_iter()
-            .map(|model| GenerateWorker {
-                generator: Generator::new(model),
-                settings: self.settings.clone(),
-                store: Arc::clone(&store),
+            .map(|model| {
+                let mut generator = Generator::new(model);
+                if let Some(tuner) = &tuner {
+                    generator.measure_batch(tuner.clone());
+                }
+                GenerateWorker {
+                    generator,
+                    settings: self.settings.clone(),
+                    store: Arc::clone(&store),
+                }
             })
             .collect();
         let service = Arc::new(InferenceService::start(&self.config.model, workers));

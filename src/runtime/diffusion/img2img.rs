@@ -4,6 +4,7 @@
 //! own scheduler state, and every UNet call carries as many items as share a timestep (or any
 //! items, when the UNet takes one timestep per item), guided and unguided halves together.
 
+use super::batch_tuner::SharedTuner;
 use super::device_io::UnetBinding;
 use super::model::{Conditioning, DiffusionModel, TimestepShape};
 use super::noise::ImageNoise;
@@ -34,6 +35,8 @@ pub struct Generator {
     binding: Option<UnetBinding>,
     /// Images per call after a call ran out of memory (halved each time), for the rest of the run.
     pub(super) batch_limit: Option<usize>,
+    /// Chooses the images per UNet call by timing them (`None`: the settings' batch).
+    pub(super) tuner: Option<SharedTuner>,
 }
 
 struct Item {
@@ -52,6 +55,7 @@ impl Generator {
             latents: HashMap::new(),
             binding: None,
             batch_limit: None,
+            tuner: None,
         }
     }
 
@@ -176,19 +180,16 @@ impl Generator {
         }
 
         let mut batch = self.batch(settings.batch_size);
-        while let Some(group) = self.next_group(&schedule, &items, batch) {
+        while let Some(group) = self.next_group(&schedule, &items, self.call_size(batch)) {
             // A call that runs out of memory changes no item: it is made again, smaller.
-            match self.denoise(
-                &schedule,
-                &mut items,
-                &group,
-                settings.guidance_scale,
-                stats,
-            ) {
+            let started = std::time::Instant::now();
+            let w = settings.guidance_scale;
+            match self.denoise(&schedule, &mut items, &group, w, stats) {
+                Ok(()) => self.timed(group.len(), started.elapsed().as_secs_f64()),
                 Err(e) if e.is_out_of_memory() && group.len() > 1 => {
                     batch = self.shrink(group.len(), &e);
                 }
-                other => other?,
+                Err(e) => return Err(e),
             }
         }
         let latents: Vec<Vec<f32>> = items.into_iter().map(|i| i.x).collect();

@@ -3,8 +3,10 @@
 //! digest (`digest`), the CLIP tokenizer (`tokenizer`), keyed per-image noise (`noise`), the
 //! VAE posterior of a source (`posterior`), what a model has encoded (`encodings`), what is
 //! asked for (`request`), and batched img2img over the λ spectrum (`img2img`), with the UNet's
-//! IO binding on CUDA (`device_io`) and smaller batches after an allocation failure (`shrink`).
+//! IO binding on CUDA (`device_io`), smaller batches after an allocation failure (`shrink`) and
+//! the batch chosen by measurement (`batch_tuner`).
 
+pub mod batch_tuner;
 pub mod codec;
 mod device_io;
 pub mod digest;
