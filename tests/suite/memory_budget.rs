@@ -79,6 +79,13 @@ fn a_budget_caps_default_sessions_and_the_batch() {
         lines.iter().any(|l| l == "node synthetic: batch 3 image(s) per UNet call (16 asked; the model's memory budget holds 3)"),
         "{lines:?}"
     );
+    // Without batch_size the sizes measured stop at what the budget holds.
+    let model = format!("sessions = 1\nmemory = \"{budget}\"");
+    let lines = configuration(&graph(&out, &model, ""));
+    assert!(
+        lines.iter().any(|l| l == "node synthetic: batch 1 to 3 (the fastest measured) image(s) per UNet call (default; the model's memory budget holds 3)"),
+        "{lines:?}"
+    );
     // Two runners share the weights: the same budget plus three more images holds 3 each.
     let budget = each + 6 * image + image / 2;
     let model = format!("sessions = 2\nmemory = \"{budget}\"");

@@ -41,7 +41,8 @@ impl GenerateConfig {
         let batch = self.batch_size_on(pool, device);
         let asked = self.batch_size.unwrap_or(DEFAULT);
         let chosen = match (self.batch_size, batch < asked) {
-            (_, true) => format!(" ({asked} asked; the model's memory budget holds {batch})"),
+            (None, true) => format!(" (default; the model's memory budget holds {batch})"),
+            (Some(_), true) => format!(" ({asked} asked; the model's memory budget holds {batch})"),
             (Some(_), false) => String::new(),
             (None, false) => " (default)".into(),
         };
