@@ -105,6 +105,10 @@ fn models_in_use(pipeline: &Pipeline) -> Result<Vec<String>, String> {
         let (Some(model), Some(form)) = (node.op.model(), node.op.unet_form()) else {
             continue;
         };
+        // The UNet as exported has no folder there: no need to hash the model for it.
+        if form.variant().is_none() {
+            continue;
+        }
         let folder = &compiled.models[model].0.path;
         let digest = discl::runtime::diffusion::digest::folder_digest(folder).map_err(|e| {
             format!("model `{model}`: {e}; cannot tell which rewritten UNets are in use")

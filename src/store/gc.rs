@@ -98,15 +98,12 @@ pub fn remove(output: &Path, garbage: &Garbage) -> Result<(), StoreError> {
         .into_iter()
         .map(open)
         .collect::<Result<_, _>>()?;
-    for relative in garbage.images.iter().chain(&garbage.sheets) {
-        let path = output.join(relative);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(&path, e)),
-        }
-    }
-    for relative in &garbage.models {
+    let listed = garbage
+        .images
+        .iter()
+        .chain(&garbage.sheets)
+        .chain(&garbage.models);
+    for relative in listed {
         let path = output.join(relative);
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),

@@ -337,7 +337,7 @@ impl Opened for OpenedGenerate {
         let unet_variant = Op::unet_form(&self.config).and_then(|f| f.variant());
         let sessions = self.models.len();
         let batch = self.settings.batch_size;
-        let measured = self.config.measures_batch(self.models[0].device) && batch > 1;
+        let measured = self.config.measures_batch(self.models[0].device, batch);
         let job_size = batch::job_size(batch, sessions, measured);
         let tuner = measured.then(|| SharedTuner::new(&self.node, batch));
         let workers = self

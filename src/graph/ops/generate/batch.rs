@@ -13,9 +13,10 @@ const DEFAULT: usize = 8;
 
 impl GenerateConfig {
     /// Whether the node chooses its batch by measurement: on the CPU when the graph gives no
-    /// `batch_size` (on a GPU more images per call pay, and its default is fixed).
-    pub(super) fn measures_batch(&self, device: Device) -> bool {
-        self.batch_size.is_none() && device == Device::Cpu
+    /// `batch_size` (on a GPU more images per call pay, and its default is fixed) and the
+    /// memory budget holds more than one image (`most`, from [`Self::batch_size_on`]).
+    pub(super) fn measures_batch(&self, device: Device, most: usize) -> bool {
+        self.batch_size.is_none() && device == Device::Cpu && most > 1
     }
 
     /// Images per UNet call on `device` (when measuring: the most tried): the graph's
@@ -46,7 +47,7 @@ impl GenerateConfig {
             (Some(_), false) => String::new(),
             (None, false) => " (default)".into(),
         };
-        let size = match self.measures_batch(device) && batch > 1 {
+        let size = match self.measures_batch(device, batch) {
             true => format!("1 to {batch} (the fastest measured)"),
             false => batch.to_string(),
         };
