@@ -170,21 +170,23 @@ where
                     }
                 }
             });
-            // Full batches go now; the rest of a time once no more input can come for it.
+            // Full batches go now; the rest of a time once no more input can come for it,
+            // spread evenly over the service's runners.
             let frontier = frontiers[0].frontier();
             let (complete, open): (Vec<_>, Vec<_>) = unsent
                 .drain(..)
                 .partition(|(_, _, t)| !frontier.less_equal(t));
             unsent = open;
-            let mut to_send = complete;
-            while unsent.len() >= batch_size {
-                to_send.extend(unsent.drain(..batch_size));
-            }
-            let mut to_send = to_send.into_iter().peekable();
-            while to_send.peek().is_some() {
+            let mut sizes = even_jobs(complete.len(), batch_size, service.runners());
+            let full = unsent.len() / batch_size.max(1);
+            sizes.extend(std::iter::repeat_n(batch_size.max(1), full));
+            let mut to_send = complete
+                .into_iter()
+                .chain(unsent.drain(..full * batch_size.max(1)));
+            for size in sizes {
                 let (keys, items): (Vec<_>, Vec<_>) = to_send
                     .by_ref()
-                    .take(batch_size.max(1))
+                    .take(size)
                     .map(|(k, item, _)| (k, item))
                     .unzip();
                 in_flight.insert(next_tag, keys);
@@ -231,4 +233,36 @@ where
         }
     });
     (good_stream.as_collection(), error_stream.as_collection())
+}
+
+/// The sizes of the jobs `n` requests go in: at most `most` each, and at least as many jobs as
+/// `runners` (while there are requests for them), as even as can be, so a small remainder
+/// keeps every runner busy instead of queueing on one.
+fn even_jobs(n: usize, most: usize, runners: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let jobs = n.div_ceil(most.max(1)).max(runners.clamp(1, n));
+    (0..jobs)
+        .map(|j| n / jobs + usize::from(j < n % jobs))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::even_jobs;
+
+    #[test]
+    fn a_remainder_is_spread_over_the_runners() {
+        // 8 requests, jobs of up to 8, two runners: 4 each rather than 8 on one.
+        assert_eq!(even_jobs(8, 8, 2), [4, 4]);
+        // More than the runners' share: as few jobs as the size allows, evened out.
+        assert_eq!(even_jobs(20, 16, 2), [10, 10]);
+        assert_eq!(even_jobs(33, 16, 2), [11, 11, 11]);
+        // Fewer requests than runners: one each.
+        assert_eq!(even_jobs(3, 8, 4), [1, 1, 1]);
+        assert_eq!(even_jobs(5, 1, 2), [1, 1, 1, 1, 1]);
+        assert_eq!(even_jobs(7, 64, 1), [7]);
+        assert!(even_jobs(0, 8, 2).is_empty());
+    }
 }

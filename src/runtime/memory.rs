@@ -116,9 +116,9 @@ pub fn session_bytes(folder: &Path) -> u64 {
 }
 
 /// What one image (its guided and unguided rows) adds to a UNet call's activations, estimated
-/// from the model folder's `unet/config.json`: the attention maps at full latent resolution
-/// (area² × heads, three alive at once) and its widest feature maps there. `None` when the
-/// config does not say enough.
+/// from the model folder's `unet/config.json`: the attention maps of its first attention block
+/// (positions² × heads, three alive at once, at that block's resolution) and its widest feature
+/// maps at full latent resolution. `None` when the config does not say enough.
 pub fn unet_image_bytes(folder: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(folder.join("unet/config.json")).ok()?;
     let config: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -127,16 +127,72 @@ pub fn unet_image_bytes(folder: &Path) -> Option<u64> {
         serde_json::Value::Array(a) if a.len() == 2 => (a[0].as_u64()?, a[1].as_u64()?),
         _ => return None,
     };
-    let heads = match &config["attention_head_dim"] {
-        serde_json::Value::Number(n) => n.as_u64()?,
-        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_u64()).max()?,
-        _ => 8,
-    };
-    let width = config["block_out_channels"].as_array()?.first()?.as_u64()?;
+    let channels: Vec<u64> = config["block_out_channels"]
+        .as_array()?
+        .iter()
+        .map(|c| c.as_u64())
+        .collect::<Option<_>>()?;
+    let width = *channels.first()?;
     let area = h * w;
-    let floats = area.checked_mul(area)?.checked_mul(heads * 3)? + area * width * 32;
+    let attention = match first_attention(&config, channels.len()) {
+        Some(level) => {
+            let positions = area >> (2 * level.min(31));
+            let heads = attention_heads(&config, channels[level.min(channels.len() - 1)], level);
+            positions.checked_mul(positions)?.checked_mul(heads * 3)?
+        }
+        None => 0,
+    };
+    let floats = attention.checked_add(area * width * 32)?;
     floats.checked_mul(2 * 4)
 }
+
+/// The level (0 = full latent resolution) of a UNet's first attention: the first down block
+/// whose type has attention (`CrossAttnDownBlock2D`, `AttnDownBlock2D`; all of them when the
+/// config lists none), else its middle block at the lowest level, else none.
+fn first_attention(config: &serde_json::Value, levels: usize) -> Option<usize> {
+    let Some(blocks) = config["down_block_types"].as_array() else {
+        return Some(0);
+    };
+    let down = blocks
+        .iter()
+        .position(|b| b.as_str().is_some_and(|t| t.contains("Attn")));
+    let middle = match config["mid_block_type"].as_str() {
+        Some(t) if t.contains("Attn") => true,
+        Some("UNetMidBlock2D") | None => config["add_attention"].as_bool() != Some(false),
+        Some(_) => false,
+    };
+    down.or_else(|| middle.then(|| levels.saturating_sub(1)))
+}
+
+/// Attention heads at a level of `channels`, as diffusers reads the config: a conditional UNet's
+/// `num_attention_heads`, else its `attention_head_dim` (which that class takes as the number of
+/// heads); an unconditional `UNet2DModel`'s `attention_head_dim` is each head's width.
+fn attention_heads(config: &serde_json::Value, channels: u64, level: usize) -> u64 {
+    let at_level = |value: &serde_json::Value| match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::Array(a) => a.get(level).or(a.last()).and_then(|v| v.as_u64()),
+        _ => None,
+    };
+    let heads = match config["_class_name"].as_str() {
+        Some("UNet2DModel") => {
+            at_level(&config["attention_head_dim"]).map(|dim| channels / dim.max(1))
+        }
+        _ => at_level(&config["num_attention_heads"])
+            .or_else(|| at_level(&config["attention_head_dim"])),
+    };
+    heads.unwrap_or(8).max(1)
+}
+
+/// What activations a measured default batch may hold: the model's session (its weights) or
+/// [`MEASURED_FLOOR`], whichever is more. Batching pays on a CPU where the weights dominate
+/// (each call reads them once for all its images) or per-call overhead does (tiny models); where
+/// one image's activations outweigh the weights, more images per call only multiply memory.
+pub fn measured_batch_most(session: u64, image: u64) -> usize {
+    (session.max(MEASURED_FLOOR) / image.max(1)).clamp(1, usize::MAX as u64) as usize
+}
+
+/// Activations a measured default batch may always hold, however small the model: 256 MiB.
+pub const MEASURED_FLOOR: u64 = 256 << 20;
 
 /// The largest batch whose activations fit what `budget` leaves beside a session of `session`
 /// bytes, with `runners` calls at once, each of batches of `image` bytes per image (at least one).
@@ -210,6 +266,46 @@ mod tests {
             unet_image_bytes(dir.path()),
             Some(8 * (4096 * 4096 * 24 + 4096 * 320 * 32))
         );
+    }
+
+    #[test]
+    fn attention_is_counted_where_the_config_puts_it() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // UNet2DModel, attention from its third level (28² → 7², 49 positions), heads of
+        // width 32 over 64 channels: 2.
+        assert_eq!(
+            unet_image_bytes(&repo.join("models/fashion-unet")),
+            Some(8 * (49 * 49 * 2 * 3 + 784 * 32 * 32))
+        );
+        // Attention from its second level (14², 196 positions), 32 channels / 8 = 4 heads.
+        assert_eq!(
+            unet_image_bytes(&repo.join("models/tiny-pixel-unet")),
+            Some(8 * (196 * 196 * 4 * 3 + 784 * 16 * 32))
+        );
+        // A conditional UNet's attention_head_dim is its number of heads, from the first level.
+        assert_eq!(
+            unet_image_bytes(&repo.join("models/tiny-sd")),
+            Some(8 * (256 * 256 * 8 * 3 + 256 * 16 * 32))
+        );
+        // No attention in any block or the middle: feature maps only.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("unet")).unwrap();
+        let config = r#"{"_class_name": "UNet2DModel", "sample_size": 8, "block_out_channels": [4, 8],
+            "down_block_types": ["DownBlock2D", "DownBlock2D"], "add_attention": false}"#;
+        std::fs::write(dir.path().join("unet/config.json"), config).unwrap();
+        assert_eq!(unet_image_bytes(dir.path()), Some(8 * 64 * 4 * 32));
+    }
+
+    #[test]
+    fn a_measured_batch_holds_at_most_the_weights_in_activations() {
+        let mib = 1u64 << 20;
+        // SD 1.5 at 512²: ~5 GiB of session, ~3.5 GB an image: nothing to measure.
+        assert_eq!(measured_batch_most(5 << 30, 3_560_000_000), 1);
+        // Weights dominate (SD at 64²): far more than the 8 a measurement tries.
+        assert_eq!(measured_batch_most(2 << 30, 4 * mib), 512);
+        // A tiny model batches within the floor: 256 MiB of 7 MiB images.
+        assert_eq!(measured_batch_most(6 * mib, 7 * mib), 36);
+        assert_eq!(measured_batch_most(0, 0), MEASURED_FLOOR as usize);
     }
 
     #[test]

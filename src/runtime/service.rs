@@ -120,6 +120,11 @@ impl<W: BatchWorker> InferenceService<W> {
             .expect("inference threads alive");
     }
 
+    /// How many threads (runners) take its jobs.
+    pub fn runners(&self) -> usize {
+        self.threads.len()
+    }
+
     /// The service's counters.
     pub fn stats(&self) -> &Arc<ServiceStats> {
         &self.stats

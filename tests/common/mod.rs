@@ -40,6 +40,20 @@ pub fn classifier() -> PathBuf {
     Path::new(REPO).join("models/fashion-cnn")
 }
 
+/// Copies a folder and everything under it (a model folder to edit) to `to`.
+pub fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// Copies the fixture's class folders into `dir/images`.
 pub fn copy_fixture(dir: &Path) -> PathBuf {
     let target = dir.join("images");

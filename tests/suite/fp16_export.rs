@@ -15,19 +15,6 @@ use std::path::{Path, PathBuf};
 
 const PARTS: [&str; 4] = ["text_encoder", "unet", "vae_encoder", "vae_decoder"];
 
-fn copy_folder(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_folder(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// models/tiny-sd with its ONNX files replaced by the fp16 ones.
 fn fp16_folder(dir: &Path) -> PathBuf {
     let folder = dir.join("tiny-sd-fp16");

@@ -117,6 +117,47 @@ fn a_budget_caps_default_sessions_and_the_batch() {
     assert!(err.contains("`lots` is not a size"), "{err}");
 }
 
+#[test]
+fn a_measured_batch_keeps_its_activations_within_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // tiny-sd's UNet config claiming 64×64 latents: ~3 GiB of attention maps an image against
+    // ~10 MiB of weights, so the default makes one image per call and measures nothing.
+    let model = dir.path().join("big-latents");
+    copy_folder(&Path::new(REPO).join("models/tiny-sd"), &model);
+    let config = model.join("unet/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["sample_size"] = 64.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let text =
+        graph(&out, "", "").replace(&format!("{REPO}/models/tiny-sd"), model.to_str().unwrap());
+    let lines = configuration(&text);
+    let image = discl::runtime::memory::unet_image_bytes(&model).unwrap();
+    assert!(image > 3 << 30, "{image}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("node synthetic: batch 1 image(s) per UNet call (default; at ~3.0 GiB of activations an image, more would hold over 256 MiB")),
+        "{lines:?}"
+    );
+    // Asked for, a batch is the graph's to choose (within the budget).
+    let lines = configuration(
+        &graph(&out, "sessions = 1\nmemory = \"40 GiB\"", "batch_size = 4")
+            .replace(&format!("{REPO}/models/tiny-sd"), model.to_str().unwrap()),
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "node synthetic: batch 4 image(s) per UNet call"),
+        "{lines:?}"
+    );
+    // The shipped tiny-sd (~13 MiB an image) still measures up to 8.
+    let lines = configuration(&graph(&out, "", ""));
+    assert!(
+        lines.iter().any(|l| l == "node synthetic: batch 1 to 8 (the fastest measured) image(s) per UNet call (default)"),
+        "{lines:?}"
+    );
+}
+
 /// Runs the graph with `discl run`, the test hook refusing calls on more than `limit` images.
 fn run(dir: &Path, name: &str, generate: &str, limit: Option<usize>) -> (Vec<String>, String) {
     let out = dir.join(name);
