@@ -40,6 +40,11 @@ pub fn classifier() -> PathBuf {
     Path::new(REPO).join("models/fashion-cnn")
 }
 
+/// The runners a model gets by default on the CPU: one per core.
+pub fn runners() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Copies a folder and everything under it (a model folder to edit) to `to`.
 pub fn copy_folder(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -157,8 +157,10 @@ fn graph_prints_dot_and_run_writes_a_summary() {
     assert_eq!(summary["versions_written"], serde_json::json!([0]));
     assert_eq!(summary["nodes"]["scores"]["records_out"], 120);
     // 120 images in calls of up to 16 from 2 workers, each spreading what it holds when the
-    // version completes over the 2 runners.
-    assert_eq!(summary["nodes"]["scores"]["model_calls"], 10);
+    // version completes over the runners (one per core): from 8 calls to one more per worker
+    // for each further runner.
+    let calls = summary["nodes"]["scores"]["model_calls"].as_u64().unwrap() as usize;
+    assert!((8..8 + 2 * runners()).contains(&calls), "{calls}");
     assert!(summary["nodes"]["scores"]["seconds"].as_f64().unwrap() > 0.0);
 
     // A second process with nothing changed: answers come from the output folder's store.

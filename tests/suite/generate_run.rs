@@ -73,7 +73,10 @@ const PIXEL: &str =
 fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let first = run(&pipeline(&out, "tiny-pixel-unet", PIXEL));
+    // Two runners whatever the cores, so the calls below are the same on any machine.
+    let two_runners =
+        |text: String| text.replace("tiny-pixel-unet\"", "tiny-pixel-unet\"\nsessions = 2");
+    let first = run(&two_runners(pipeline(&out, "tiny-pixel-unet", PIXEL)));
     let synthetic = &first.nodes["synthetic"];
     // 3 hard samples × 3 levels × 2 seeds.
     assert_eq!(
@@ -85,7 +88,7 @@ fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
         (18, 18, 0)
     );
     // Per-item timesteps: 6 images × (10 + 5 + 1) = 96 image-steps, in calls of up to 4
-    // images. The 18 images go as two jobs of 9, one per runner (a complete version's requests
+    // images. The 18 images go as two jobs of 9, one per runner, (a complete version's requests
     // are spread over the runners). Each UNet batch runs to the end and is stored before the
     // next starts (a kill loses one batch at most), level by level: the partly filled batches
     // where a job's levels meet make 42 calls (32 when one job of 16 and one of 2 left a
@@ -119,7 +122,7 @@ fn spectrum_is_made_once_and_a_changed_level_regenerates_only_that_level() {
         (2 * (56 + 2) + 2, 4 * (56 + 2) + 2)
     );
 
-    let again = run(&pipeline(&out, "tiny-pixel-unet", PIXEL));
+    let again = run(&two_runners(pipeline(&out, "tiny-pixel-unet", PIXEL)));
     let synthetic = &again.nodes["synthetic"];
     assert_eq!(
         (

@@ -38,9 +38,11 @@ fn classifies_selects_hard_samples_and_writes_manifests() {
     assert_eq!(summary.errors, 0);
     assert_eq!(summary.nodes["train"].records_out, 120);
     assert_eq!(summary.nodes["scores"].records_out, 120);
-    // 120 images in batches of 16: 8 model calls.
-    assert_eq!(summary.nodes["scores"].model_calls, 8);
-    assert_eq!(summary.nodes["scores"].batches, 8);
+    // 120 images in batches of 16: 8 model calls, and up to one more for each further runner
+    // (one per core) the requests left when the version completes are spread over.
+    let calls = summary.nodes["scores"].model_calls;
+    assert!((8..8 + runners()).contains(&(calls as usize)), "{calls}");
+    assert_eq!(summary.nodes["scores"].batches, calls);
 
     let samples = read_jsonl(&out, "manifests", "train");
     let scores = read_jsonl(&out, "manifests", "scores");
