@@ -191,12 +191,15 @@ formats = ["jsonl"]
         ..Default::default()
     };
     let summary = pipeline.run(&options).unwrap_or_else(|e| panic!("{e}"));
-    // 120 images: at most 8 calls in batches of 16 and 3 in batches of 40, and neither node
-    // reports the other's. The nodes share the answer store (same model, same images), so an
-    // image one node has scored by the time the other's batch runs is a hit for the other.
+    // 120 images: at most 8 calls in batches of 16 and 3 in batches of 40, and up to one more
+    // for each further runner (one per core) what is left when the version completes is
+    // spread over; neither node reports the other's. The nodes share the answer store (same
+    // model, same images), so an image one node has scored by the time the other's batch runs
+    // is a hit for the other.
     let (small, large) = (&summary.nodes["small"], &summary.nodes["large"]);
     assert!(
-        small.model_calls <= 8 && large.model_calls <= 3,
+        (small.model_calls as usize) < 8 + runners()
+            && (large.model_calls as usize) < 3 + runners(),
         "{small:?} {large:?}"
     );
     for node in [small, large] {
