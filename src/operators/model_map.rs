@@ -170,15 +170,15 @@ where
                     }
                 }
             });
-            // Full batches go now; the rest of a time once no more input can come for it,
-            // spread evenly over the service's runners.
+            // Full batches go now, a round for the runners at a time; the rest of a time once
+            // no more input can come for it, spread evenly over the service's runners.
             let frontier = frontiers[0].frontier();
             let (complete, open): (Vec<_>, Vec<_>) = unsent
                 .drain(..)
                 .partition(|(_, _, t)| !frontier.less_equal(t));
             unsent = open;
             let mut sizes = even_jobs(complete.len(), batch_size, service.runners());
-            let full = unsent.len() / batch_size.max(1);
+            let full = full_jobs_while_open(unsent.len(), batch_size, service.runners());
             sizes.extend(std::iter::repeat_n(batch_size.max(1), full));
             let mut to_send = complete
                 .into_iter()
@@ -248,9 +248,28 @@ fn even_jobs(n: usize, most: usize, runners: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Full jobs of `most` to send from `pending` requests of a time still open: whole rounds of
+/// one job per runner, so a workload of one or two jobs is not left to one runner while the
+/// others wait (what is left goes, spread evenly, when the time completes).
+fn full_jobs_while_open(pending: usize, most: usize, runners: usize) -> usize {
+    let round = most.max(1) * runners.max(1);
+    pending / round * runners.max(1)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::even_jobs;
+    use super::{even_jobs, full_jobs_while_open};
+
+    #[test]
+    fn an_open_time_sends_whole_rounds_of_jobs() {
+        // 32 requests in jobs of 32 and two runners: none yet (at completion, 16 + 16).
+        assert_eq!(full_jobs_while_open(32, 32, 2), 0);
+        // 120 in jobs of 16, two runners: three rounds of two.
+        assert_eq!(full_jobs_while_open(120, 16, 2), 6);
+        // One runner: every full job.
+        assert_eq!(full_jobs_while_open(120, 16, 1), 7);
+        assert_eq!(full_jobs_while_open(0, 16, 2), 0);
+    }
 
     #[test]
     fn a_remainder_is_spread_over_the_runners() {
