@@ -133,16 +133,19 @@ pub fn unet_image_bytes(folder: &Path) -> Option<u64> {
         .map(|c| c.as_u64())
         .collect::<Option<_>>()?;
     let width = *channels.first()?;
-    let area = h * w;
+    let area = h.checked_mul(w)?;
     let attention = match first_attention(&config, channels.len()) {
         Some(level) => {
             let positions = area >> (2 * level.min(31));
             let heads = attention_heads(&config, channels[level.min(channels.len() - 1)], level);
-            positions.checked_mul(positions)?.checked_mul(heads * 3)?
+            positions
+                .checked_mul(positions)?
+                .checked_mul(heads.checked_mul(3)?)?
         }
         None => 0,
     };
-    let floats = attention.checked_add(area * width * 32)?;
+    let maps = area.checked_mul(width)?.checked_mul(32)?;
+    let floats = attention.checked_add(maps)?;
     floats.checked_mul(2 * 4)
 }
 
@@ -294,6 +297,10 @@ mod tests {
             "down_block_types": ["DownBlock2D", "DownBlock2D"], "add_attention": false}"#;
         std::fs::write(dir.path().join("unet/config.json"), config).unwrap();
         assert_eq!(unet_image_bytes(dir.path()), Some(8 * 64 * 4 * 32));
+        // A size past what 64 bits hold is no estimate, not a wrapped one.
+        let config = r#"{"sample_size": 4294967296, "block_out_channels": [320]}"#;
+        std::fs::write(dir.path().join("unet/config.json"), config).unwrap();
+        assert_eq!(unet_image_bytes(dir.path()), None);
     }
 
     #[test]
