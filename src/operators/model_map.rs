@@ -177,12 +177,11 @@ where
                 .drain(..)
                 .partition(|(_, _, t)| !frontier.less_equal(t));
             unsent = open;
-            let mut sizes = even_jobs(complete.len(), batch_size, service.runners());
-            let full = full_jobs_while_open(unsent.len(), batch_size, service.runners());
-            sizes.extend(std::iter::repeat_n(batch_size.max(1), full));
-            let mut to_send = complete
-                .into_iter()
-                .chain(unsent.drain(..full * batch_size.max(1)));
+            let (size, runners) = (batch_size.max(1), service.runners());
+            let mut sizes = even_jobs(complete.len(), size, runners);
+            let full = full_jobs_while_open(unsent.len(), size, runners);
+            sizes.extend(std::iter::repeat_n(size, full));
+            let mut to_send = complete.into_iter().chain(unsent.drain(..full * size));
             for size in sizes {
                 let (keys, items): (Vec<_>, Vec<_>) = to_send
                     .by_ref()

@@ -44,7 +44,7 @@ impl GenerateConfig {
         match asked.min(within_budget).min(within_weights) {
             b if b == asked => (b, Cap::None),
             b if b == within_budget => (b, Cap::Budget),
-            b => (b, Cap::Weights(image)),
+            b => (b, Cap::Weights { image, session }),
         }
     }
 
@@ -59,8 +59,7 @@ impl GenerateConfig {
             (Some(_), Cap::Budget) => {
                 format!(" ({asked} asked; the model's memory budget holds {batch})")
             }
-            (_, Cap::Weights(image)) => {
-                let session = memory::session_bytes(&pool.spec(&self.model).path);
+            (_, Cap::Weights { image, session }) => {
                 let more = match batch {
                     1 => "more".to_string(),
                     b => format!("more than {b}"),
@@ -91,8 +90,9 @@ enum Cap {
     None,
     /// The model's memory budget.
     Budget,
-    /// A measured default's activations kept within the weights' size; an image's bytes.
-    Weights(u64),
+    /// A measured default's activations kept within the weights' size: an image's bytes and
+    /// the session's.
+    Weights { image: u64, session: u64 },
 }
 
 /// Images per job sent to the runners. Measuring, the largest batch tried (and no more, so a
