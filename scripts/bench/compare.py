@@ -160,7 +160,7 @@ def common_args(a):
 
 FORMS = {"fp32": "", "int8": 'quantize = "int8"\n', "fused": 'attention = "fused"\n',
          "fused+int8": 'attention = "fused"\nquantize = "int8"\n', "batch1": "batch_size = 1\n",
-         "batch2": "batch_size = 2\n", "batch4": "batch_size = 4\n", "batch8": "batch_size = 8\n"}
+         "batch2": "batch_size = 2\n", "batch4": "batch_size = 4\n", "batch8": "batch_size = 8\n", "batch16": "batch_size = 16\n"}
 
 
 def discl_graph(a, out, one_thread, form):
@@ -224,9 +224,10 @@ def run_discl(a, work, one_thread, form):
     made = s["nodes"]["synthetic"]["computed"]
     if made != len(workload(a)):
         sys.exit(f"discl made {made} images, expected {len(workload(a))}: {proc.stdout.read()}")
+    said = proc.stdout.read().splitlines()
     return {"whole_s": whole, "loaded_s": s["seconds"], "images": made, "rss_mb": rss[0],
-            "generator_busy_s": s["nodes"]["synthetic"]["seconds"],
-            "configuration": proc.stdout.read().splitlines()[:2]}
+            "generator_busy_s": s["nodes"]["synthetic"]["seconds"], "configuration": said[:2],
+            "measured": [line for line in said if "measured fastest" in line]}
 
 
 def main():
@@ -243,7 +244,7 @@ def main():
     ap.add_argument("--peers", default="plain,optimum,diffusers")
     ap.add_argument("--forms", default="int8,fused",
                     help="discl's rewritten UNets to run beside the exported one: int8, fused, fused+int8; or a fixed batch "
-                         "instead of the measured one: batch1, batch2, batch4, batch8 (comma list)")
+                         "instead of the measured one: batch1, batch2, batch4, batch8, batch16 (comma list)")
     ap.add_argument("--json")
     for hidden in ("--child", "--part", "--parts", "--threads", "--batch"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -262,7 +263,7 @@ def main():
     forms = list(dict.fromkeys(f for f in a.forms.split(",") if f))
     unknown = [f for f in forms if f not in FORMS or f == "fp32"]
     if unknown:
-        sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8, batch1, batch2, batch4, batch8")
+        sys.exit(f"--forms: unknown {unknown}; expected some of int8, fused, fused+int8, batch1, batch2, batch4, batch8, batch16")
     rewrite_s = {}
     rewrites = [f for f in forms if not f.startswith("batch")]
     for form in rewrites:  # each made once, outside every timed run; the whole-machine runs open the same file

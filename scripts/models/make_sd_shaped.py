@@ -12,6 +12,8 @@ tokenizer files are copied from models/tiny-sd (the real 49,408-id CLIP vocabula
 Presets (--preset):
   sd15       the SD 1.5 UNet: channels (320, 640, 1280, 1280), 860M parameters, ~3.4 GB (external data)
   sd15-half  the same blocks at half width: channels (160, 320, 640, 640), ~215M parameters, ~0.9 GB
+  small      channels (64, 128, 256, 256), text encoder 2 layers, VAE (64, 128, 256, 256): ~0.4 GB in all, for
+             memory checks near issue 12's ~0.5 GB workload
   tiny       channels (32, 64, 64, 64), text encoder 2 layers, VAE (32, 64, 64, 64): a quick local smoke test
 
     python3 scripts/models/make_sd_shaped.py --preset sd15-half --out /tmp/sd-half
@@ -34,6 +36,7 @@ SD15_SCHEDULER = {
 PRESETS = {
     "sd15": dict(unet=(320, 640, 1280, 1280), vae=(128, 256, 512, 512), text_layers=12),
     "sd15-half": dict(unet=(160, 320, 640, 640), vae=(128, 256, 512, 512), text_layers=12),
+    "small": dict(unet=(64, 128, 256, 256), vae=(64, 128, 256, 256), text_layers=2),
     "tiny": dict(unet=(32, 64, 64, 64), vae=(32, 64, 64, 64), text_layers=2),
 }
 IMAGE = 512

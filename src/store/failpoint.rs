@@ -2,7 +2,7 @@
 //! destructor, no flush), so tests can check what a crash at that very point leaves on disk.
 //! `DISCL_FAILPOINT=<name>` arms one for its first reaching, `<name>#<n>` for its n-th; unarmed,
 //! a point costs one comparison. `DISCL_FAIL_ALLOC=<n>` makes every generator call (UNet, VAE
-//! decoder) on more than n images fail as an allocation failure would.
+//! encoder or decoder) on more than n images fail as an allocation failure would.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -5,8 +5,9 @@
 
 use super::encodings::ENCODED_LIMIT;
 use super::img2img::Generator;
-use super::model::{Conditioning, DiffusionModel, TextEncoder};
+use super::model::{Conditioning, DiffusionModel, TextEncoder, Vae};
 use super::posterior::Encoded;
+use super::shrink::{halve, in_chunks};
 use crate::record::Digest;
 use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
@@ -63,72 +64,69 @@ impl Generator {
         Ok(())
     }
 
+    /// The images of `latents`, `batch` being the UNet's; a decoder call that runs out of memory
+    /// halves this generator's batch ([`Generator::shrink`]).
     pub(super) fn decode(
         &mut self,
         latents: Vec<Vec<f32>>,
         batch: usize,
     ) -> Result<Vec<Vec<f32>>, RuntimeError> {
-        if self.model.vae.is_none() {
+        let model = Arc::clone(&self.model);
+        let Some(vae) = &model.vae else {
             return Ok(latents);
-        }
-        let mut images = Vec::with_capacity(latents.len());
-        let (mut start, mut batch) = (0, vae_batch(self.model.device, batch));
-        while start < latents.len() {
-            let end = (start + batch).min(latents.len());
-            match self.decode_chunk(&latents[start..end]) {
-                Ok(chunk) => {
-                    images.extend(chunk);
-                    start = end;
-                }
-                Err(e) if e.is_out_of_memory() && end - start > 1 => {
-                    batch = self.shrink(end - start, &e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(images)
-    }
-
-    fn decode_chunk(&mut self, chunk: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, RuntimeError> {
-        let [c, h, w] = self.model.latent_shape;
-        let image_len = self.model.image_shape.iter().product::<usize>();
-        let vae = self.model.vae.as_ref().expect("a latent model");
-        if crate::store::failpoint::allocation_refused(chunk.len()) {
-            return Err(RuntimeError::simulated_out_of_memory(
-                &vae.decoder_file,
-                chunk.len(),
-            ));
-        }
-        let fail = |source: ort::Error| RuntimeError::Inference {
-            file: vae.decoder_file.clone(),
-            source,
         };
-        let scaled: Vec<f32> = chunk
-            .iter()
-            .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
-            .collect();
-        let input = TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice()))
-            .map_err(fail)?;
-        let out = vae
-            .decoder
-            .run(
-                &[(&vae.decoder_input, &input.into_dyn())],
-                &vae.decoder_output,
-            )
-            .map_err(fail)?;
-        let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
-        if data.len() != chunk.len() * image_len {
-            return Err(RuntimeError::Output {
-                file: vae.decoder_file.clone(),
-                message: format!(
-                    "decoder gave {} values for {} images of {image_len}",
-                    data.len(),
-                    chunk.len()
-                ),
-            });
-        }
-        Ok(data.chunks(image_len).map(<[f32]>::to_vec).collect())
+        in_chunks(
+            &latents,
+            vae_batch(model.device, batch),
+            |chunk| decode_chunk(&model, vae, chunk),
+            |images, error| self.shrink(images, error),
+        )
     }
+}
+
+/// The images of `chunk`'s latents in one VAE-decoder call.
+fn decode_chunk(
+    model: &DiffusionModel,
+    vae: &Vae,
+    chunk: &[Vec<f32>],
+) -> Result<Vec<Vec<f32>>, RuntimeError> {
+    let [c, h, w] = model.latent_shape;
+    let image_len = model.image_len();
+    if crate::store::failpoint::allocation_refused(chunk.len()) {
+        return Err(RuntimeError::simulated_out_of_memory(
+            &vae.decoder_file,
+            chunk.len(),
+        ));
+    }
+    let fail = |source: ort::Error| RuntimeError::Inference {
+        file: vae.decoder_file.clone(),
+        source,
+    };
+    let scaled: Vec<f32> = chunk
+        .iter()
+        .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
+        .collect();
+    let input =
+        TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice())).map_err(fail)?;
+    let out = vae
+        .decoder
+        .run(
+            &[(&vae.decoder_input, &input.into_dyn())],
+            &vae.decoder_output,
+        )
+        .map_err(fail)?;
+    let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
+    if data.len() != chunk.len() * image_len {
+        return Err(RuntimeError::Output {
+            file: vae.decoder_file.clone(),
+            message: format!(
+                "decoder gave {} values for {} images of {image_len}",
+                data.len(),
+                chunk.len()
+            ),
+        });
+    }
+    Ok(data.chunks(image_len).map(<[f32]>::to_vec).collect())
 }
 
 /// Encodes a CHW image with values in [-1, 1] as PNG (grey for one channel, RGB for three).
@@ -190,8 +188,8 @@ fn encode_text(
     Ok(hidden.chunks(per).map(<[f32]>::to_vec).collect())
 }
 
-/// The encodings of `sources` in one VAE-encoder call (the images as given, for a model without
-/// a VAE), one per source.
+/// The encodings of `sources` (the images as given, for a model without a VAE), one per source;
+/// a VAE-encoder call that runs out of memory is made again with half the images.
 fn encode_images(
     model: &DiffusionModel,
     sources: &[(Digest, Arc<Vec<f32>>)],
@@ -210,6 +208,26 @@ fn encode_images(
             .map(|(_, image)| Encoded::given(Arc::clone(image), 1.0))
             .collect());
     };
+    in_chunks(
+        sources,
+        vae_batch(model.device, sources.len()),
+        |chunk| encode_chunk(model, vae, chunk),
+        halve,
+    )
+}
+
+/// The encodings of `chunk`'s images in one VAE-encoder call.
+fn encode_chunk(
+    model: &DiffusionModel,
+    vae: &Vae,
+    chunk: &[(Digest, Arc<Vec<f32>>)],
+) -> Result<Vec<Encoded>, RuntimeError> {
+    if crate::store::failpoint::allocation_refused(chunk.len()) {
+        return Err(RuntimeError::simulated_out_of_memory(
+            &vae.encoder_file,
+            chunk.len(),
+        ));
+    }
     let [c, h, w] = model.image_shape;
     let latent_len = model.latent_shape.iter().product::<usize>();
     let fail = |source: ort::Error| RuntimeError::Inference {
@@ -222,38 +240,37 @@ fn encode_images(
     } else {
         latent_len
     };
-    let mut encoded = Vec::with_capacity(sources.len());
-    for chunk in sources.chunks(vae_batch(model.device, sources.len())) {
-        let pixels: Vec<f32> = chunk
-            .iter()
-            .flat_map(|(_, image)| image.iter().copied())
-            .collect();
-        let input = TensorRef::from_array_view(([chunk.len(), c, h, w], pixels.as_slice()))
-            .map_err(fail)?;
-        let out = vae
-            .encoder
-            .run(
-                &[(&vae.encoder_input, &input.into_dyn())],
-                &vae.encoder_output,
-            )
-            .map_err(fail)?;
-        let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
-        let per = data.len() / chunk.len();
-        if per != expected {
-            return Err(RuntimeError::Output {
-                file: vae.encoder_file.clone(),
-                message: format!("encoder gave {per} values per image, expected {expected}"),
-            });
-        }
-        encoded.extend(data.chunks(per).map(|image| {
+    let pixels: Vec<f32> = chunk
+        .iter()
+        .flat_map(|(_, image)| image.iter().copied())
+        .collect();
+    let input =
+        TensorRef::from_array_view(([chunk.len(), c, h, w], pixels.as_slice())).map_err(fail)?;
+    let out = vae
+        .encoder
+        .run(
+            &[(&vae.encoder_input, &input.into_dyn())],
+            &vae.encoder_output,
+        )
+        .map_err(fail)?;
+    let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
+    let per = data.len() / chunk.len();
+    if per != expected {
+        return Err(RuntimeError::Output {
+            file: vae.encoder_file.clone(),
+            message: format!("encoder gave {per} values per image, expected {expected}"),
+        });
+    }
+    Ok(data
+        .chunks(per)
+        .map(|image| {
             if vae.encoder_gives_parameters {
                 Encoded::posterior(image, vae.scaling_factor)
             } else {
                 Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor)
             }
-        }));
-    }
-    Ok(encoded)
+        })
+        .collect())
 }
 
 /// Images per VAE call, encoder and decoder, where the UNet takes `batch`: on the CPU one.
