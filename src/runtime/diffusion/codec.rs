@@ -11,7 +11,9 @@ use super::shrink::{halve, in_chunks};
 use crate::record::Digest;
 use crate::runtime::device::Device;
 use crate::runtime::error::RuntimeError;
+use crate::runtime::shared_session::SharedSession;
 use ort::value::TensorRef;
+use std::path::Path;
 use std::sync::Arc;
 
 impl Generator {
@@ -92,41 +94,58 @@ fn decode_chunk(
 ) -> Result<Vec<Vec<f32>>, RuntimeError> {
     let [c, h, w] = model.latent_shape;
     let image_len = model.image_len();
-    if crate::store::failpoint::allocation_refused(chunk.len()) {
-        return Err(RuntimeError::simulated_out_of_memory(
-            &vae.decoder_file,
-            chunk.len(),
-        ));
-    }
-    let fail = |source: ort::Error| RuntimeError::Inference {
-        file: vae.decoder_file.clone(),
-        source,
-    };
     let scaled: Vec<f32> = chunk
         .iter()
         .flat_map(|l| l.iter().map(|v| v / vae.scaling_factor))
         .collect();
-    let input =
-        TensorRef::from_array_view(([chunk.len(), c, h, w], scaled.as_slice())).map_err(fail)?;
-    let out = vae
-        .decoder
-        .run(
-            &[(&vae.decoder_input, &input.into_dyn())],
-            &vae.decoder_output,
-        )
-        .map_err(fail)?;
-    let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
-    if data.len() != chunk.len() * image_len {
-        return Err(RuntimeError::Output {
-            file: vae.decoder_file.clone(),
-            message: format!(
-                "decoder gave {} values for {} images of {image_len}",
-                data.len(),
-                chunk.len()
-            ),
-        });
+    let (session, file) = (&vae.decoder, &vae.decoder_file);
+    let names = (vae.decoder_input.as_str(), vae.decoder_output.as_str());
+    vae_call(
+        session,
+        file,
+        names,
+        [chunk.len(), c, h, w],
+        &scaled,
+        |data| {
+            if data.len() != chunk.len() * image_len {
+                return Err(RuntimeError::Output {
+                    file: file.clone(),
+                    message: format!(
+                        "decoder gave {} values for {} images of {image_len}",
+                        data.len(),
+                        chunk.len()
+                    ),
+                });
+            }
+            Ok(data.chunks(image_len).map(<[f32]>::to_vec).collect())
+        },
+    )
+}
+
+/// One VAE call: `session` (of `file`) on `data` of `shape` under `names` (input, output), its
+/// output read by `read`. A call on more images than `DISCL_FAIL_ALLOC` allows fails as out of
+/// memory.
+fn vae_call<U>(
+    session: &SharedSession,
+    file: &Path,
+    (input, output): (&str, &str),
+    shape: [usize; 4],
+    data: &[f32],
+    read: impl FnOnce(&[f32]) -> Result<Vec<U>, RuntimeError>,
+) -> Result<Vec<U>, RuntimeError> {
+    if crate::store::failpoint::allocation_refused(shape[0]) {
+        return Err(RuntimeError::simulated_out_of_memory(file, shape[0]));
     }
-    Ok(data.chunks(image_len).map(<[f32]>::to_vec).collect())
+    let fail = |source: ort::Error| RuntimeError::Inference {
+        file: file.to_path_buf(),
+        source,
+    };
+    let value = TensorRef::from_array_view((shape, data)).map_err(fail)?;
+    let out = session
+        .run(&[(input, &value.into_dyn())], output)
+        .map_err(fail)?;
+    let (_, values) = out.try_extract_tensor::<f32>().map_err(fail)?;
+    read(values)
 }
 
 /// Encodes a CHW image with values in [-1, 1] as PNG (grey for one channel, RGB for three).
@@ -222,18 +241,8 @@ fn encode_chunk(
     vae: &Vae,
     chunk: &[(Digest, Arc<Vec<f32>>)],
 ) -> Result<Vec<Encoded>, RuntimeError> {
-    if crate::store::failpoint::allocation_refused(chunk.len()) {
-        return Err(RuntimeError::simulated_out_of_memory(
-            &vae.encoder_file,
-            chunk.len(),
-        ));
-    }
     let [c, h, w] = model.image_shape;
     let latent_len = model.latent_shape.iter().product::<usize>();
-    let fail = |source: ort::Error| RuntimeError::Inference {
-        file: vae.encoder_file.clone(),
-        source,
-    };
     // latent_parameters hold the mean then the log-variance; latent_sample is a latent.
     let expected = if vae.encoder_gives_parameters {
         2 * latent_len
@@ -244,33 +253,31 @@ fn encode_chunk(
         .iter()
         .flat_map(|(_, image)| image.iter().copied())
         .collect();
-    let input =
-        TensorRef::from_array_view(([chunk.len(), c, h, w], pixels.as_slice())).map_err(fail)?;
-    let out = vae
-        .encoder
-        .run(
-            &[(&vae.encoder_input, &input.into_dyn())],
-            &vae.encoder_output,
-        )
-        .map_err(fail)?;
-    let (_, data) = out.try_extract_tensor::<f32>().map_err(fail)?;
-    let per = data.len() / chunk.len();
-    if per != expected {
-        return Err(RuntimeError::Output {
-            file: vae.encoder_file.clone(),
-            message: format!("encoder gave {per} values per image, expected {expected}"),
-        });
-    }
-    Ok(data
-        .chunks(per)
-        .map(|image| {
-            if vae.encoder_gives_parameters {
-                Encoded::posterior(image, vae.scaling_factor)
-            } else {
-                Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor)
+    let (session, file) = (&vae.encoder, &vae.encoder_file);
+    let names = (vae.encoder_input.as_str(), vae.encoder_output.as_str());
+    vae_call(
+        session,
+        file,
+        names,
+        [chunk.len(), c, h, w],
+        &pixels,
+        |data| {
+            let per = data.len() / chunk.len();
+            if per != expected {
+                return Err(RuntimeError::Output {
+                    file: file.clone(),
+                    message: format!("encoder gave {per} values per image, expected {expected}"),
+                });
             }
-        })
-        .collect())
+            Ok(data
+                .chunks(per)
+                .map(|image| match vae.encoder_gives_parameters {
+                    true => Encoded::posterior(image, vae.scaling_factor),
+                    false => Encoded::given(Arc::new(image.to_vec()), vae.scaling_factor),
+                })
+                .collect())
+        },
+    )
 }
 
 /// Images per VAE call, encoder and decoder, where the UNet takes `batch`: on the CPU one.
